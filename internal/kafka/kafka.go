@@ -14,7 +14,6 @@ import (
 
 	"github.com/originlens/originlens/internal/event"
 	"github.com/prometheus/client_golang/prometheus"
-	kafkago "github.com/segmentio/kafka-go"
 )
 
 // Security holds how to reach a broker: TLS and SASL.
@@ -25,16 +24,6 @@ type Security struct {
 	Username  string // SCRAM
 	Password  string // SCRAM
 	AWSRegion string // MSK IAM; empty: from the default AWS config chain
-}
-
-// Transport returns a kafka-go transport for writers and admin calls.
-func (s Security) Transport(ctx context.Context) (*kafkago.Transport, error) {
-	return &kafkago.Transport{}, nil
-}
-
-// Dialer returns a kafka-go dialer for readers.
-func (s Security) Dialer(ctx context.Context) (*kafkago.Dialer, error) {
-	return &kafkago.Dialer{}, nil
 }
 
 // ProducerConfig configures a [Producer].

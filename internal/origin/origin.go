@@ -217,7 +217,9 @@ func (r *Resolver) isTrusted(a netip.Addr) bool {
 // Resolve blocks at most HeaderTimeout (it sets conn's read deadline and
 // clears it before returning; re-apply your own deadlines afterwards). It
 // must be called from the connection's own goroutine, once, before anything
-// else reads conn. On error the caller closes conn.
+// else reads conn. On error the returned Origin holds only the socket
+// addresses (Client = Peer, Via direct), the read deadline may still be
+// set, and the caller closes conn.
 func (r *Resolver) Resolve(conn net.Conn) (Origin, net.Conn, error) {
 	peer := addrPort(conn.RemoteAddr())
 	local := addrPort(conn.LocalAddr())

@@ -231,6 +231,8 @@ func runResolveCase(t *testing.T, tc resolveCase) {
 	if werr := <-wrote; werr != nil {
 		t.Fatalf("client: %v", werr)
 	}
+	sockPeer := unmap(client.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort())
+	sockLocal := unmap(client.RemoteAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort())
 	if tc.wantErr != nil {
 		if !errors.Is(err, tc.wantErr) {
 			t.Fatalf("Resolve() error = %v; want %v", err, tc.wantErr)
@@ -238,14 +240,16 @@ func runResolveCase(t *testing.T, tc resolveCase) {
 		if k := origin.Kind(err); k != tc.wantKind {
 			t.Errorf("Kind(%v) = %q; want %q", err, k, tc.wantKind)
 		}
+		want := origin.Origin{Client: sockPeer, Peer: sockPeer, Server: sockLocal, Via: event.ViaDirect}
+		if o != want || conn != nil {
+			t.Errorf("Resolve() on error = %+v, %v; want %+v, nil", o, conn, want)
+		}
 		return
 	}
 	if err != nil {
 		t.Fatalf("Resolve() error = %v (kind %s); want success", err, origin.Kind(err))
 	}
 
-	sockPeer := unmap(client.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort())
-	sockLocal := unmap(client.RemoteAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort())
 	if o.Peer != sockPeer {
 		t.Errorf("Peer = %v; want %v", o.Peer, sockPeer)
 	}

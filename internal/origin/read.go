@@ -205,21 +205,22 @@ func (r *Resolver) readHeader(conn net.Conn, o Origin) (Origin, net.Conn, error)
 	if err != nil {
 		return o, nil, headerReadErr(err, br.Buffered())
 	}
+	var got Origin
 	switch k {
 	case sigV1:
-		o, err = r.readV1(br, o)
+		got, err = r.readV1(br, o)
 	case sigV2:
-		o, err = r.readV2(br, o)
+		got, err = r.readV2(br, o)
 	default:
 		return o, nil, ErrMissingHeader
 	}
 	if err != nil {
-		return o, nil, err
+		return o, nil, err // o: the socket addresses only
 	}
 	if err := clearDeadline(conn); err != nil {
 		return o, nil, err
 	}
-	return o, withPending(conn, br), nil
+	return got, withPending(conn, br), nil
 }
 
 // readV1 frames a v1 line (at most 107 bytes up to and including LF), then

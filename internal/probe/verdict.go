@@ -92,11 +92,11 @@ func Explain(v Verdict, saw, expected netip.Addr, src ExpectSource, peer string)
 	case Preserved:
 		return fmt.Sprintf("preserved: the server saw %s, the client's own address (%s)", saw, src)
 	case NotPreserved:
-		via := ""
-		if peer != "" && peer != saw.String() {
-			via = ", immediate peer " + peer
+		hop := ""
+		if pa, err := netip.ParseAddrPort(peer); err == nil && pa.Addr().Unmap() != saw {
+			hop = ", through the immediate peer " + pa.Addr().Unmap().String()
 		}
-		return fmt.Sprintf("not preserved: the server saw %s (the load balancer or a proxy?%s) instead of %s (%s)", saw, via, expected, src)
+		return fmt.Sprintf("not preserved: the server saw %s instead of %s (%s): a load balancer or proxy replaced the client address%s", saw, expected, src, hop)
 	case Unknown:
 		return fmt.Sprintf("cannot tell: the probe's own address %s is private (behind NAT), so it cannot know its public address; the server saw %s: rerun with --expect-ip YOUR.PUBLIC.IP", expected, saw)
 	}

@@ -1,0 +1,287 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/originlens/originlens/internal/origin"
+	"github.com/originlens/originlens/internal/probe"
+)
+
+// Exit codes.
+const (
+	exitPreserved    = 0 // the server saw the expected client address
+	exitNotPreserved = 1 // the server saw another address
+	exitFailure      = 2 // connection or protocol failure, bad flags
+	exitUnknown      = 3 // behind NAT without --expect-ip: cannot tell
+)
+
+const envPrefix = "NC_PROBE_"
+
+// config is the parsed command line.
+type config struct {
+	listen bool
+	probe  probe.Config
+	json   bool
+
+	listenAddr string
+	origin     origin.Config
+	idle       time.Duration
+}
+
+const usageProbe = `usage: nc-probe [flags] HOST:PORT
+       nc-probe listen [flags] [ADDR]
+
+Connects to HOST:PORT, sends a probe line, reads the server's report of the
+client address it saw, and compares it with the address expected.
+Exit: 0 preserved, 1 not preserved (the server saw another address),
+2 connection/protocol failure or bad flags, 3 cannot tell (the probe is
+behind NAT: pass --expect-ip). Every flag also reads NC_PROBE_<FLAG>
+(e.g. NC_PROBE_EXPECT_IP); the target NC_PROBE_TARGET.
+
+flags:
+`
+
+const usageListen = `usage: nc-probe listen [flags] [ADDR]   (default ADDR :80)
+
+Prints the source address (and PROXY header) of every connection, answers
+the first line with a report line in the app's format, then echoes lines.
+Every flag also reads NC_PROBE_<FLAG> (e.g. NC_PROBE_PROXY_PROTOCOL).
+
+flags:
+`
+
+// parseArgs parses args (without the program name), with getenv as the
+// fallback for flags not given. -h prints the usage to help and returns
+// flag.ErrHelp.
+func parseArgs(args []string, getenv func(string) string, help io.Writer) (config, error) {
+	if len(args) > 0 && args[0] == "listen" {
+		return parseListen(args[1:], getenv, help)
+	}
+	var cfg config
+	fs := flag.NewFlagSet("nc-probe", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		expectIP, compare, proxyVer, proxySrc, proxyDst, bind, line string
+		count, conc, echo                                           int
+		interval, timeout                                           time.Duration
+	)
+	fs.StringVar(&expectIP, "expect-ip", "", "the client `IP` the server should see (default: the probe's local address, or --proxy-src)")
+	fs.IntVar(&count, "count", 1, "attempts per target; 0 runs until Ctrl-C (alias -n)")
+	fs.IntVar(&count, "n", 1, "alias of --count")
+	fs.IntVar(&conc, "concurrency", 1, "attempts in flight at once (alias -c)")
+	fs.IntVar(&conc, "c", 1, "alias of --concurrency")
+	fs.DurationVar(&interval, "interval", 100*time.Millisecond, "time between the starts of rounds (alias -i)")
+	fs.DurationVar(&interval, "i", 100*time.Millisecond, "alias of --interval")
+	fs.DurationVar(&timeout, "timeout", probe.DefaultTimeout, "bound on each attempt, dial to last echo")
+	fs.IntVar(&echo, "echo", 0, "echo lines to time after the greeting (decision serve only)")
+	fs.BoolVar(&cfg.json, "json", false, "print one JSON object instead of text")
+	fs.StringVar(&compare, "compare", "", "second `HOST:PORT` probed interleaved, shown side by side")
+	fs.StringVar(&proxyVer, "proxy", "", "send a PROXY protocol header first: v1 or v2")
+	fs.StringVar(&proxySrc, "proxy-src", "", "the client `IP:PORT` the PROXY header claims")
+	fs.StringVar(&proxyDst, "proxy-dst", "", "the destination `IP:PORT` in the PROXY header (default: the target's address)")
+	fs.StringVar(&bind, "bind", "", "local `IP` to dial from")
+	fs.StringVar(&line, "line", probe.DefaultLine, "the probe line sent first")
+	aliases := map[string]string{"n": "count", "c": "concurrency", "i": "interval"}
+
+	pos, err := parseInterspersed(fs, args, getenv, aliases)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(help, usageProbe)
+		fs.SetOutput(help)
+		fs.PrintDefaults()
+		return cfg, err
+	}
+	if err != nil {
+		return cfg, err
+	}
+	switch {
+	case len(pos) > 1:
+		return cfg, fmt.Errorf("one target expected, got %q (see -h)", pos)
+	case len(pos) == 1:
+		cfg.probe.Target = pos[0]
+	case getenv(envPrefix+"TARGET") != "":
+		cfg.probe.Target = getenv(envPrefix + "TARGET")
+	default:
+		return cfg, errors.New("missing HOST:PORT (see -h)")
+	}
+	if err := checkHostPort(cfg.probe.Target); err != nil {
+		return cfg, err
+	}
+	if compare != "" {
+		if err := checkHostPort(compare); err != nil {
+			return cfg, fmt.Errorf("--compare: %w", err)
+		}
+	}
+	cfg.probe.Compare = compare
+	cfg.probe.Count, cfg.probe.Concurrency, cfg.probe.Interval = count, conc, interval
+	o := &cfg.probe.Options
+	o.Timeout, o.Echo, o.Line = timeout, echo, line
+	if timeout <= 0 {
+		return cfg, fmt.Errorf("--timeout must be positive, got %v", timeout)
+	}
+	if conc < 1 {
+		return cfg, fmt.Errorf("--concurrency must be at least 1, got %d", conc)
+	}
+	if expectIP != "" {
+		a, err := netip.ParseAddr(expectIP)
+		if err != nil {
+			return cfg, fmt.Errorf("--expect-ip: %w", err)
+		}
+		cfg.probe.Expect = a.Unmap()
+	}
+	if bind != "" {
+		a, err := netip.ParseAddr(bind)
+		if err != nil {
+			return cfg, fmt.Errorf("--bind: %w", err)
+		}
+		o.Bind = a.Unmap()
+	}
+	switch proxyVer {
+	case "":
+		if proxySrc != "" || proxyDst != "" {
+			return cfg, errors.New("--proxy-src and --proxy-dst need --proxy v1|v2")
+		}
+	case "v1", "v2", "1", "2":
+		p := &probe.ProxyHeader{Version: proxyVer[len(proxyVer)-1] - '0'}
+		if proxySrc == "" {
+			return cfg, errors.New("--proxy needs --proxy-src IP:PORT")
+		}
+		if p.Src, err = parseAddrPort(proxySrc); err != nil {
+			return cfg, fmt.Errorf("--proxy-src: %w", err)
+		}
+		if proxyDst != "" {
+			if p.Dst, err = parseAddrPort(proxyDst); err != nil {
+				return cfg, fmt.Errorf("--proxy-dst: %w", err)
+			}
+		}
+		o.Proxy = p
+	default:
+		return cfg, fmt.Errorf("--proxy must be v1 or v2, not %q", proxyVer)
+	}
+	if err := cfg.probe.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func parseListen(args []string, getenv func(string) string, help io.Writer) (config, error) {
+	cfg := config{listen: true}
+	fs := flag.NewFlagSet("nc-probe listen", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var mode, trusted string
+	var hdrTimeout time.Duration
+	fs.StringVar(&mode, "proxy-protocol", "off", "PROXY protocol mode, as the app's: off, required or trusted")
+	fs.StringVar(&trusted, "trusted-proxies", "", "`CIDR[,CIDR]` whose PROXY headers count (mode trusted)")
+	fs.DurationVar(&hdrTimeout, "proxy-header-timeout", origin.DefaultHeaderTimeout, "bound on reading the PROXY header")
+	fs.DurationVar(&cfg.idle, "idle-timeout", 60*time.Second, "close a connection idle this long")
+	pos, err := parseInterspersed(fs, args, getenv, nil)
+	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprint(help, usageListen)
+		fs.SetOutput(help)
+		fs.PrintDefaults()
+		return cfg, err
+	}
+	if err != nil {
+		return cfg, err
+	}
+	switch len(pos) {
+	case 0:
+		cfg.listenAddr = ":80"
+	case 1:
+		cfg.listenAddr = pos[0]
+	default:
+		return cfg, fmt.Errorf("listen: one address expected, got %q", pos)
+	}
+	if _, _, err := net.SplitHostPort(cfg.listenAddr); err != nil {
+		return cfg, fmt.Errorf("listen: address %q: %w", cfg.listenAddr, err)
+	}
+	if cfg.origin.Mode, err = origin.ParseMode(mode); err != nil {
+		return cfg, fmt.Errorf("--proxy-protocol: %w", err)
+	}
+	for _, s := range strings.Split(trusted, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return cfg, fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		cfg.origin.Trusted = append(cfg.origin.Trusted, p)
+	}
+	cfg.origin.HeaderTimeout = hdrTimeout
+	if cfg.idle <= 0 {
+		return cfg, fmt.Errorf("--idle-timeout must be positive, got %v", cfg.idle)
+	}
+	if _, err := origin.NewResolver(cfg.origin); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// parseInterspersed parses flags anywhere among the positional arguments,
+// then fills every flag not given (under any alias) from NC_PROBE_<NAME>.
+func parseInterspersed(fs *flag.FlagSet, args []string, getenv func(string) string, aliases map[string]string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, oneLine(err)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) {
+		set[f.Name] = true
+		if long, ok := aliases[f.Name]; ok {
+			set[long] = true
+		}
+	})
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, alias := aliases[f.Name]; alias || set[f.Name] || err != nil {
+			return
+		}
+		env := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s=%q: %w", env, v, serr)
+			}
+		}
+	})
+	return pos, err
+}
+
+// oneLine keeps the flag package's error to its first line.
+func oneLine(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return errors.New(s)
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || port == "" {
+		return fmt.Errorf("target %q is not HOST:PORT", s)
+	}
+	return nil
+}
+
+func parseAddrPort(s string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return ap, err
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}

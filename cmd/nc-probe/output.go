@@ -1,0 +1,300 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/originlens/originlens/internal/probe"
+	"github.com/originlens/originlens/internal/report"
+)
+
+const gaNote = "note: connect is only the TCP handshake with the first box that answers; through Global Accelerator that is " +
+	"the edge, which terminates TCP, so it says nothing of the path to the server. report (probe line sent -> report line " +
+	"received) is the end-to-end time."
+
+func fmtMS(d time.Duration) string { return fmt.Sprintf("%.3f", ms(d)) }
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// writeText prints the human-readable result.
+func writeText(w io.Writer, cfg config, res probe.Result, interrupted bool) {
+	if interrupted {
+		fmt.Fprintf(w, "interrupted after %s: summary so far (%d attempts in flight dropped)\n", res.Elapsed.Round(time.Millisecond), res.Interrupted)
+	}
+	if len(res.Targets) == 2 {
+		writeCompare(w, res)
+	} else {
+		writeTarget(w, res.Targets[0], res.Elapsed)
+	}
+	fmt.Fprintln(w, gaNote)
+	for _, t := range res.Targets {
+		fmt.Fprintln(w, shout(t.Explain()))
+	}
+}
+
+// shout upper-cases an explanation's leading verdict ("not preserved: ...").
+func shout(s string) string {
+	head, rest, ok := strings.Cut(s, ": ")
+	if !ok {
+		return s
+	}
+	return strings.ToUpper(head) + ": " + rest
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+func writeTarget(w io.Writer, t *probe.TargetResult, elapsed time.Duration) {
+	fmt.Fprintf(w, "nc-probe %s: %s, %d failed (%.1f%% loss) in %s\n",
+		t.Target, plural(t.Attempts, "attempt"), t.Failures, t.LossPct(), elapsed.Round(time.Millisecond))
+	if t.Last != nil {
+		fmt.Fprintf(w, "  server saw  %s\n", wrap(t.Last.Line(), 90, "              "))
+	}
+	if len(t.Seen) > 1 {
+		fmt.Fprintf(w, "  all seen    %v\n", t.Seen)
+	}
+	if t.Expected.IsValid() {
+		fmt.Fprintf(w, "  expected    %s (%s)\n", t.Expected, t.ExpectedFrom)
+	}
+	if t.Failures > 0 {
+		fmt.Fprintf(w, "  failures    %s; last: %v\n", stages(t.FailuresByStage), t.LastError)
+	}
+	if t.Connect.Count == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "  ms\tmin\tp50\tp90\tp99\tmax\tjitter\tn\t")
+	for _, row := range []struct {
+		name string
+		s    probe.Summary
+	}{{"connect", t.Connect}, {"report", t.Report}, {"echo", t.Echo}} {
+		if row.s.Count == 0 {
+			continue
+		}
+		s := row.s
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", row.name, fmtMS(s.Min), fmtMS(s.P50), fmtMS(s.P90), fmtMS(s.P99), fmtMS(s.Max), fmtMS(s.Jitter), s.Count)
+	}
+	tw.Flush()
+	if t.EchoSkipped != "" {
+		fmt.Fprintf(w, "  echo        not measured: %s (not a failure)\n", t.EchoSkipped)
+	}
+}
+
+func writeCompare(w io.Writer, res probe.Result) {
+	a, b := res.Targets[0], res.Targets[1]
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "\tA %s\tB %s\tB/A\n", a.Target, b.Target)
+	fmt.Fprintf(tw, "attempts\t%d\t%d\t\n", a.Attempts, b.Attempts)
+	fmt.Fprintf(tw, "loss\t%.1f%%\t%.1f%%\t\n", a.LossPct(), b.LossPct())
+	seen := func(t *probe.TargetResult) string {
+		if len(t.Seen) == 0 {
+			return "-"
+		}
+		return fmt.Sprint(t.Seen[len(t.Seen)-1])
+	}
+	fmt.Fprintf(tw, "server saw\t%s\t%s\t\n", seen(a), seen(b))
+	fmt.Fprintf(tw, "via\t%s\t%s\t\n", key(a, report.KeyVia), key(b, report.KeyVia))
+	fmt.Fprintf(tw, "peer\t%s\t%s\t\n", key(a, report.KeyPeer), key(b, report.KeyPeer))
+	fmt.Fprintf(tw, "country\t%s\t%s\t\n", key(a, report.KeyCountry), key(b, report.KeyCountry))
+	fmt.Fprintf(tw, "decision\t%s\t%s\t\n", key(a, report.KeyDecision), key(b, report.KeyDecision))
+	fmt.Fprintf(tw, "verdict\t%s\t%s\t\n", a.Verdict, b.Verdict)
+	type metric struct {
+		name string
+		get  func(*probe.TargetResult) time.Duration
+	}
+	for _, m := range []metric{
+		{"connect p50 ms", func(t *probe.TargetResult) time.Duration { return t.Connect.P50 }},
+		{"report min ms", func(t *probe.TargetResult) time.Duration { return t.Report.Min }},
+		{"report p50 ms", func(t *probe.TargetResult) time.Duration { return t.Report.P50 }},
+		{"report p90 ms", func(t *probe.TargetResult) time.Duration { return t.Report.P90 }},
+		{"report p99 ms", func(t *probe.TargetResult) time.Duration { return t.Report.P99 }},
+		{"report max ms", func(t *probe.TargetResult) time.Duration { return t.Report.Max }},
+		{"report jitter ms", func(t *probe.TargetResult) time.Duration { return t.Report.Jitter }},
+		{"echo p50 ms", func(t *probe.TargetResult) time.Duration { return t.Echo.P50 }},
+		{"echo p99 ms", func(t *probe.TargetResult) time.Duration { return t.Echo.P99 }},
+	} {
+		va, vb := m.get(a), m.get(b)
+		if va == 0 && vb == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.name, fmtMS(va), fmtMS(vb), fmtRatio(ratio(va, vb)))
+	}
+	tw.Flush()
+}
+
+func key(t *probe.TargetResult, k string) string {
+	if t.Last == nil || t.Last[k] == "" {
+		return "-"
+	}
+	return t.Last[k]
+}
+
+func ratio(a, b time.Duration) *float64 {
+	if a <= 0 || b <= 0 {
+		return nil
+	}
+	r := float64(b) / float64(a)
+	return &r
+}
+
+func fmtRatio(r *float64) string {
+	if r == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", *r)
+}
+
+func stages(m map[probe.Stage]int) string {
+	var parts []string
+	for s, n := range m {
+		parts = append(parts, fmt.Sprintf("%s %d", s, n))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
+
+// wrap breaks a report line at spaces so that lines stay under width.
+func wrap(s string, width int, indent string) string {
+	var b strings.Builder
+	n := 0
+	for i, f := range strings.Split(s, " ") {
+		if i > 0 {
+			if n+1+len(f) > width {
+				b.WriteString("\n" + indent)
+				n = 0
+			} else {
+				b.WriteByte(' ')
+				n++
+			}
+		}
+		b.WriteString(f)
+		n += len(f)
+	}
+	return b.String()
+}
+
+// jsonSummary is a Summary in milliseconds.
+type jsonSummary struct {
+	Count  int     `json:"count"`
+	Min    float64 `json:"min"`
+	P50    float64 `json:"p50"`
+	P90    float64 `json:"p90"`
+	P99    float64 `json:"p99"`
+	Max    float64 `json:"max"`
+	Mean   float64 `json:"mean"`
+	Jitter float64 `json:"jitter"`
+}
+
+func toJSONSummary(s probe.Summary) jsonSummary {
+	r := func(d time.Duration) float64 { return math.Round(ms(d)*1000) / 1000 } // µs precision
+	return jsonSummary{s.Count, r(s.Min), r(s.P50), r(s.P90), r(s.P99), r(s.Max), r(s.Mean), r(s.Jitter)}
+}
+
+// jsonTarget is one target in --json output.
+type jsonTarget struct {
+	Target          string         `json:"target"`
+	ServerSaw       string         `json:"server_saw"`     // the client IP the server reported ("" when none)
+	ServerSawAll    []string       `json:"server_saw_all"` // every distinct client IP reported
+	Expected        string         `json:"expected"`
+	ExpectedFrom    string         `json:"expected_from"` // local-address, expect-ip, proxy-src
+	Preserved       bool           `json:"preserved"`
+	Verdict         string         `json:"verdict"` // preserved, not-preserved, unknown, no-report
+	Explanation     string         `json:"explanation"`
+	Attempts        int            `json:"attempts"`
+	Failures        int            `json:"failures"`
+	LossPct         float64        `json:"loss_pct"`
+	FailuresByStage map[string]int `json:"failures_by_stage"`
+	LastError       string         `json:"last_error,omitempty"`
+	ConnectMS       jsonSummary    `json:"connect_ms"`
+	ReportMS        jsonSummary    `json:"report_ms"`
+	EchoMS          jsonSummary    `json:"echo_ms"`
+	EchoSkipped     string         `json:"echo_skipped,omitempty"`
+	Via             string         `json:"via"`
+	Peer            string         `json:"peer"`
+	Country         string         `json:"country"`
+	Decision        string         `json:"decision"`
+	Report          report.Report  `json:"report"` // the last report, every key
+}
+
+type jsonResult struct {
+	jsonTarget
+	Compare     *jsonTarget         `json:"compare,omitempty"`
+	Ratio       map[string]*float64 `json:"ratio,omitempty"` // compare / target
+	Interrupted bool                `json:"interrupted"`
+	ElapsedMS   float64             `json:"elapsed_ms"`
+	ExitCode    int                 `json:"exit_code"`
+	Note        string              `json:"note"`
+}
+
+func toJSONTarget(t *probe.TargetResult) jsonTarget {
+	j := jsonTarget{
+		Target: t.Target, ServerSawAll: []string{}, Verdict: t.Verdict.String(), Explanation: t.Explain(),
+		Preserved: t.Verdict == probe.Preserved, Attempts: t.Attempts, Failures: t.Failures, LossPct: t.LossPct(),
+		FailuresByStage: map[string]int{}, ConnectMS: toJSONSummary(t.Connect), ReportMS: toJSONSummary(t.Report),
+		EchoMS: toJSONSummary(t.Echo), EchoSkipped: t.EchoSkipped, Report: t.Last,
+	}
+	for s, n := range t.FailuresByStage {
+		j.FailuresByStage[string(s)] = n
+	}
+	for _, a := range t.Seen {
+		j.ServerSawAll = append(j.ServerSawAll, a.String())
+	}
+	if len(t.Seen) > 0 {
+		j.ServerSaw = t.Seen[len(t.Seen)-1].String()
+		for _, a := range t.Seen {
+			if probe.Judge(a, t.Expected, t.ExpectedFrom) == t.Verdict {
+				j.ServerSaw = a.String()
+				break
+			}
+		}
+	}
+	if t.Expected.IsValid() {
+		j.Expected = t.Expected.String()
+	}
+	j.ExpectedFrom = map[probe.ExpectSource]string{probe.ExpectLocal: "local-address", probe.ExpectFlag: "expect-ip", probe.ExpectProxySrc: "proxy-src"}[t.ExpectedFrom]
+	if t.LastError != nil {
+		j.LastError = t.LastError.Error()
+	}
+	if t.Last != nil {
+		j.Via, j.Peer, j.Country, j.Decision = t.Last[report.KeyVia], t.Last[report.KeyPeer], t.Last[report.KeyCountry], t.Last[report.KeyDecision]
+	}
+	return j
+}
+
+// writeJSON prints one JSON object: the target's fields at the top level,
+// the compared target under "compare" with ratios compare/target.
+func writeJSON(w io.Writer, cfg config, res probe.Result, code int, interrupted bool) error {
+	out := jsonResult{
+		jsonTarget: toJSONTarget(res.Targets[0]), Interrupted: interrupted,
+		ElapsedMS: ms(res.Elapsed), ExitCode: code, Note: strings.TrimPrefix(gaNote, "note: "),
+	}
+	if len(res.Targets) == 2 {
+		a, b := res.Targets[0], res.Targets[1]
+		c := toJSONTarget(b)
+		out.Compare = &c
+		out.Ratio = map[string]*float64{
+			"connect_p50": ratio(a.Connect.P50, b.Connect.P50),
+			"report_p50":  ratio(a.Report.P50, b.Report.P50),
+			"report_p90":  ratio(a.Report.P90, b.Report.P90),
+			"report_p99":  ratio(a.Report.P99, b.Report.P99),
+			"echo_p50":    ratio(a.Echo.P50, b.Echo.P50),
+		}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(out); err != nil {
+		return fmt.Errorf("writing JSON: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,307 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/originlens/originlens/internal/origin"
+)
+
+// config is the validated command line.
+type config struct {
+	Listen string // --listen host:port
+	Admin  string // --admin host:port; empty: no admin listener
+
+	ProxyMode          origin.Mode
+	TrustedProxies     []netip.Prefix
+	ProxyHeaderTimeout time.Duration
+
+	MaxConns          int
+	IdleTimeout       time.Duration
+	MaxLine           int
+	FirstBytesTimeout time.Duration
+	DrainTimeout      time.Duration
+
+	GeoIPDB, ASNDB, Policy string
+
+	MaxConnsPerIP  int
+	ConnRatePerIP  float64
+	ConnBurstPerIP int
+
+	KafkaBrokers           []string
+	KafkaTopic             string
+	KafkaBatchSize         int
+	KafkaLinger            time.Duration
+	KafkaCompression       string
+	KafkaCreateTopic       bool
+	KafkaPartitions        int
+	KafkaReplicationFactor int
+	KafkaTLS               bool
+	KafkaCAFile            string
+	KafkaSASL              string
+	KafkaUsername          string
+	KafkaPassword          string
+	KafkaAWSRegion         string
+	QueueSize              int
+	SpoolDir               string
+	SpoolMaxBytes          int64
+	SpoolFsyncInterval     time.Duration
+
+	LogLevel  slog.Level
+	LogFormat string // text or json
+
+	// ready, when set (by tests), is called with the bound addresses once
+	// the listeners are open; admin is nil without an admin listener.
+	ready func(app, admin net.Addr)
+}
+
+// errExit: --help or --version was handled; exit 0.
+var errExit = errors.New("exit")
+
+// configError is a bad flag value or a setting that a component rejected
+// before anything listened: the process exits with status 2.
+type configError struct{ err error }
+
+func (e *configError) Error() string { return e.err.Error() }
+func (e *configError) Unwrap() error { return e.err }
+
+// envName is the environment variable that backs a flag.
+func envName(flagName string) string {
+	return "APP_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseConfig parses args, falling back to APP_* environment variables
+// (lookupEnv) for flags not on the command line, and validates the result.
+// --help and --version print to out and return errExit. Errors are one line.
+func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Writer) (config, error) {
+	fs := flag.NewFlagSet("app", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var (
+		listen       = fs.String("listen", ":80", "TCP address to serve clients on (IPv4 and IPv6)")
+		admin        = fs.String("admin", "127.0.0.1:9090", "admin HTTP address for /metrics, /healthz, /readyz; empty: none")
+		proxyMode    = fs.String("proxy-protocol", "off", "PROXY protocol mode: off, required or trusted")
+		trusted      = fs.String("trusted-proxies", "", "comma-separated CIDRs whose PROXY headers count (mode trusted)")
+		headerTO     = fs.Duration("proxy-header-timeout", origin.DefaultHeaderTimeout, "time allowed for the PROXY header")
+		maxConns     = fs.Int("max-conns", 10000, "maximum concurrent connections; more are closed at once")
+		idleTO       = fs.Duration("idle-timeout", 60*time.Second, "close a connection idle this long")
+		maxLine      = fs.Int("max-line", 4096, "maximum line length in bytes (line protocol)")
+		firstTO      = fs.Duration("first-bytes-timeout", 10*time.Second, "time allowed for the client's first line")
+		drainTO      = fs.Duration("drain-timeout", 15*time.Second, "on SIGTERM, time open connections get to finish")
+		geoipDB      = fs.String("geoip-db", "", "GeoIP2/GeoLite2 City or Country database (.mmdb); empty: classify only")
+		asnDB        = fs.String("asn-db", "", "GeoIP2/GeoLite2 ASN database (.mmdb)")
+		policyPath   = fs.String("policy", "", "residency rules file (YAML); empty: embedded defaults; SIGHUP reloads")
+		perIP        = fs.Int("max-conns-per-ip", 0, "maximum open connections per client address; 0: off")
+		ratePerIP    = fs.Float64("conn-rate-per-ip", 0, "new connections per second per client address; 0: off")
+		burstPerIP   = fs.Int("conn-burst-per-ip", 0, "burst for --conn-rate-per-ip; 0: max(1, rate)")
+		brokers      = fs.String("kafka-brokers", "", "Kafka bootstrap brokers host:port[,...]; empty: events as JSON lines on stdout")
+		topic        = fs.String("kafka-topic", "conn-events", "Kafka topic for connection events")
+		batchSize    = fs.Int("kafka-batch-size", 1000, "events per Kafka batch")
+		linger       = fs.Duration("kafka-linger", 100*time.Millisecond, "longest wait to fill a Kafka batch")
+		compression  = fs.String("kafka-compression", "zstd", "Kafka compression: zstd, lz4 or none")
+		createTopic  = fs.Bool("kafka-create-topic", false, "create the topic at start when missing")
+		partitions   = fs.Int("kafka-partitions", 6, "partitions for --kafka-create-topic")
+		replication  = fs.Int("kafka-replication-factor", 3, "replication factor for --kafka-create-topic")
+		kafkaTLS     = fs.Bool("kafka-tls", false, "connect to Kafka with TLS")
+		caFile       = fs.String("kafka-ca-file", "", "PEM CA bundle for --kafka-tls; empty: system roots")
+		sasl         = fs.String("kafka-sasl", "none", "Kafka SASL: none, scram-sha-512 or aws-msk-iam")
+		username     = fs.String("kafka-username", "", "SCRAM user name")
+		password     = fs.String("kafka-password", "", "SCRAM password (prefer the environment variable)")
+		awsRegion    = fs.String("kafka-aws-region", "", "AWS region for aws-msk-iam; empty: from the AWS config chain")
+		queueSize    = fs.Int("queue-size", 65536, "in-memory event queue; when full, events go to the spool")
+		spoolDir     = fs.String("spool-dir", "", "directory for events Kafka cannot take; empty: no spool")
+		spoolMax     = fs.Int64("spool-max-bytes", 1<<30, "spool size limit in bytes")
+		spoolFsync   = fs.Duration("spool-fsync-interval", time.Second, "how often the spool is fsynced")
+		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		logFormat    = fs.String("log-format", "text", "log format: text or json")
+		printVersion = fs.Bool("version", false, "print the version and exit")
+	)
+	fs.VisitAll(func(f *flag.Flag) {
+		f.Usage += " [env " + envName(f.Name) + "]"
+	})
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(out, "Usage: app [flags]\n\nThe originlens TCP backend. Every flag also reads the environment variable shown.\n\nFlags:")
+			fs.SetOutput(out)
+			fs.PrintDefaults()
+			return config{}, errExit
+		}
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		if v, ok := lookupEnv(envName(f.Name)); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("invalid value %q for %s: %v", v, envName(f.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return config{}, envErr
+	}
+	if *printVersion {
+		fmt.Fprintln(out, "originlens app", version)
+		return config{}, errExit
+	}
+
+	cfg := config{
+		Listen: *listen, Admin: *admin,
+		ProxyHeaderTimeout: *headerTO,
+		MaxConns:           *maxConns, IdleTimeout: *idleTO, MaxLine: *maxLine,
+		FirstBytesTimeout: *firstTO, DrainTimeout: *drainTO,
+		GeoIPDB: *geoipDB, ASNDB: *asnDB, Policy: *policyPath,
+		MaxConnsPerIP: *perIP, ConnRatePerIP: *ratePerIP, ConnBurstPerIP: *burstPerIP,
+		KafkaTopic: *topic, KafkaBatchSize: *batchSize, KafkaLinger: *linger,
+		KafkaCompression: *compression, KafkaCreateTopic: *createTopic,
+		KafkaPartitions: *partitions, KafkaReplicationFactor: *replication,
+		KafkaTLS: *kafkaTLS, KafkaCAFile: *caFile, KafkaSASL: *sasl,
+		KafkaUsername: *username, KafkaPassword: *password, KafkaAWSRegion: *awsRegion,
+		QueueSize: *queueSize, SpoolDir: *spoolDir, SpoolMaxBytes: *spoolMax, SpoolFsyncInterval: *spoolFsync,
+		LogFormat: *logFormat,
+	}
+	var err error
+	check := func(name string, e error) {
+		if err == nil && e != nil {
+			err = fmt.Errorf("--%s: %w", name, e)
+		}
+	}
+	check("listen", checkHostPort(*listen, false))
+	check("admin", checkHostPort(*admin, true))
+	mode, merr := origin.ParseMode(*proxyMode)
+	check("proxy-protocol", merr)
+	cfg.ProxyMode = mode
+	for s := range strings.SplitSeq(*trusted, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		p, perr := netip.ParsePrefix(s)
+		if perr != nil {
+			if a, aerr := netip.ParseAddr(s); aerr == nil {
+				p, perr = netip.PrefixFrom(a, a.BitLen()), nil // a bare address is a /32 or /128
+			}
+		}
+		check("trusted-proxies", perr)
+		cfg.TrustedProxies = append(cfg.TrustedProxies, p)
+	}
+	if err == nil && cfg.ProxyMode == origin.Trusted && len(cfg.TrustedProxies) == 0 {
+		err = errors.New("--proxy-protocol trusted needs --trusted-proxies")
+	}
+	if err == nil && cfg.ProxyMode != origin.Trusted && len(cfg.TrustedProxies) > 0 {
+		err = fmt.Errorf("--trusted-proxies is only used with --proxy-protocol trusted, not %s", cfg.ProxyMode)
+	}
+	check("proxy-header-timeout", positive(*headerTO))
+	check("max-conns", atLeast(*maxConns, 1))
+	check("idle-timeout", positive(*idleTO))
+	check("max-line", atLeast(*maxLine, 64))
+	check("first-bytes-timeout", positive(*firstTO))
+	check("drain-timeout", positive(*drainTO))
+	check("max-conns-per-ip", atLeast(*perIP, 0))
+	if *ratePerIP < 0 {
+		check("conn-rate-per-ip", errors.New("must not be negative"))
+	}
+	check("conn-burst-per-ip", atLeast(*burstPerIP, 0))
+	for b := range strings.SplitSeq(*brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			check("kafka-brokers", checkHostPort(b, false))
+			cfg.KafkaBrokers = append(cfg.KafkaBrokers, b)
+		}
+	}
+	if *topic == "" {
+		check("kafka-topic", errors.New("must not be empty"))
+	}
+	check("kafka-batch-size", atLeast(*batchSize, 1))
+	check("kafka-linger", notNegative(*linger))
+	check("kafka-compression", oneOf(*compression, "zstd", "lz4", "none"))
+	check("kafka-partitions", atLeast(*partitions, 1))
+	check("kafka-replication-factor", atLeast(*replication, 1))
+	check("kafka-sasl", oneOf(*sasl, "none", "scram-sha-512", "aws-msk-iam"))
+	if *sasl == "none" {
+		cfg.KafkaSASL = ""
+	}
+	if err == nil && *sasl == "scram-sha-512" && (*username == "" || *password == "") {
+		err = errors.New("--kafka-sasl scram-sha-512 needs --kafka-username and --kafka-password")
+	}
+	check("queue-size", atLeast(*queueSize, 1))
+	if *spoolMax < 0 {
+		check("spool-max-bytes", errors.New("must not be negative"))
+	}
+	check("spool-fsync-interval", positive(*spoolFsync))
+	switch strings.ToLower(*logLevel) {
+	case "debug":
+		cfg.LogLevel = slog.LevelDebug
+	case "info":
+		cfg.LogLevel = slog.LevelInfo
+	case "warn":
+		cfg.LogLevel = slog.LevelWarn
+	case "error":
+		cfg.LogLevel = slog.LevelError
+	default:
+		check("log-level", oneOf(*logLevel, "debug", "info", "warn", "error"))
+	}
+	check("log-format", oneOf(*logFormat, "text", "json"))
+	if err != nil {
+		return config{}, err
+	}
+	return cfg, nil
+}
+
+// checkHostPort accepts host:port with a numeric port (host may be empty
+// for all addresses); empty is allowed when optional.
+func checkHostPort(s string, optional bool) error {
+	if s == "" && optional {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("address %q: want host:port", s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && !strings.HasSuffix(s, ":0")) {
+		return fmt.Errorf("address %q: port must be a number 0-65535", s)
+	}
+	return nil
+}
+
+func positive(d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("must be positive, got %v", d)
+	}
+	return nil
+}
+
+func notNegative(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("must not be negative, got %v", d)
+	}
+	return nil
+}
+
+func atLeast(n, lo int) error {
+	if n < lo {
+		return fmt.Errorf("must be at least %d, got %d", lo, n)
+	}
+	return nil
+}
+
+func oneOf(s string, allowed ...string) error {
+	for _, a := range allowed {
+		if s == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("must be one of %s, got %q", strings.Join(allowed, ", "), s)
+}

@@ -1,0 +1,42 @@
+// Command app is the originlens TCP backend: it learns each client's true
+// address (socket, or PROXY protocol v1/v2 from trusted sources), locates
+// it, applies residency and business rules, answers it (a line protocol for
+// netcat, HTTP for curl and browsers) and publishes one connection event per
+// connection, to Kafka or as JSON lines on stdout.
+//
+// Every flag also reads an environment variable APP_<NAME> (see --help).
+// Logs go to stderr. A bad flag value exits with status 2 before anything
+// listens; SIGTERM and SIGINT drain and exit 0; SIGHUP reloads --policy.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.LookupEnv, os.Stdout)
+	if errors.Is(err, errExit) {
+		os.Exit(0) // --help or --version
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "app:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "app:", err)
+		if errors.As(err, new(*configError)) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,253 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/geo"
+	"github.com/originlens/originlens/internal/origin"
+	"github.com/originlens/originlens/internal/policy"
+	"github.com/originlens/originlens/internal/report"
+)
+
+// Reasons: event.reason values the server sets.
+const (
+	reasonServed        = "served"               // answered; the client or the keep-alive ended it
+	reasonRedirect      = "redirect"             // answered with decision=redirect, then closed
+	reasonDeniedPrefix  = "denied:"              // + the policy rule; answered with decision=deny, then closed
+	reasonRateLimited   = "rate-limited"         // per-source limit; closed without an answer
+	reasonTooManyConns  = "too-many-connections" // over --max-conns; closed at accept
+	reasonEmpty         = "empty"                // closed by the client before any byte (TCP health check)
+	reasonHealthCheck   = "health-check"         // PROXY v2 LOCAL or v1 UNKNOWN (NLB health check)
+	reasonFirstBytes    = "first-bytes-timeout"  // no complete first line within --first-bytes-timeout
+	reasonIdleTimeout   = "idle-timeout"         // line protocol: no line within --idle-timeout
+	reasonLineTooLong   = "line-too-long"        // a line over --max-line
+	reasonBadRequest    = "bad-request"          // the first HTTP request was malformed or too large
+	reasonShutdown      = "shutdown"             // closed by the server at the end of the drain
+	reasonIOError       = "io-error"             // read or write failed (reset...)
+	reasonHeaderPrefix  = "proxy-header-"        // + origin.Kind: spoof, missing, malformed, crc, timeout, io
+	reasonDeniedMetrics = "denied"               // metric label for every denied:<rule>
+)
+
+// ending is how a connection ended: its event.action, outcome and reason.
+type ending struct {
+	action, outcome, reason string
+}
+
+// handle is the whole life of one accepted connection, in the order of the
+// data path: resolve the origin, locate, decide, read the first bytes,
+// answer, publish. It owns raw and closes it; it publishes exactly one
+// event, whatever happens.
+func (s *Server) handle(raw net.Conn, start time.Time) {
+	ev := event.New(start)
+	c := &conn{Conn: raw}
+	s.track(c)
+	var o origin.Origin
+	var end ending
+	defer func() {
+		raw.Close()
+		s.untrack(c)
+		s.publish(&ev, c, o, end)
+	}()
+
+	// 1. Who is the client: the socket peer, or a PROXY header from a peer
+	// the mode trusts.
+	o, rc, err := s.cfg.Resolver.Resolve(c)
+	if err != nil {
+		peer, local := sockAddrs(raw)
+		o = origin.Origin{Client: peer, Peer: peer, Server: local, Via: event.ViaDirect}
+	}
+	setAddrs(&ev, o)
+	client := o.Client.Addr()
+
+	// 2. Where is it.
+	loc := s.cfg.Locator.Lookup(client)
+	setGeo(&ev, loc)
+	if err != nil {
+		end = s.originFailed(err)
+		return
+	}
+
+	// 3. May it connect now, and what do the rules say. Load balancer health
+	// checks (LOCAL) are not clients: no per-source limit.
+	if !o.Local {
+		release, err := s.cfg.Limiter.Acquire(client, start)
+		if err != nil {
+			end = ending{event.ActionDenied, event.OutcomeFailure, reasonRateLimited}
+			return
+		}
+		defer release()
+	}
+	d := s.cfg.Decider.Decide(client, loc)
+	setDecision(&ev, d)
+
+	// 4. What does it speak: wait for the first bytes (the client speaks
+	// first) and sniff HTTP from the first line.
+	br := s.readers.Get().(*bufio.Reader)
+	c.lr = limitedReader{r: rc, n: noLimit64}
+	br.Reset(&c.lr)
+	defer func() {
+		br.Reset(nil)
+		s.readers.Put(br)
+	}()
+	raw.SetDeadline(time.Now().Add(s.cfg.FirstBytesTimeout))
+	proto, err := sniff(br)
+	if err != nil {
+		end = s.readFailed(err, true)
+		return
+	}
+	ev.Network.Protocol = proto
+
+	// 5. Answer.
+	rep := newReport(&ev, o, loc, d)
+	if proto == event.ProtocolHTTP {
+		end = s.serveHTTP(c, br, rep, d)
+	} else {
+		end = s.serveLine(c, br, rep, d)
+	}
+}
+
+// publish completes ev with how the connection ended and hands it to the
+// publisher (step 6 of the data path).
+func (s *Server) publish(ev *event.Event, c *conn, o origin.Origin, end ending) {
+	if o.Local && end.action != event.ActionRefused {
+		end = ending{event.ActionClosed, event.OutcomeSuccess, reasonHealthCheck}
+	}
+	ev.Event.Action, ev.Event.Outcome, ev.Event.Reason = end.action, end.outcome, end.reason
+	ev.Source.Bytes, ev.Destination.Bytes = c.in, c.out
+	ev.Finish(time.Now())
+	label := end.reason
+	if len(label) > len(reasonDeniedPrefix) && label[:len(reasonDeniedPrefix)] == reasonDeniedPrefix {
+		label = reasonDeniedMetrics
+	}
+	s.metrics.conn(end.action, label, ev.ClientIP.Via)
+	level := slog.LevelDebug
+	if end.action == event.ActionRefused && end.reason != reasonFirstBytes && end.reason != reasonTooManyConns {
+		// Header errors and spoof attempts are worth an operator's eye;
+		// timeouts and the limit are counted, not logged above debug.
+		level = slog.LevelInfo
+	}
+	if s.log.Enabled(context.Background(), level) {
+		s.log.Log(context.Background(), level, "connection", "event.id", ev.Event.ID,
+			"action", end.action, "reason", end.reason, "client", o.Client, "peer", o.Peer, "via", o.Via,
+			"bytes_in", c.in, "bytes_out", c.out, "duration", time.Duration(ev.Event.Duration))
+	}
+	s.cfg.Publisher.Publish(*ev)
+}
+
+// originFailed maps a Resolve error to the connection's ending.
+func (s *Server) originFailed(err error) ending {
+	kind := origin.Kind(err)
+	s.metrics.headerError(kind)
+	if kind == "empty" {
+		return ending{event.ActionClosed, event.OutcomeUnknown, reasonEmpty}
+	}
+	return ending{event.ActionRefused, event.OutcomeFailure, reasonHeaderPrefix + kind}
+}
+
+// readFailed maps a read error to the connection's ending. first is true
+// before the client's first line has been answered.
+func (s *Server) readFailed(err error, first bool) ending {
+	switch {
+	case s.hardStop.Load():
+		return ending{event.ActionClosed, event.OutcomeUnknown, reasonShutdown}
+	case errors.Is(err, errLineTooLong) && first:
+		return ending{event.ActionRefused, event.OutcomeFailure, reasonLineTooLong}
+	case errors.Is(err, errLineTooLong):
+		return ending{event.ActionClosed, event.OutcomeFailure, reasonLineTooLong}
+	case errors.Is(err, os.ErrDeadlineExceeded) && first:
+		return ending{event.ActionRefused, event.OutcomeFailure, reasonFirstBytes}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return ending{event.ActionClosed, event.OutcomeSuccess, reasonIdleTimeout}
+	case errors.Is(err, io.EOF) && first:
+		return ending{event.ActionClosed, event.OutcomeUnknown, reasonEmpty}
+	case errors.Is(err, io.EOF):
+		return ending{event.ActionClosed, event.OutcomeSuccess, reasonServed}
+	case first:
+		return ending{event.ActionRefused, event.OutcomeFailure, reasonIOError}
+	}
+	return ending{event.ActionClosed, event.OutcomeFailure, reasonIOError}
+}
+
+// decided is the ending of an answered connection, by decision.
+func decided(d policy.Decision) ending {
+	switch d.Decision {
+	case policy.Deny:
+		return ending{event.ActionDenied, event.OutcomeFailure, reasonDeniedPrefix + d.Rule}
+	case policy.Redirect:
+		return ending{event.ActionClosed, event.OutcomeSuccess, reasonRedirect}
+	}
+	return ending{event.ActionClosed, event.OutcomeSuccess, reasonServed}
+}
+
+func setAddrs(ev *event.Event, o origin.Origin) {
+	ev.Source.IP, ev.Source.Port = o.Client.Addr(), o.Client.Port()
+	ev.Destination.IP, ev.Destination.Port = o.Server.Addr(), o.Server.Port()
+	ev.ClientIP.Via = o.Via
+	ev.ClientIP.Peer = event.Peer{IP: o.Peer.Addr(), Port: o.Peer.Port()}
+	ev.ClientIP.VPCEID = o.VPCEID
+	if o.Client.Addr().Is4() {
+		ev.Network.Type = "ipv4"
+	} else {
+		ev.Network.Type = "ipv6"
+	}
+}
+
+func setGeo(ev *event.Event, loc geo.Location) {
+	ev.Source.Geo = event.Geo{
+		CountryISOCode: loc.CountryISO,
+		CountryName:    loc.CountryName,
+		ContinentCode:  loc.ContinentCode,
+		RegionISOCode:  loc.RegionISO,
+		RegionName:     loc.RegionName,
+		CityName:       loc.City,
+		Timezone:       loc.TimeZone,
+		Class:          loc.Class,
+	}
+	if loc.HasLocation {
+		ev.Source.Geo.Location = &event.Location{Lat: loc.Lat, Lon: loc.Lon}
+	}
+	ev.Source.AS.Number = loc.ASN
+	ev.Source.AS.Organization.Name = loc.ASOrg
+}
+
+func setDecision(ev *event.Event, d policy.Decision) {
+	ev.Residency = event.Residency{Jurisdiction: d.Jurisdiction, Decision: d.Decision, Region: d.Region, Rule: d.Rule}
+	ev.App.Lang = d.Lang
+}
+
+// newReport is what the server tells the client it saw.
+func newReport(ev *event.Event, o origin.Origin, loc geo.Location, d policy.Decision) report.Report {
+	r := report.Report{
+		report.KeyClient:       o.Client.String(),
+		report.KeyVia:          o.Via,
+		report.KeyPeer:         o.Peer.String(),
+		report.KeyServer:       o.Server.String(),
+		report.KeyConn:         ev.Event.ID,
+		report.KeyCountry:      loc.CountryISO,
+		report.KeyCity:         loc.City,
+		report.KeyClass:        loc.Class,
+		report.KeyJurisdiction: d.Jurisdiction,
+		report.KeyDecision:     d.Decision,
+		report.KeyRegion:       d.Region,
+		report.KeyRule:         d.Rule,
+		report.KeyLang:         d.Lang,
+		report.KeyReason:       d.Reason,
+	}
+	if loc.HasLocation {
+		r[report.KeyLat] = strconv.FormatFloat(loc.Lat, 'f', -1, 64)
+		r[report.KeyLon] = strconv.FormatFloat(loc.Lon, 'f', -1, 64)
+	}
+	if loc.ASN != 0 {
+		r[report.KeyASN] = strconv.FormatUint(uint64(loc.ASN), 10)
+	}
+	return r
+}

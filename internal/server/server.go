@@ -1,0 +1,316 @@
+// Package server is the app's TCP service: it accepts connections, learns
+// each client's true address, locates it, applies the residency rules and
+// per-source limits, answers the client (HTTP for curl and browsers, a line
+// protocol for netcat) and publishes exactly one connection event per
+// accepted connection when it ends.
+//
+// The client speaks first: nothing is written before the client's first
+// bytes (and its PROXY header, when one is expected) have arrived.
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/geo"
+	"github.com/originlens/originlens/internal/origin"
+	"github.com/originlens/originlens/internal/policy"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Resolver learns the true client address of a connection (see
+// [origin.Resolver.Resolve]). It must be safe for concurrent use.
+type Resolver interface {
+	Resolve(conn net.Conn) (origin.Origin, net.Conn, error)
+}
+
+// Locator places an unmapped client address (see [geo.DB.Lookup]). It must
+// be safe for concurrent use and must not block for long.
+type Locator interface {
+	Lookup(addr netip.Addr) geo.Location
+}
+
+// Decider applies the residency and business rules (see
+// [policy.Policy.Decide]). It must be safe for concurrent use.
+type Decider interface {
+	Decide(addr netip.Addr, loc geo.Location) policy.Decision
+}
+
+// Limiter admits connections per source address (see
+// [limit.Limiter.Acquire]). It must be safe for concurrent use.
+type Limiter interface {
+	Acquire(addr netip.Addr, now time.Time) (release func(), err error)
+}
+
+// Publisher takes the connection events. Publish must be safe for
+// concurrent use and should not block for long: it is called from the
+// connection goroutines and, for connections over the limit, from the
+// accept loop.
+type Publisher interface {
+	Publish(ev event.Event)
+}
+
+// Defaults for the zero values of [Config].
+const (
+	DefaultMaxConns          = 10000
+	DefaultFirstBytesTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultMaxLine           = 4096
+	DefaultDrainTimeout      = 15 * time.Second
+	// MaxHeaderBytes bounds an HTTP request's line and header fields.
+	MaxHeaderBytes = 16 << 10
+)
+
+// Config configures a [Server]. Resolver and Publisher are required; a nil
+// Locator classifies nothing, a nil Decider serves everyone, a nil Limiter
+// admits everyone.
+type Config struct {
+	Resolver  Resolver
+	Locator   Locator
+	Decider   Decider
+	Limiter   Limiter
+	Publisher Publisher
+
+	MaxConns          int           // open connections; more are refused at accept
+	FirstBytesTimeout time.Duration // from the end of the PROXY header to the end of the first line
+	IdleTimeout       time.Duration // between lines and between HTTP requests
+	MaxLine           int           // line protocol line length, newline excluded
+	DrainTimeout      time.Duration // how long Serve lets open connections finish at shutdown
+
+	Logger     *slog.Logger          // nil: slog.Default()
+	Registerer prometheus.Registerer // nil: metrics are kept but not exported
+}
+
+// Server serves connections. Its methods are safe for concurrent use.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	readers sync.Pool // *bufio.Reader of MaxLine+2 bytes (or 4 KiB if larger)
+
+	open     atomic.Int64 // admitted connections still open
+	draining atomic.Bool  // Serve's ctx is done: stop accepting, close idle HTTP
+	hardStop atomic.Bool  // the drain timeout passed: open connections were closed
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+}
+
+// New checks cfg, fills in defaults and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Resolver == nil {
+		return nil, errors.New("server: Config.Resolver is required")
+	}
+	if cfg.Publisher == nil {
+		return nil, errors.New("server: Config.Publisher is required")
+	}
+	if cfg.Locator == nil {
+		cfg.Locator = classOnly{}
+	}
+	if cfg.Decider == nil {
+		cfg.Decider = serveAll{}
+	}
+	if cfg.Limiter == nil {
+		cfg.Limiter = noLimit{}
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"FirstBytesTimeout", &cfg.FirstBytesTimeout, DefaultFirstBytesTimeout},
+		{"IdleTimeout", &cfg.IdleTimeout, DefaultIdleTimeout},
+		{"DrainTimeout", &cfg.DrainTimeout, DefaultDrainTimeout},
+	} {
+		if *d.v < 0 {
+			return nil, fmt.Errorf("server: %s must not be negative, got %v", d.name, *d.v)
+		}
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	if cfg.MaxConns < 0 || cfg.MaxLine < 0 {
+		return nil, fmt.Errorf("server: MaxConns and MaxLine must not be negative, got %d and %d", cfg.MaxConns, cfg.MaxLine)
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxLine == 0 {
+		cfg.MaxLine = DefaultMaxLine
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: m, conns: make(map[*conn]struct{})}
+	size := max(cfg.MaxLine+2, 4096)
+	s.readers.New = func() any { return bufio.NewReaderSize(nil, size) }
+	return s, nil
+}
+
+// Open returns the number of connections currently open.
+func (s *Server) Open() int64 { return s.open.Load() }
+
+// Serve accepts connections on ln until ctx is done or accepting fails for
+// good, then drains: it stops accepting (closing ln), closes idle HTTP
+// keep-alive connections, lets the other open connections finish for up to
+// DrainTimeout, closes those still open, and returns once every connection's
+// event has been published. Serve blocks; it returns nil after a drain that
+// ctx started, otherwise the accept error. Serve closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() {
+		s.draining.Store(true)
+		ln.Close()
+	})
+	defer stop()
+
+	var acceptErr error
+	var backoff time.Duration
+	for {
+		raw, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isRetryableAccept(err) {
+				// Out of file descriptors or a transient error: back off like
+				// net/http does instead of spinning.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
+				continue
+			}
+			acceptErr = fmt.Errorf("server: accepting: %w", err)
+			s.draining.Store(true)
+			ln.Close()
+			break
+		}
+		backoff = 0
+		start := time.Now()
+		if s.open.Add(1) > int64(s.cfg.MaxConns) {
+			s.open.Add(-1)
+			s.refuseAtAccept(raw, start)
+			continue
+		}
+		s.metrics.open.Inc()
+		wg.Go(func() {
+			defer func() {
+				s.open.Add(-1)
+				s.metrics.open.Dec()
+			}()
+			s.handle(raw, start)
+		})
+	}
+	s.drain(&wg)
+	return acceptErr
+}
+
+// drain closes idle HTTP connections, waits up to DrainTimeout for the
+// other connections, then closes what is left and waits for their handlers.
+func (s *Server) drain(wg *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	s.closeConns(func(c *conn) bool { return c.state.CompareAndSwap(stateIdle, stateClosed) })
+	t := time.NewTimer(s.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return
+	case <-t.C:
+	}
+	s.hardStop.Store(true)
+	n := s.closeConns(func(c *conn) bool { c.state.Store(stateClosed); return true })
+	s.log.Warn("drain timeout: closed open connections", "count", n, "drain_timeout", s.cfg.DrainTimeout)
+	<-done
+}
+
+// closeConns closes the tracked connections for which pick returns true.
+func (s *Server) closeConns(pick func(*conn) bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if pick(c) {
+			c.Conn.Close()
+			n++
+		}
+	}
+	return n
+}
+
+// refuseAtAccept closes a connection over MaxConns at once and publishes its
+// event. It runs on the accept loop, so it does no I/O but the close.
+func (s *Server) refuseAtAccept(raw net.Conn, start time.Time) {
+	raw.Close()
+	ev := event.New(start)
+	peer, local := sockAddrs(raw)
+	setAddrs(&ev, origin.Origin{Client: peer, Peer: peer, Server: local, Via: event.ViaDirect})
+	ev.Event.Action, ev.Event.Outcome, ev.Event.Reason = event.ActionRefused, event.OutcomeFailure, reasonTooManyConns
+	ev.Finish(time.Now())
+	s.metrics.conn(ev.Event.Action, reasonTooManyConns, event.ViaDirect)
+	s.log.Debug("connection refused", "reason", reasonTooManyConns, "peer", peer)
+	s.cfg.Publisher.Publish(ev)
+}
+
+// track registers c for the drain; it reports false when the server is
+// already draining hard.
+func (s *Server) track(c *conn) {
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// sockAddrs returns the socket's unmapped peer and local addresses.
+func sockAddrs(c net.Conn) (peer, local netip.AddrPort) {
+	return addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap = a.AddrPort()
+	case nil:
+		return ap
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+type classOnly struct{}
+
+func (classOnly) Lookup(netip.Addr) geo.Location { return geo.Location{} }
+
+type serveAll struct{}
+
+func (serveAll) Decide(netip.Addr, geo.Location) policy.Decision {
+	return policy.Decision{Decision: policy.Serve, Rule: "default", Lang: "en", Greeting: "Hello!"}
+}
+
+type noLimit struct{}
+
+func (noLimit) Acquire(netip.Addr, time.Time) (func(), error) { return func() {}, nil }

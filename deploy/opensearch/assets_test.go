@@ -1,0 +1,84 @@
+package opensearchassets_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	opensearchassets "github.com/originlens/originlens/deploy/opensearch"
+	"github.com/originlens/originlens/internal/opensearchtest"
+)
+
+// TestTemplateCoversEvent checks that every field of a fully populated
+// event is mapped (the template is dynamic: strict) and that the fields the
+// heat map and the IP filters need have the right types.
+func TestTemplateCoversEvent(t *testing.T) {
+	var tpl struct {
+		Template struct {
+			Mappings struct {
+				Dynamic    string                     `json:"dynamic"`
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"mappings"`
+		} `json:"template"`
+	}
+	if err := json.Unmarshal(opensearchassets.IndexTemplate, &tpl); err != nil {
+		t.Fatal(err)
+	}
+	if tpl.Template.Mappings.Dynamic != "strict" {
+		t.Errorf("dynamic = %q, want strict", tpl.Template.Mappings.Dynamic)
+	}
+	types := map[string]string{}
+	var walk func(string, map[string]json.RawMessage)
+	walk = func(prefix string, props map[string]json.RawMessage) {
+		for n, raw := range props {
+			var f struct {
+				Type       string                     `json:"type"`
+				Properties map[string]json.RawMessage `json:"properties"`
+			}
+			_ = json.Unmarshal(raw, &f)
+			if f.Properties != nil {
+				walk(prefix+n+".", f.Properties)
+			} else {
+				types[prefix+n] = f.Type
+			}
+		}
+	}
+	walk("", tpl.Template.Mappings.Properties)
+
+	ev := opensearchtest.SampleEvent(1, time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC))
+	b, _ := ev.Marshal()
+	var doc map[string]any
+	_ = json.Unmarshal(b, &doc)
+	var leaves func(string, any)
+	seen := 0
+	leaves = func(path string, v any) {
+		if m, ok := v.(map[string]any); ok && types[path] != "geo_point" {
+			for k, c := range m {
+				p := k
+				if path != "" {
+					p = path + "." + k
+				}
+				leaves(p, c)
+			}
+			return
+		}
+		seen++
+		if _, ok := types[path]; !ok {
+			t.Errorf("event field %s is not in the index template", path)
+		}
+	}
+	leaves("", doc)
+	if seen < 40 {
+		t.Errorf("only %d event fields checked; the sample event should fill every group", seen)
+	}
+	want := map[string]string{
+		"@timestamp": "date", "source.ip": "ip", "destination.ip": "ip", "clientip.peer.ip": "ip",
+		"source.geo.location": "geo_point", "source.geo.country_iso_code": "keyword", "residency.decision": "keyword",
+		"event.duration": "long", "event.id": "keyword",
+	}
+	for f, typ := range want {
+		if types[f] != typ {
+			t.Errorf("%s mapped as %q, want %q", f, types[f], typ)
+		}
+	}
+}

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -391,6 +395,78 @@ func TestKind(t *testing.T) {
 	} {
 		if got := origin.Kind(err); got != want {
 			t.Errorf("Kind(%v) = %q; want %q", err, got, want)
+		}
+	}
+}
+
+// TestResolveConcurrent resolves many connections at once through one
+// Resolver: each must get its own header's client and its own payload, so
+// pooled buffers are never shared with a returned connection.
+func TestResolveConcurrent(t *testing.T) {
+	const n = 64
+	r, err := origin.NewResolver(origin.Config{Mode: origin.Required})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, dial := listen(t, "v4")
+	errs := make(chan error, 2*n)
+	msgs := make([][]byte, n)
+	for i := range msgs {
+		src := netip.AddrPortFrom(netip.MustParseAddr("203.0.113.7"), uint16(10000+i))
+		msgs[i] = cat(v2(t, src.String(), "198.51.100.1:80"), []byte(fmt.Sprintf("line %d %s\n", i, strings.Repeat("x", i*50))))
+	}
+	for _, msg := range msgs {
+		go func() {
+			c, err := net.DialTimeout("tcp", dial, 5*time.Second)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			if _, err := c.Write(msg); err != nil {
+				errs <- err
+				return
+			}
+			errs <- c.(*net.TCPConn).CloseWrite()
+			io.Copy(io.Discard, c) // until the server closes
+		}()
+	}
+	// Resolve every connection (concurrently) before reading any payload,
+	// so the pooled readers are reused while payloads are still pending.
+	type resolved struct {
+		o    origin.Origin
+		conn net.Conn
+	}
+	results := make(chan resolved, n)
+	var wg sync.WaitGroup
+	for range n {
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		wg.Go(func() {
+			o, conn, err := r.Resolve(s)
+			if err != nil {
+				errs <- err
+				return
+			}
+			results <- resolved{o, conn}
+		})
+	}
+	wg.Wait()
+	close(results)
+	for res := range results {
+		b := readAll(t, res.conn)
+		i := int(res.o.Client.Port()) - 10000
+		if want := fmt.Sprintf("line %d %s\n", i, strings.Repeat("x", i*50)); string(b) != want {
+			t.Errorf("client %v got payload %.40q...; want %.40q...", res.o.Client, b, want)
+		}
+		res.conn.Close()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
 		}
 	}
 }

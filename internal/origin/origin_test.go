@@ -470,3 +470,53 @@ func TestResolveConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestResolveSplitHeader sends the header in pieces, as a slow or
+// fragmenting path may deliver it: Resolve waits for the rest within the
+// header timeout (go-proxyproto alone rejects a v1 line that does not
+// arrive in one read).
+func TestResolveSplitHeader(t *testing.T) {
+	line := []byte("after the header\n")
+	for name, hdr := range map[string][]byte{
+		"v1": v1(t, "203.0.113.7:5555", "198.51.100.1:80"),
+		"v2": sealCRC(v2(t, "203.0.113.7:5555", "198.51.100.1:80", crcTLV(), noopTLV(8)), crcAt(12)),
+	} {
+		for _, cut := range []int{1, 5, 6, 13, 16, 20, len(hdr) - 1} {
+			t.Run(fmt.Sprintf("%s/cut%d", name, cut), func(t *testing.T) {
+				r, err := origin.NewResolver(origin.Config{Mode: origin.Required})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ln, dial := listen(t, "v4")
+				client, server := pair(t, ln, dial)
+				defer client.Close()
+				defer server.Close()
+				wrote := make(chan error, 1)
+				go func() {
+					_, err := client.Write(hdr[:cut])
+					time.Sleep(30 * time.Millisecond)
+					if err == nil {
+						_, err = client.Write(cat(hdr[cut:], line))
+					}
+					if err == nil {
+						err = client.CloseWrite()
+					}
+					wrote <- err
+				}()
+				o, conn, err := r.Resolve(server)
+				if err != nil {
+					t.Fatalf("Resolve: %v", err)
+				}
+				if got := o.Client.String(); got != "203.0.113.7:5555" {
+					t.Errorf("Client = %s; want 203.0.113.7:5555", got)
+				}
+				if got := readAll(t, conn); !bytes.Equal(got, line) {
+					t.Errorf("payload = %q; want %q", got, line)
+				}
+				if err := <-wrote; err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
+}

@@ -2,29 +2,151 @@
 // /api/heatmap: connection density by location, a table by country with the
 // residency decision, and counters.
 //
-// CONTRACT STUB: the signatures below are the contract cmd/ingest builds
-// against; the implementation is issue #9's.
+// The data comes from a [Source]: the in-memory [Aggregator] of what the
+// ingest consumed, or [OpenSearchSource], aggregations over the indexed
+// events. The page and its vendored assets (Natural Earth country outlines
+// from the npm package world-atlas, the TopoJSON decoder topojson-client;
+// see assets/NOTICE) are embedded: the page makes no request outside the
+// server that serves it.
 package heatmap
 
 import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"log/slog"
 	"net/http"
-
-	"github.com/originlens/originlens/internal/event"
+	"time"
 )
 
-// Aggregator keeps an in-memory aggregation of the events ingest consumed.
-// It is safe for concurrent use.
-type Aggregator struct{}
+// Snapshot is the JSON document of /api/heatmap.
+type Snapshot struct {
+	// Source names where the data comes from: "memory" or "opensearch".
+	Source string `json:"source"`
+	// GeneratedAt is when the snapshot was taken.
+	GeneratedAt time.Time `json:"generated_at"`
+	// Cells is the connection density: one entry per grid cell that holds
+	// located events, at the centroid of its events, most connections first.
+	Cells []Cell `json:"cells"`
+	// Countries counts the events per client country, most first.
+	Countries []Country `json:"countries"`
+	// Totals are the counters over every event, located or not.
+	Totals Totals `json:"totals"`
+}
 
-// NewAggregator returns an empty aggregator.
-func NewAggregator() *Aggregator { return &Aggregator{} }
+// Cell is one grid cell of the heat layer.
+type Cell struct {
+	Lat   float64 `json:"lat"`
+	Lon   float64 `json:"lon"`
+	Count int64   `json:"count"`
+}
 
-// Add counts one event. It does not block.
-func (a *Aggregator) Add(ev *event.Event) {}
+// Country is one row of the country table.
+type Country struct {
+	ISO       string    `json:"iso"`  // ISO 3166-1 alpha-2
+	Name      string    `json:"name"` // English name, as the GeoIP database had it
+	Count     int64     `json:"count"`
+	Decisions Decisions `json:"decisions"`
+}
 
-// Source answers /api/heatmap; the aggregator is one, OpenSearch
-// aggregations another.
-type Source interface{}
+// Decisions counts residency decisions (residency.decision).
+type Decisions struct {
+	Serve    int64 `json:"serve"`
+	Redirect int64 `json:"redirect"`
+	Deny     int64 `json:"deny"`
+}
 
-// Handler returns the page ("/") and the data ("/api/heatmap").
-func Handler(src Source) http.Handler { return http.NotFoundHandler() }
+// Totals are the page's counters. Served + Redirected + Denied + Refused +
+// Other = Events.
+type Totals struct {
+	Events     int64 `json:"events"`     // events counted
+	Served     int64 `json:"served"`     // connection-closed, not redirected
+	Redirected int64 `json:"redirected"` // connection-closed with decision redirect
+	Denied     int64 `json:"denied"`     // connection-denied
+	Refused    int64 `json:"refused"`    // connection-refused (PROXY errors, spoofs, limits)
+	Other      int64 `json:"other"`      // an event.action this version does not know
+	Located    int64 `json:"located"`    // events with a location (in Cells)
+	Unplaced   int64 `json:"unplaced"`   // events without a country (loopback, documentation, unknown)
+}
+
+// Source answers /api/heatmap; the [Aggregator] is one, [OpenSearchSource]
+// another. Implementations must be safe for concurrent use: the handler
+// calls Snapshot once per request.
+type Source interface {
+	// Snapshot returns the current aggregation. It may block until ctx is
+	// done (an OpenSearch query); it returns ctx's error then.
+	Snapshot(ctx context.Context) (Snapshot, error)
+}
+
+//go:embed assets/index.html assets/heatmap.js assets/countries-110m.json assets/topojson-client.min.js assets/NOTICE assets/LICENSE.*
+var assets embed.FS
+
+// Option configures [Handler].
+type Option func(*handler)
+
+// WithLogger logs the errors of the source (the client sees only that the
+// data is unavailable). The default is [slog.Default].
+func WithLogger(l *slog.Logger) Option { return func(h *handler) { h.log = l } }
+
+// WithTimeout bounds each call to the source (default 10s).
+func WithTimeout(d time.Duration) Option { return func(h *handler) { h.timeout = d } }
+
+type handler struct {
+	src     Source
+	log     *slog.Logger
+	timeout time.Duration
+}
+
+// Handler returns the page ("/"), its assets ("/assets/...") and the data
+// ("/api/heatmap"). Only GET and HEAD are served. The handler is safe for
+// concurrent use.
+func Handler(src Source, opts ...Option) http.Handler {
+	h := &handler{src: src, log: slog.Default(), timeout: 10 * time.Second}
+	for _, o := range opts {
+		o(h)
+	}
+	sub, err := fs.Sub(assets, "assets")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /assets/", http.StripPrefix("/assets/", http.FileServerFS(sub)))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		setPageHeaders(w)
+		http.ServeFileFS(w, r, sub, "index.html")
+	})
+	mux.HandleFunc("GET /api/heatmap", h.serveData)
+	return mux
+}
+
+// setPageHeaders forbids any request outside this server: the page needs
+// none, and the browser test relies on it.
+func setPageHeaders(w http.ResponseWriter) {
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+}
+
+func (h *handler) serveData(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	snap, err := h.src.Snapshot(ctx)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			h.log.Warn("heat-map data unavailable", "err", err)
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "heat-map data unavailable"})
+		return
+	}
+	if snap.Cells == nil {
+		snap.Cells = []Cell{}
+	}
+	if snap.Countries == nil {
+		snap.Countries = []Country{}
+	}
+	_ = json.NewEncoder(w).Encode(snap)
+}

@@ -1,0 +1,140 @@
+package heatmap_test
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"image/png"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/originlens/originlens/internal/heatmap"
+)
+
+var updateDocs = flag.Bool("update-docs", false, "copy the heat-map screenshot to docs/heatmap.png")
+
+// chromium returns the path of a Chromium binary or skips the test.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{os.Getenv("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
+		if name == "" {
+			continue
+		}
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("skipping: no chromium in PATH (Debian package chromium; set CHROMIUM to another binary)")
+	return ""
+}
+
+// runChromium runs headless Chromium on url with extra flags and a fresh
+// profile, and returns its stdout.
+func runChromium(t *testing.T, bin, url string, extra ...string) []byte {
+	t.Helper()
+	args := []string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--disable-component-update", "--no-first-run", "--disable-sync", "--disable-extensions",
+		"--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
+		"--user-data-dir=" + t.TempDir(),
+		"--virtual-time-budget=5000",
+	}
+	args = append(append(args, extra...), url)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium %v: %v\nstderr:\n%s", extra, err, stderr.String())
+	}
+	return stdout.Bytes()
+}
+
+// outputDir is where the screenshot goes: $TESTOUTPUT when set (CI keeps
+// it), else the test's temporary directory.
+func outputDir(t *testing.T) string {
+	t.Helper()
+	if d := os.Getenv("TESTOUTPUT"); d != "" {
+		if !filepath.IsAbs(d) {
+			t.Fatalf("TESTOUTPUT=%q must be an absolute path", d)
+		}
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+// TestBrowser opens the page in headless Chromium, waits for the data, and
+// checks that the heat layer drew the cells and the table lists the
+// countries; then takes a screenshot.
+func TestBrowser(t *testing.T) {
+	bin := chromium(t)
+	a := demoAggregator(t)
+	snap := snapshot(t, a)
+	srv := httptest.NewServer(heatmap.Handler(a))
+	defer srv.Close()
+
+	dom := runChromium(t, bin, srv.URL+"/", "--dump-dom")
+
+	m := regexp.MustCompile(`<canvas id="map"[^>]*data-cells="(\d+)"[^>]*data-draws="(\d+)"`).FindSubmatch(dom)
+	if m == nil {
+		t.Fatalf("no canvas with data-cells in the DOM:\n%s", dom)
+	}
+	cells, _ := strconv.Atoi(string(m[1]))
+	draws, _ := strconv.Atoi(string(m[2]))
+	if cells != len(snap.Cells) || cells == 0 || draws < 1 {
+		t.Errorf("canvas data-cells=%d data-draws=%d, want %d cells drawn at least once", cells, draws, len(snap.Cells))
+	}
+	for _, c := range snap.Countries {
+		row := fmt.Sprintf(`<tr data-iso="%s"><td>%s</td><td>%s</td><td>%d</td><td>%d</td><td[^>]*>%d</td><td[^>]*>%d</td></tr>`,
+			c.ISO, regexp.QuoteMeta(c.Name), c.ISO, c.Count, c.Decisions.Serve, c.Decisions.Redirect, c.Decisions.Deny)
+		if !regexp.MustCompile(row).Match(dom) {
+			t.Errorf("country table lacks the row for %s (%+v)", c.ISO, c)
+		}
+	}
+	if !bytes.Contains(dom, []byte(`<b id="c-events">212</b>`)) || !bytes.Contains(dom, []byte(`<b id="c-refused">7</b>`)) {
+		t.Errorf("counters not filled in: want events 212, refused 7")
+	}
+	if bytes.Contains(dom, []byte("unavailable")) {
+		t.Errorf("page reports missing data or outlines")
+	}
+	if t.Failed() {
+		t.Logf("DOM:\n%s", dom)
+	}
+
+	shot := filepath.Join(outputDir(t), "heatmap.png")
+	runChromium(t, bin, srv.URL+"/", "--screenshot="+shot, "--window-size=1100,1000")
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	img, err := png.Decode(f)
+	f.Close()
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", shot, err)
+	}
+	if b := img.Bounds(); b.Dx() != 1100 || b.Dy() != 1000 {
+		t.Errorf("screenshot is %v, want 1100x1000", b)
+	}
+	t.Logf("screenshot: %s", shot)
+	if *updateDocs {
+		b, err := os.ReadFile(shot)
+		if err == nil {
+			err = os.WriteFile(filepath.Join("..", "..", "docs", "heatmap.png"), b, 0o644)
+		}
+		if err != nil {
+			t.Fatalf("updating docs/heatmap.png: %v", err)
+		}
+	}
+}

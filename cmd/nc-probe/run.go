@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -34,7 +33,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	}
 	res, err := probe.Run(ctx, pcfg)
 	prog.clear()
-	interrupted := errors.Is(err, context.Canceled)
+	interrupted := err != nil && ctx.Err() != nil
 	if err != nil && !interrupted {
 		fmt.Fprintln(stderr, "nc-probe: "+err.Error())
 		return exitFailure

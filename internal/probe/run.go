@@ -302,7 +302,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		close(results)
 	}()
 	for a := range results {
-		if ctx.Err() != nil && a.Err != nil && errors.Is(a.Err, context.Canceled) {
+		if ctx.Err() != nil && a.Err != nil && (errors.Is(a.Err, context.Canceled) || errors.Is(a.Err, context.DeadlineExceeded)) {
 			res.Interrupted++
 			continue
 		}

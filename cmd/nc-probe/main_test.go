@@ -1,0 +1,443 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The middle boxes of the tests, all on loopback:
+//   - probes dial from 127.0.0.1 (untrusted: a direct client);
+//   - socat relays from 127.0.0.9 (rewrites the source, like an NLB
+//     without client IP preservation);
+//   - haproxy and `--bind 127.0.0.5` probes come from 127.0.0.5, the one
+//     trusted PROXY sender.
+const (
+	trustedSrc = "127.0.0.5"
+	relaySrc   = "127.0.0.9"
+)
+
+// syncBuf is a bytes.Buffer safe for a writer and concurrent readers.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func noEnv(string) string { return "" }
+
+// probeRun runs nc-probe with args in-process and returns its exit code,
+// stdout and stderr.
+func probeRun(tb testing.TB, args ...string) (int, string, string) {
+	tb.Helper()
+	cfg, err := parseArgs(args, noEnv, &bytes.Buffer{})
+	if err != nil {
+		tb.Fatalf("parseArgs(%q): %v", args, err)
+	}
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code := run(ctx, cfg, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// waitDial waits until addr accepts connections.
+func waitDial(tb testing.TB, addr string, what string, logs fmt.Stringer) {
+	tb.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s on %s never accepted connections: %v\n%s", what, addr, err, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startListen runs `nc-probe listen` in-process in trusted mode and
+// returns its address and output.
+func startListen(tb testing.TB) (string, *syncBuf) {
+	tb.Helper()
+	cfg, err := parseArgs([]string{"listen", "--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc + "/32", "127.0.0.1:0"}, noEnv, &bytes.Buffer{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := &syncBuf{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, cfg, out, out) }()
+	tb.Cleanup(func() {
+		cancel()
+		if code := <-done; code != 0 {
+			tb.Errorf("nc-probe listen exited %d: %s", code, out)
+		}
+	})
+	re := regexp.MustCompile(`listening on (\S+)`)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			return m[1], out
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("nc-probe listen did not start: %s", out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var (
+	appOnce sync.Once
+	appBin  string
+	appErr  error
+	appOut  []byte
+)
+
+// startApp builds cmd/app (once) and runs it in trusted mode on a free
+// port. It skips, printing the build error, only when the app does not
+// build (it is written in parallel with this tool).
+func startApp(tb testing.TB) (string, *syncBuf) {
+	tb.Helper()
+	appOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nc-probe-app")
+		if err != nil {
+			appErr = err
+			return
+		}
+		appBin = filepath.Join(dir, "app")
+		cmd := exec.Command("go", "build", "-o", appBin, "github.com/originlens/originlens/cmd/app")
+		appOut, appErr = cmd.CombinedOutput()
+	})
+	if appErr != nil {
+		tb.Skipf("go build ./cmd/app failed, skipping the tests against the real app: %v\n%s", appErr, appOut)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(tb))
+	logs := &syncBuf{}
+	cmd := exec.Command(appBin, "--listen", addr, "--admin", "127.0.0.1:0",
+		"--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc+"/32")
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("starting the app: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	waitDial(tb, addr, "the app", logs)
+	return addr, logs
+}
+
+// startSocat relays a free port to target from relaySrc.
+func startSocat(tb testing.TB, target string) string {
+	tb.Helper()
+	if _, err := exec.LookPath("socat"); err != nil {
+		tb.Skip("socat not installed (.ci/run installs it): skipping the source-rewriting relay test")
+	}
+	port := freePort(tb)
+	logs := &syncBuf{}
+	cmd := exec.Command("socat", fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,fork,reuseaddr", port),
+		fmt.Sprintf("TCP:%s,bind=%s", target, relaySrc))
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("starting socat: %v", err)
+	}
+	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitDial(tb, addr, "socat", logs)
+	return addr
+}
+
+// startHAProxy forwards a free port to target with send-proxy-v2, from
+// trustedSrc.
+func startHAProxy(tb testing.TB, target string) string {
+	tb.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		tb.Skip("haproxy not installed (.ci/run installs it): skipping the send-proxy-v2 test")
+	}
+	port := freePort(tb)
+	conf := fmt.Sprintf(`global
+	maxconn 64
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 30s
+	timeout server 30s
+frontend fe
+	bind 127.0.0.1:%d
+	default_backend be
+backend be
+	server app %s send-proxy-v2 source %s
+`, port, target, trustedSrc)
+	path := filepath.Join(tb.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	logs := &syncBuf{}
+	cmd := exec.Command(bin, "-db", "-f", path)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("starting haproxy: %v", err)
+	}
+	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	waitDial(tb, addr, "haproxy", logs)
+	return addr
+}
+
+type jsonOut struct {
+	Target    string `json:"target"`
+	ServerSaw string `json:"server_saw"`
+	Expected  string `json:"expected"`
+	Via       string `json:"via"`
+	Decision  string `json:"decision"`
+	Preserved bool   `json:"preserved"`
+	Attempts  int    `json:"attempts"`
+	Failures  int    `json:"failures"`
+	ExitCode  int    `json:"exit_code"`
+}
+
+// TestMiddleBoxes runs the blog's test with nc-probe against nc-probe
+// listen and against the real app, directly and through real middle
+// boxes.
+func TestMiddleBoxes(t *testing.T) {
+	servers := []struct {
+		name  string
+		start func(testing.TB) (string, *syncBuf)
+	}{{"listen", startListen}, {"app", startApp}}
+	for _, srv := range servers {
+		t.Run(srv.name, func(t *testing.T) {
+			addr, logs := srv.start(t)
+			t.Run("Direct", func(t *testing.T) {
+				code, out, errb := probeRun(t, "--echo", "2", "-n", "3", "-i", "0", addr)
+				if code != exitPreserved || !strings.Contains(out, "PRESERVED: the server saw 127.0.0.1") {
+					t.Errorf("direct probe: exit %d, want 0; stdout:\n%s\nstderr: %s\nserver: %s", code, out, errb, logs)
+				}
+			})
+			t.Run("SourceRewritingRelay", func(t *testing.T) {
+				relay := startSocat(t, addr)
+				code, out, errb := probeRun(t, relay)
+				if code != exitNotPreserved || !strings.Contains(out, "the server saw "+relaySrc+" instead of 127.0.0.1") {
+					t.Errorf("probe through socat: exit %d, want 1 naming %s; stdout:\n%s\nstderr: %s", code, relaySrc, out, errb)
+				}
+			})
+			t.Run("HAProxySendProxyV2", func(t *testing.T) {
+				hp := startHAProxy(t, addr)
+				code, out, errb := probeRun(t, "--json", hp)
+				var j jsonOut
+				if err := json.Unmarshal([]byte(out), &j); err != nil {
+					t.Fatalf("--json output %q: %v", out, err)
+				}
+				if code != exitPreserved || !j.Preserved || j.Via != "proxy-v2" || j.ServerSaw != "127.0.0.1" {
+					t.Errorf("probe through haproxy send-proxy-v2: exit %d, %+v; want 0, preserved via proxy-v2\nstderr: %s\nserver: %s", code, j, errb, logs)
+				}
+			})
+			for _, v := range []string{"v1", "v2"} {
+				t.Run("ProxyHeader"+v, func(t *testing.T) {
+					code, out, errb := probeRun(t, "--json", "--bind", trustedSrc, "--proxy", v, "--proxy-src", "203.0.113.7:5555", addr)
+					var j jsonOut
+					if err := json.Unmarshal([]byte(out), &j); err != nil {
+						t.Fatalf("--json output %q: %v", out, err)
+					}
+					if code != exitPreserved || j.ServerSaw != "203.0.113.7" || j.Expected != "203.0.113.7" || j.Via != "proxy-"+v {
+						t.Errorf("--proxy %s from trusted %s: exit %d, %+v; want 0 and 203.0.113.7 via proxy-%s\nstderr: %s", v, trustedSrc, code, j, v, errb)
+					}
+				})
+			}
+			t.Run("SpoofedHeaderRefused", func(t *testing.T) {
+				code, out, _ := probeRun(t, "--bind", "127.0.0.1", "--proxy", "v2", "--proxy-src", "203.0.113.7:5555", addr)
+				if code != exitFailure || !strings.Contains(out, "FAILED") {
+					t.Errorf("--proxy from untrusted 127.0.0.1: exit %d, want 2 (refused); stdout:\n%s", code, out)
+				}
+			})
+		})
+	}
+}
+
+func TestClosedPort(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	code, out, _ := probeRun(t, "--timeout", "2s", addr)
+	if code != exitFailure || !strings.Contains(out, "FAILED: "+addr+": connect:") || !strings.Contains(out, "refused") {
+		t.Errorf("probe of a closed port: exit %d, want 2 with a connect explanation; stdout:\n%s", code, out)
+	}
+	code, out, errb := probeRun(t, "--json", "--timeout", "2s", addr)
+	var j map[string]any
+	if err := json.Unmarshal([]byte(out), &j); err != nil || code != exitFailure || j["verdict"] != "no-report" || j["loss_pct"] != 100.0 {
+		t.Errorf("--json probe of a closed port: exit %d, %v (err %v); want 2, no-report, 100%% loss", code, out, err)
+	}
+	if !strings.Contains(errb, "connect") {
+		t.Errorf("--json probe of a closed port: stderr %q, want the one-line explanation", errb)
+	}
+}
+
+// TestJSONShape checks every documented key and its type.
+func TestJSONShape(t *testing.T) {
+	addr, _ := startListen(t)
+	code, out, _ := probeRun(t, "--json", "--echo", "2", "-n", "4", "-c", "2", "-i", "0", addr)
+	if code != exitPreserved {
+		t.Fatalf("exit %d, want 0: %s", code, out)
+	}
+	var j map[string]any
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
+	}
+	strs := []string{"target", "server_saw", "expected", "via", "country", "decision", "verdict", "explanation"}
+	for _, k := range strs {
+		if _, ok := j[k].(string); !ok {
+			t.Errorf("key %s = %#v, want a string", k, j[k])
+		}
+	}
+	for k, want := range map[string]float64{"attempts": 4, "failures": 0, "loss_pct": 0, "exit_code": 0} {
+		if j[k] != want {
+			t.Errorf("key %s = %#v, want %v", k, j[k], want)
+		}
+	}
+	if j["preserved"] != true || j["target"] != addr || j["server_saw"] != "127.0.0.1" || j["decision"] != "serve" {
+		t.Errorf("preserved/target/server_saw/decision = %v %v %v %v", j["preserved"], j["target"], j["server_saw"], j["decision"])
+	}
+	for k, n := range map[string]float64{"connect_ms": 4, "report_ms": 4, "echo_ms": 8} {
+		s, ok := j[k].(map[string]any)
+		if !ok {
+			t.Errorf("key %s = %#v, want an object", k, j[k])
+			continue
+		}
+		for _, f := range []string{"min", "p50", "p90", "p99", "max", "jitter"} {
+			if v, ok := s[f].(float64); !ok || v < 0 {
+				t.Errorf("%s.%s = %#v, want a number >= 0", k, f, s[f])
+			}
+		}
+		if s["count"] != n || s["min"].(float64) > s["p50"].(float64) || s["p50"].(float64) > s["max"].(float64) {
+			t.Errorf("%s = %v, want count %v and min <= p50 <= max", k, s, n)
+		}
+	}
+}
+
+func TestCompare(t *testing.T) {
+	addr, _ := startListen(t)
+	relay := startSocat(t, addr)
+	code, out, errb := probeRun(t, "--compare", relay, "-n", "3", "-i", "0", addr)
+	if code != exitNotPreserved {
+		t.Errorf("--compare direct vs relay: exit %d, want 1 (B not preserved)", code)
+	}
+	for _, want := range []string{"A " + addr, "B " + relay, "B/A", "report p50 ms", relaySrc, "not-preserved", "preserved"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--compare output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(errb, "collide") {
+		t.Errorf("--compare stderr %q, want the GA collision warning", errb)
+	}
+	// the ratio column holds a number on the report p50 row
+	if !regexp.MustCompile(`report p50 ms\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d\d`).MatchString(out) {
+		t.Errorf("--compare output has no ratio on the report p50 row:\n%s", out)
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		check   func(config) bool
+		wantErr string
+	}{
+		{"Interspersed", []string{"127.0.0.1:80", "-n", "5", "--json"}, nil,
+			func(c config) bool { return c.probe.Count == 5 && c.json && c.probe.Target == "127.0.0.1:80" }, ""},
+		{"EnvFallback", []string{"h:1"}, map[string]string{"NC_PROBE_COUNT": "7", "NC_PROBE_EXPECT_IP": "::ffff:203.0.113.7"},
+			func(c config) bool { return c.probe.Count == 7 && c.probe.Expect.String() == "203.0.113.7" }, ""},
+		{"FlagBeatsEnvThroughAlias", []string{"-n", "2", "h:1"}, map[string]string{"NC_PROBE_COUNT": "7"},
+			func(c config) bool { return c.probe.Count == 2 }, ""},
+		{"TargetFromEnv", nil, map[string]string{"NC_PROBE_TARGET": "h:2"},
+			func(c config) bool { return c.probe.Target == "h:2" }, ""},
+		{"ProxyV2", []string{"--proxy", "v2", "--proxy-src", "203.0.113.7:5555", "h:1"}, nil,
+			func(c config) bool {
+				return c.probe.Options.Proxy.Version == 2 && c.probe.Options.Proxy.Src.Port() == 5555
+			}, ""},
+		{"ListenEnv", []string{"listen", ":0"}, map[string]string{"NC_PROBE_PROXY_PROTOCOL": "required"},
+			func(c config) bool { return c.listen && c.origin.Mode.String() == "required" && c.listenAddr == ":0" }, ""},
+		{"NoTarget", nil, nil, nil, "missing HOST:PORT"},
+		{"BadTarget", []string{"nohostport"}, nil, nil, "not HOST:PORT"},
+		{"BadFlag", []string{"--nope", "h:1"}, nil, nil, "flag provided but not defined: -nope"},
+		{"BadEnv", []string{"h:1"}, map[string]string{"NC_PROBE_COUNT": "x"}, nil, `NC_PROBE_COUNT="x"`},
+		{"BadExpect", []string{"--expect-ip", "1.2.3", "h:1"}, nil, nil, "--expect-ip"},
+		{"ProxyNoSrc", []string{"--proxy", "v2", "h:1"}, nil, nil, "--proxy-src"},
+		{"ProxyBadVersion", []string{"--proxy", "v3", "--proxy-src", "1.2.3.4:5", "h:1"}, nil, nil, "v1 or v2"},
+		{"SrcWithoutProxy", []string{"--proxy-src", "1.2.3.4:5", "h:1"}, nil, nil, "need --proxy"},
+		{"ZeroConcurrency", []string{"-c", "0", "h:1"}, nil, nil, "concurrency"},
+		{"ListenBadMode", []string{"listen", "--proxy-protocol", "maybe", ":1"}, nil, nil, "--proxy-protocol"},
+		{"ListenTrustedWithoutPrefixes", []string{"listen", "--proxy-protocol", "trusted", ":1"}, nil, nil, "trusted"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseArgs(tt.args, env(tt.env), &bytes.Buffer{})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+					t.Errorf("parseArgs(%q) error = %v, want one line containing %q", tt.args, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !tt.check(cfg) {
+				t.Errorf("parseArgs(%q) = %+v, %v", tt.args, cfg, err)
+			}
+		})
+	}
+}
+
+// TestInterrupt: Ctrl-C during an endless run prints the summary so far
+// and exits by what was seen.
+func TestInterrupt(t *testing.T) {
+	addr, _ := startListen(t)
+	cfg, err := parseArgs([]string{"-n", "0", "-i", "5ms", addr}, noEnv, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() { time.Sleep(300 * time.Millisecond); cancel2() }()
+	code := run(ctx2, cfg, &out, &errb)
+	if code != exitPreserved || !strings.Contains(out.String(), "interrupted after") || !strings.Contains(out.String(), "PRESERVED") {
+		t.Errorf("interrupted run: exit %d, want 0 with the summary so far; stdout:\n%s", code, out.String())
+	}
+}

@@ -2,15 +2,60 @@
 // AS from MaxMind DB files (GeoIP2, GeoLite2, DB-IP Lite), or a class for
 // addresses no database can place (loopback, private, documentation...).
 //
-// CONTRACT STUB: the signatures below are the contract cmd/app and
-// internal/server build against; the implementation is issue #3's.
+// # Lookups
+//
+// [DB.Lookup] never fails. When the database has a record for the address,
+// the record wins and the class is "public", whatever the address: tests
+// and the local demo deliberately map documentation ranges (203.0.113.0/24
+// and friends) to countries, and MaxMind's real databases have no records
+// for special-purpose space, so in production a placed address is a
+// routable one. Otherwise the address gets only its class from [Classify]
+// ("loopback", "private", "documentation", ...; "public" when it is
+// routable but the database does not know it). A country is never made up.
+//
+// # Databases
+//
+// The City database may be any City or Country database that
+// geoip2-golang reads (GeoIP2-City, GeoLite2-City, GeoIP2-Country,
+// DBIP-City-Lite, ...): the kind is taken from the metadata's database
+// type. The optional ASN database is GeoLite2-ASN or DB-IP's ASN Lite.
+// With no City database the DB only classifies and [Open] logs one warning.
+//
+// # Hot reload
+//
+// [DB.Watch] polls the files (os.Stat every [Config.ReloadInterval]; no
+// inotify, which also makes it work on any file system and with
+// geoipupdate's write-then-rename). A file whose identity (device and
+// inode), size or modification time changed is opened, verified
+// (metadata, database type, a full structural verification and a test
+// lookup) and swapped in atomically. The previous database is closed only
+// after every lookup that started on it has finished. A file that fails
+// verification is refused: the error is logged, counted in
+// originlens_geo_reload_errors_total and the old database keeps serving;
+// the broken file is not retried until it changes again.
+//
+// # Metrics
+//
+// With a [Config.Registerer]: originlens_geo_database_build_timestamp_seconds
+// (gauge, build epoch of the database in use), originlens_geo_reloads_total
+// and originlens_geo_reload_errors_total (counters), all labelled
+// database="city"|"asn".
 package geo
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/oschwald/geoip2-golang/v2"
+	"github.com/oschwald/maxminddb-golang/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -32,29 +77,367 @@ type Location struct {
 	ASOrg          string
 }
 
+// DefaultReloadInterval is how often [DB.Watch] polls the files when
+// [Config.ReloadInterval] is zero.
+const DefaultReloadInterval = 10 * time.Second
+
 // Config configures [Open].
 type Config struct {
 	CityPath   string // City or Country database; empty: classify only
 	ASNPath    string // optional ASN database
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: no metrics
+	// ReloadInterval is how often [DB.Watch] checks the files for
+	// replacement; zero means [DefaultReloadInterval].
+	ReloadInterval time.Duration
 }
 
 // DB looks addresses up. It is safe for concurrent use; lookups never wait
-// for a reload.
-type DB struct{}
+// for a database to be opened or verified, only (for microseconds) for the
+// unmapping of a database they raced with.
+type DB struct {
+	city, asn *source
+	log       *slog.Logger
+	interval  time.Duration
+	reloads   *prometheus.CounterVec
+	errs      *prometheus.CounterVec
+	builds    *prometheus.GaugeVec
+
+	mu     sync.Mutex // serialises reloads and Close
+	closed bool
+}
+
+// source is one database file and the generation of it in use.
+type source struct {
+	name string // "city" or "asn"
+	path string
+	cur  atomic.Pointer[generation]
+	seen os.FileInfo // the file last opened or refused; guarded by DB.mu
+}
+
+// generation is one opened version of a database file. Lookups hold mu for
+// reading while they use r; retiring takes it for writing, so it waits for
+// them, then closes r and sets it to nil.
+type generation struct {
+	mu      sync.RWMutex
+	r       *geoip2.Reader // nil once retired
+	country bool           // a Country database: use Reader.Country
+}
 
 // Open opens the configured databases. With no paths it returns a DB that
-// only classifies addresses.
-func Open(cfg Config) (*DB, error) { return &DB{}, nil }
+// only classifies addresses, and logs one warning saying so. A database
+// that cannot be opened or is not of the expected kind is an error.
+func Open(cfg Config) (*DB, error) {
+	d := &DB{log: cfg.Logger, interval: cfg.ReloadInterval}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.interval <= 0 {
+		d.interval = DefaultReloadInterval
+	}
+	if err := d.registerMetrics(cfg.Registerer); err != nil {
+		return nil, err
+	}
+	if cfg.CityPath == "" {
+		d.log.Warn("no GeoIP database configured: client addresses are only classified, geo keys stay empty")
+	} else {
+		d.city = &source{name: "city", path: cfg.CityPath}
+	}
+	if cfg.ASNPath != "" {
+		d.asn = &source{name: "asn", path: cfg.ASNPath}
+	}
+	for _, s := range d.sources() {
+		fi, err := os.Stat(s.path)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("geo: %w", err)
+		}
+		g, err := d.open(s, false)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		s.seen = fi
+		s.cur.Store(g)
+		md := g.r.Metadata()
+		d.log.Info("GeoIP database opened", "database", s.name, "path", s.path,
+			"type", md.DatabaseType, "built", md.BuildTime().UTC())
+	}
+	return d, nil
+}
 
-// Lookup places addr (which must be unmapped). It never fails: an address
-// that cannot be placed gets only a Class.
-func (d *DB) Lookup(addr netip.Addr) Location { return Location{Class: "public"} }
+func (d *DB) sources() []*source {
+	var ss []*source
+	if d.city != nil {
+		ss = append(ss, d.city)
+	}
+	if d.asn != nil {
+		ss = append(ss, d.asn)
+	}
+	return ss
+}
 
-// Watch reloads the databases when their files are replaced, until ctx is
-// done. It blocks.
-func (d *DB) Watch(ctx context.Context) error { <-ctx.Done(); return nil }
+// probes are looked up to check a database: an error decoding the record
+// of any of them refuses the file.
+var probes = []netip.Addr{
+	netip.MustParseAddr("1.1.1.1"),
+	netip.MustParseAddr("203.0.113.1"),
+	netip.MustParseAddr("2001:db8::1"),
+	netip.MustParseAddr("2a00:1450::1"),
+}
 
-// Close closes the databases once in-flight lookups have finished.
-func (d *DB) Close() error { return nil }
+// open opens and checks s.path. verify adds maxminddb's full structural
+// verification (reloads do it, to refuse a corrupted replacement).
+func (d *DB) open(s *source, verify bool) (*generation, error) {
+	if verify {
+		m, err := maxminddb.Open(s.path)
+		if err != nil {
+			return nil, fmt.Errorf("geo: opening %s database %s: %w", s.name, s.path, err)
+		}
+		err = m.Verify()
+		m.Close()
+		if err != nil {
+			return nil, fmt.Errorf("geo: verifying %s database %s: %w", s.name, s.path, err)
+		}
+	}
+	r, err := geoip2.Open(s.path)
+	if err != nil {
+		if r != nil {
+			r.Close()
+		}
+		return nil, fmt.Errorf("geo: opening %s database %s: %w", s.name, s.path, err)
+	}
+	g := &generation{r: r, country: strings.Contains(r.Metadata().DatabaseType, "Country")}
+	for _, a := range probes {
+		if s.name == "asn" {
+			_, err = r.ASN(a)
+		} else if g.country {
+			_, err = r.Country(a)
+		} else {
+			_, err = r.City(a)
+		}
+		if err != nil {
+			r.Close()
+			return nil, fmt.Errorf("geo: %s database %s (type %q): test lookup: %w",
+				s.name, s.path, r.Metadata().DatabaseType, err)
+		}
+	}
+	if d.builds != nil {
+		d.builds.WithLabelValues(s.name).Set(float64(r.Metadata().BuildEpoch))
+	}
+	return g, nil
+}
+
+// acquire returns the generation in use with its read lock held, or nil
+// when there is no database. The caller must call g.mu.RUnlock.
+func (s *source) acquire() *generation {
+	for {
+		g := s.cur.Load()
+		if g == nil {
+			return nil
+		}
+		g.mu.RLock()
+		if g.r != nil {
+			return g
+		}
+		g.mu.RUnlock() // retired between Load and RLock: take the new one
+	}
+}
+
+// retire waits for the lookups using g to finish, then closes it.
+func (g *generation) retire() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.r != nil {
+		g.r.Close()
+		g.r = nil
+	}
+}
+
+// Lookup places addr. It never fails: an address that cannot be placed
+// gets only a Class (see the package documentation for the order). An
+// IPv4-mapped address is looked up as the IPv4 address it holds. It is safe
+// for concurrent use and does not block on reloads.
+func (d *DB) Lookup(addr netip.Addr) Location {
+	addr = addr.Unmap()
+	var loc Location
+	placed := false
+	if d.city != nil {
+		if g := d.city.acquire(); g != nil {
+			placed = g.lookupCity(addr, &loc)
+			g.mu.RUnlock()
+		}
+	}
+	if d.asn != nil {
+		if g := d.asn.acquire(); g != nil {
+			if a, err := g.r.ASN(addr); err == nil && a.AutonomousSystemNumber != 0 {
+				loc.ASN = uint32(a.AutonomousSystemNumber)
+				loc.ASOrg = a.AutonomousSystemOrganization
+			}
+			g.mu.RUnlock()
+		}
+	}
+	if placed {
+		loc.Class = ClassPublic
+	} else {
+		loc.Class = Classify(addr)
+	}
+	return loc
+}
+
+// lookupCity fills loc from the City or Country record of addr and
+// reports whether the database has a country or continent for it.
+func (g *generation) lookupCity(addr netip.Addr, loc *Location) bool {
+	if g.country {
+		c, err := g.r.Country(addr)
+		if err != nil {
+			return false
+		}
+		loc.CountryISO, loc.CountryName = c.Country.ISOCode, c.Country.Names.English
+		loc.ContinentCode = c.Continent.Code
+		return loc.CountryISO != "" || loc.ContinentCode != ""
+	}
+	c, err := g.r.City(addr)
+	if err != nil {
+		return false
+	}
+	loc.CountryISO, loc.CountryName = c.Country.ISOCode, c.Country.Names.English
+	loc.ContinentCode = c.Continent.Code
+	if len(c.Subdivisions) > 0 {
+		loc.RegionISO, loc.RegionName = c.Subdivisions[0].ISOCode, c.Subdivisions[0].Names.English
+	}
+	loc.City = c.City.Names.English
+	if c.Location.Latitude != nil && c.Location.Longitude != nil {
+		loc.HasLocation, loc.Lat, loc.Lon = true, *c.Location.Latitude, *c.Location.Longitude
+	}
+	loc.AccuracyRadius = c.Location.AccuracyRadius
+	loc.TimeZone = c.Location.TimeZone
+	return loc.CountryISO != "" || loc.ContinentCode != ""
+}
+
+// Watch reloads the databases when their files are replaced, checking
+// every [Config.ReloadInterval], until ctx is done; then it returns nil.
+// It blocks. A refused replacement is logged and counted, not returned.
+// With no database configured it only waits for ctx.
+func (d *DB) Watch(ctx context.Context) error {
+	if len(d.sources()) == 0 {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(d.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			_ = d.Reload() // logged and counted there
+		}
+	}
+}
+
+// Reload checks the files now and swaps in every one that was replaced
+// since it was last opened or refused. It returns the errors of refused
+// files (also logged and counted); the databases in use stay in use. It is
+// safe for concurrent use (reloads are serialised) and blocks while a new
+// file is verified.
+func (d *DB) Reload() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("geo: reload after close")
+	}
+	var errs []error
+	for _, s := range d.sources() {
+		fi, err := os.Stat(s.path)
+		if err != nil {
+			// geoipupdate renames, so the file is never missing for long;
+			// keep serving the open one.
+			if s.seen != nil {
+				d.log.Warn("GeoIP database file missing, keeping the open one", "database", s.name, "err", err)
+				s.seen = nil
+			}
+			continue
+		}
+		if s.seen != nil && os.SameFile(s.seen, fi) && s.seen.Size() == fi.Size() && s.seen.ModTime().Equal(fi.ModTime()) {
+			continue
+		}
+		s.seen = fi
+		g, err := d.open(s, true)
+		if err != nil {
+			d.log.Error("GeoIP database replacement refused, keeping the old one", "database", s.name, "err", err)
+			if d.errs != nil {
+				d.errs.WithLabelValues(s.name).Inc()
+			}
+			errs = append(errs, err)
+			continue
+		}
+		if d.reloads != nil {
+			d.reloads.WithLabelValues(s.name).Inc()
+		}
+		if old := s.cur.Swap(g); old != nil {
+			old.retire()
+		}
+		md := g.r.Metadata()
+		d.log.Info("GeoIP database reloaded", "database", s.name, "path", s.path,
+			"type", md.DatabaseType, "built", md.BuildTime().UTC())
+	}
+	return errors.Join(errs...)
+}
+
+// Close closes the databases once in-flight lookups have finished. Later
+// lookups only classify; a running [DB.Watch] stops reloading.
+func (d *DB) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	for _, s := range d.sources() {
+		if g := s.cur.Swap(nil); g != nil {
+			g.retire()
+		}
+	}
+	return nil
+}
+
+func (d *DB) registerMetrics(reg prometheus.Registerer) error {
+	if reg == nil {
+		return nil
+	}
+	d.builds = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "originlens_geo_database_build_timestamp_seconds",
+		Help: "Build time (metadata build epoch) of the GeoIP database in use, as a Unix timestamp.",
+	}, []string{"database"})
+	d.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "originlens_geo_reloads_total",
+		Help: "GeoIP database files swapped in after being replaced on disk.",
+	}, []string{"database"})
+	d.errs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "originlens_geo_reload_errors_total",
+		Help: "Replaced GeoIP database files refused as broken; the old database stayed in use.",
+	}, []string{"database"})
+	var err error
+	d.builds, err = register(reg, d.builds)
+	if err != nil {
+		return err
+	}
+	if d.reloads, err = register(reg, d.reloads); err != nil {
+		return err
+	}
+	d.errs, err = register(reg, d.errs)
+	return err
+}
+
+// register registers c, or returns the collector already registered under
+// its name (a second DB on the same registry shares the metrics).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing, nil
+			}
+		}
+		return c, fmt.Errorf("geo: registering metrics: %w", err)
+	}
+	return c, nil
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/originlens/originlens/internal/event"
@@ -101,7 +102,16 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 	raw.SetDeadline(time.Now().Add(s.cfg.FirstBytesTimeout))
 	proto, err := sniff(br)
 	if err != nil {
-		end = s.readFailed(err, true)
+		switch {
+		case o.Local:
+			end = ending{event.ActionClosed, event.OutcomeSuccess, reasonHealthCheck}
+		case !s.hardStop.Load() && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
+			// Closed (or reset, as many health checkers do) before any
+			// payload byte.
+			end = ending{event.ActionClosed, event.OutcomeUnknown, reasonEmpty}
+		default:
+			end = s.readFailed(err, true)
+		}
 		return
 	}
 	ev.Network.Protocol = proto
@@ -118,7 +128,8 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 // publish completes ev with how the connection ended and hands it to the
 // publisher (step 6 of the data path).
 func (s *Server) publish(ev *event.Event, c *conn, o origin.Origin, end ending) {
-	if o.Local && end.action != event.ActionRefused {
+	if o.Local {
+		// A load balancer health check, however it ended: not a client.
 		end = ending{event.ActionClosed, event.OutcomeSuccess, reasonHealthCheck}
 	}
 	ev.Event.Action, ev.Event.Outcome, ev.Event.Reason = end.action, end.outcome, end.reason

@@ -84,7 +84,7 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object instead of text")
 	fs.StringVar(&compare, "compare", "", "second `HOST:PORT` probed interleaved, shown side by side")
 	fs.StringVar(&proxyVer, "proxy", "", "send a PROXY protocol header first: v1 or v2")
-	fs.StringVar(&proxySrc, "proxy-src", "", "the client `IP:PORT` the PROXY header claims")
+	fs.StringVar(&proxySrc, "proxy-src", "", "the client `IP:PORT[,IP:PORT...]` the PROXY header claims; several: one per round, in turn")
 	fs.StringVar(&proxyDst, "proxy-dst", "", "the destination `IP:PORT` in the PROXY header (default: the target's address)")
 	fs.StringVar(&bind, "bind", "", "local `IP` to dial from")
 	fs.StringVar(&line, "line", probe.DefaultLine, "the probe line sent first")
@@ -152,8 +152,16 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 		if proxySrc == "" {
 			return cfg, errors.New("--proxy needs --proxy-src IP:PORT")
 		}
-		if p.Src, err = parseAddrPort(proxySrc); err != nil {
-			return cfg, fmt.Errorf("--proxy-src: %w", err)
+		for _, f := range strings.Split(proxySrc, ",") {
+			ap, err := parseAddrPort(strings.TrimSpace(f))
+			if err != nil {
+				return cfg, fmt.Errorf("--proxy-src: %w", err)
+			}
+			cfg.probe.ProxySources = append(cfg.probe.ProxySources, ap)
+		}
+		p.Src = cfg.probe.ProxySources[0]
+		if len(cfg.probe.ProxySources) == 1 {
+			cfg.probe.ProxySources = nil
 		}
 		if proxyDst != "" {
 			if p.Dst, err = parseAddrPort(proxyDst); err != nil {

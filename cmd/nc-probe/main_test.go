@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/originlens/originlens/internal/probe"
 )
 
 // The middle boxes of the tests, all on loopback:
@@ -285,6 +288,21 @@ func TestMiddleBoxes(t *testing.T) {
 					}
 				})
 			}
+			t.Run("ManyProxySources", func(t *testing.T) {
+				code, out, errb := probeRun(t, "--json", "-n", "4", "-c", "2", "-i", "0", "--bind", trustedSrc, "--proxy", "v2",
+					"--proxy-src", "203.0.113.7:5555,198.51.100.20:4000", addr)
+				var j struct {
+					All       []string `json:"server_saw_all"`
+					Preserved bool     `json:"preserved"`
+					Attempts  int      `json:"attempts"`
+				}
+				if err := json.Unmarshal([]byte(out), &j); err != nil {
+					t.Fatalf("--json output %q: %v", out, err)
+				}
+				if code != exitPreserved || !j.Preserved || j.Attempts != 4 || len(j.All) != 2 {
+					t.Errorf("two --proxy-src in turn: exit %d, %+v; want 0, preserved, 4 attempts, 2 addresses seen\nstderr: %s", code, j, errb)
+				}
+			})
 			t.Run("SpoofedHeaderRefused", func(t *testing.T) {
 				code, out, _ := probeRun(t, "--bind", "127.0.0.1", "--proxy", "v2", "--proxy-src", "203.0.113.7:5555", addr)
 				if code != exitFailure || !strings.Contains(out, "FAILED") {
@@ -439,5 +457,23 @@ func TestInterrupt(t *testing.T) {
 	code := run(ctx2, cfg, &out, &errb)
 	if code != exitPreserved || !strings.Contains(out.String(), "interrupted after") || !strings.Contains(out.String(), "PRESERVED") {
 		t.Errorf("interrupted run: exit %d, want 0 with the summary so far; stdout:\n%s", code, out.String())
+	}
+}
+
+func TestProgress(t *testing.T) {
+	var b bytes.Buffer
+	p := &progress{w: &b, total: 3}
+	p.update(probe.Attempt{Timings: probe.Timings{Report: 1500 * time.Microsecond}})
+	p.update(probe.Attempt{Err: errors.New("x")})
+	p.update(probe.Attempt{Timings: probe.Timings{Report: 2 * time.Millisecond}})
+	if s := b.String(); !strings.Contains(s, "1/3 attempts  0 failed  last report 1.500") || !strings.HasSuffix(s, "3/3 attempts  1 failed  last report 2.000  (Ctrl-C stops with a summary)") {
+		t.Errorf("progress wrote %q, want the first and the final state", s)
+	}
+	p.clear()
+	if !strings.HasSuffix(b.String(), "\r\033[K") {
+		t.Error("clear() did not erase the line")
+	}
+	if isTerminal(&b) {
+		t.Error("isTerminal(buffer) = true")
 	}
 }

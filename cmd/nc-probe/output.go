@@ -63,7 +63,9 @@ func writeTarget(w io.Writer, t *probe.TargetResult, elapsed time.Duration) {
 	if len(t.Seen) > 1 {
 		fmt.Fprintf(w, "  all seen    %v\n", t.Seen)
 	}
-	if t.Expected.IsValid() {
+	if a, ok := t.Example(); ok && a.Expected.IsValid() {
+		fmt.Fprintf(w, "  expected    %s (%s)\n", a.Expected, t.ExpectedFrom)
+	} else if t.Expected.IsValid() {
 		fmt.Fprintf(w, "  expected    %s (%s)\n", t.Expected, t.ExpectedFrom)
 	}
 	if t.Failures > 0 {
@@ -97,10 +99,10 @@ func writeCompare(w io.Writer, res probe.Result) {
 	fmt.Fprintf(tw, "attempts\t%d\t%d\t\n", a.Attempts, b.Attempts)
 	fmt.Fprintf(tw, "loss\t%.1f%%\t%.1f%%\t\n", a.LossPct(), b.LossPct())
 	seen := func(t *probe.TargetResult) string {
-		if len(t.Seen) == 0 {
-			return "-"
+		if a, ok := t.Example(); ok {
+			return a.Saw.Addr().String()
 		}
-		return fmt.Sprint(t.Seen[len(t.Seen)-1])
+		return "-"
 	}
 	fmt.Fprintf(tw, "server saw\t%s\t%s\t\n", seen(a), seen(b))
 	fmt.Fprintf(tw, "via\t%s\t%s\t\n", key(a, report.KeyVia), key(b, report.KeyVia))
@@ -249,16 +251,12 @@ func toJSONTarget(t *probe.TargetResult) jsonTarget {
 	for _, a := range t.Seen {
 		j.ServerSawAll = append(j.ServerSawAll, a.String())
 	}
-	if len(t.Seen) > 0 {
-		j.ServerSaw = t.Seen[len(t.Seen)-1].String()
-		for _, a := range t.Seen {
-			if probe.Judge(a, t.Expected, t.ExpectedFrom) == t.Verdict {
-				j.ServerSaw = a.String()
-				break
-			}
-		}
+	if a, ok := t.Example(); ok {
+		j.ServerSaw = a.Saw.Addr().String()
 	}
-	if t.Expected.IsValid() {
+	if a, ok := t.Example(); ok && a.Expected.IsValid() {
+		j.Expected = a.Expected.String()
+	} else if t.Expected.IsValid() {
 		j.Expected = t.Expected.String()
 	}
 	j.ExpectedFrom = map[probe.ExpectSource]string{probe.ExpectLocal: "local-address", probe.ExpectFlag: "expect-ip", probe.ExpectProxySrc: "proxy-src"}[t.ExpectedFrom]

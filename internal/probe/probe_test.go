@@ -240,3 +240,64 @@ func waitFor(tb testing.TB, cond func() bool, what string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRunProxySources simulates clients from several addresses in one run,
+// as the demo does: each round claims the next source, and each attempt is
+// judged against its own source.
+func TestRunProxySources(t *testing.T) {
+	addr, _ := startListener(t, &origin.Config{
+		Mode:    origin.Trusted,
+		Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.5/32")},
+	})
+	srcs := []netip.AddrPort{
+		netip.MustParseAddrPort("203.0.113.7:5555"),
+		netip.MustParseAddrPort("198.51.100.20:4000"),
+		netip.MustParseAddrPort("[2001:db8::7]:6000"),
+	}
+	var got []string
+	res, err := probe.Run(context.Background(), probe.Config{
+		Target: addr, Count: 6, Concurrency: 3, ProxySources: srcs,
+		Options: probe.Options{Bind: netip.MustParseAddr("127.0.0.5"), Proxy: &probe.ProxyHeader{Version: 2}},
+		OnAttempt: func(a probe.Attempt) {
+			if a.Saw != srcs[a.Seq%3] || a.Verdict != probe.Preserved {
+				t.Errorf("round %d: saw %v (%v), want %v preserved (err %v)", a.Seq, a.Saw, a.Verdict, srcs[a.Seq%3], a.Err)
+			}
+			got = append(got, a.Saw.String())
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := res.Targets[0]
+	if tr.Preserved != 6 || len(tr.Seen) != 3 || tr.Verdict != probe.Preserved {
+		t.Errorf("result: %d preserved, seen %v, verdict %v; want 6, 3 addresses, preserved", tr.Preserved, tr.Seen, tr.Verdict)
+	}
+	if !strings.Contains(tr.Explain(), "3 distinct client addresses") {
+		t.Errorf("Explain() = %q, want it to mention the 3 addresses", tr.Explain())
+	}
+	if _, err := probe.Run(context.Background(), probe.Config{Target: addr, ProxySources: srcs}); err == nil {
+		t.Error("Run with proxy sources but no PROXY version succeeded, want an error")
+	}
+}
+
+func BenchmarkOnce(b *testing.B) {
+	addr, _ := startListener(b, nil)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := probe.Once(ctx, addr, probe.Options{Echo: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRecorder(b *testing.B) {
+	r := probe.NewRecorder()
+	b.ReportAllocs()
+	d := time.Duration(0)
+	for b.Loop() {
+		d = (d + 7919*time.Microsecond) % time.Second
+		r.Record(d)
+	}
+	_ = r.Summary()
+}

@@ -27,6 +27,11 @@ type Config struct {
 	Interval time.Duration
 	// Options apply to every attempt.
 	Options Options
+	// ProxySources, when not empty, makes round r claim ProxySources[r %
+	// len] as the client address (Options.Proxy gives the version and the
+	// destination; its Src is replaced). The demo simulates clients from
+	// many countries this way in one run.
+	ProxySources []netip.AddrPort
 	// Expect, when valid, is the client address the server should see.
 	// Otherwise it is the PROXY header's source when Options.Proxy is set,
 	// else each attempt's local socket address.
@@ -51,7 +56,19 @@ func (c Config) Validate() error {
 	if c.Interval < 0 {
 		return fmt.Errorf("probe: interval must not be negative, got %v", c.Interval)
 	}
-	return c.Options.Validate()
+	if len(c.ProxySources) > 0 && c.Options.Proxy == nil {
+		return errors.New("probe: proxy sources need a PROXY header version (Options.Proxy)")
+	}
+	opts := c.Options
+	for _, ap := range c.ProxySources {
+		if !ap.IsValid() {
+			return errors.New("probe: invalid proxy source address")
+		}
+		p := *opts.Proxy
+		p.Src = ap
+		opts.Proxy = &p
+	}
+	return opts.Validate()
 }
 
 // expectation returns the fixed expected address and its source; the
@@ -109,40 +126,41 @@ type TargetResult struct {
 	// else Preserved if any was, else NoReport.
 	Verdict Verdict
 
+	examples map[Verdict]Attempt // the first attempt per verdict
+
 	connect, report, echo *Recorder
 }
 
 // LossPct is the failed attempts in percent.
 func (t *TargetResult) LossPct() float64 { return LossPct(t.Failures, t.Attempts) }
 
+// Example returns the first attempt that got the target's verdict: the one
+// that shows what the server saw (for NotPreserved, the first attempt
+// whose address was replaced). ok is false when no report came.
+func (t *TargetResult) Example() (a Attempt, ok bool) {
+	a, ok = t.examples[t.Verdict]
+	return a, ok
+}
+
 // Explain is the one-line explanation of the target's verdict.
 func (t *TargetResult) Explain() string {
-	saw := netip.Addr{}
-	if len(t.Seen) > 0 {
-		saw = t.Seen[len(t.Seen)-1]
-		for _, a := range t.Seen { // the most telling address first
-			if Judge(a, t.Expected, t.ExpectedFrom) == t.Verdict {
-				saw = a
-				break
-			}
-		}
-	}
-	if t.Verdict == NoReport {
+	a, ok := t.Example()
+	if !ok {
 		if t.LastError != nil {
 			return fmt.Sprintf("failed: %s: %v", t.Target, t.LastError)
 		}
 		return "failed: " + t.Target + ": no attempt finished"
 	}
-	peer := ""
-	if t.Last != nil {
-		peer = t.Last[report.KeyPeer]
+	s := Explain(t.Verdict, a.Saw.Addr(), a.Expected, t.ExpectedFrom, a.Report[report.KeyPeer])
+	if t.Verdict == Preserved && len(t.Seen) > 1 {
+		s += fmt.Sprintf(" (and in every attempt: %d distinct client addresses)", len(t.Seen))
 	}
-	return Explain(t.Verdict, saw, t.Expected, t.ExpectedFrom, peer)
+	return s
 }
 
 func newTargetResult(target string) *TargetResult {
 	return &TargetResult{
-		Target: target, FailuresByStage: map[Stage]int{},
+		Target: target, FailuresByStage: map[Stage]int{}, examples: map[Verdict]Attempt{},
 		connect: NewRecorder(), report: NewRecorder(), echo: NewRecorder(),
 	}
 }
@@ -175,6 +193,9 @@ func (t *TargetResult) add(a Attempt) {
 		if !containsAddr(t.Seen, a.Saw.Addr()) {
 			t.Seen = append(t.Seen, a.Saw.Addr())
 		}
+	}
+	if _, ok := t.examples[a.Verdict]; !ok && a.Verdict != NoReport {
+		t.examples[a.Verdict] = a
 	}
 	switch a.Verdict {
 	case Preserved:
@@ -317,12 +338,21 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 }
 
 func attempt(ctx context.Context, cfg Config, target string, index, seq int) Attempt {
-	rep, tm, err := Once(ctx, target, cfg.Options)
+	opts := cfg.Options
+	if n := len(cfg.ProxySources); n > 0 {
+		p := *opts.Proxy
+		p.Src = cfg.ProxySources[seq%n]
+		opts.Proxy = &p
+	}
+	rep, tm, err := Once(ctx, target, opts)
 	a := Attempt{Target: target, Index: index, Seq: seq, Report: rep, Timings: tm, Err: err}
 	var src ExpectSource
 	a.Expected, src = cfg.expectation()
-	if src == ExpectLocal {
+	switch src {
+	case ExpectLocal:
 		a.Expected = tm.Local.Addr()
+	case ExpectProxySrc:
+		a.Expected = opts.Proxy.Src.Addr().Unmap()
 	}
 	if rep != nil {
 		saw, perr := ClientAddr(rep)

@@ -21,9 +21,9 @@ func SampleEvent(i int, ts time.Time) event.Event {
 	ev.Source.Port = uint16(40000 + i%20000)
 	ev.Source.Bytes = 120
 	countries := []struct {
-		cc, name   string
-		lat, lon   float64
-		decision   string
+		cc, name string
+		lat, lon float64
+		decision string
 	}{{"DE", "Germany", 52.52, 13.40, "serve"}, {"FR", "France", 48.85, 2.35, "serve"}, {"US", "United States", 37.77, -122.42, "redirect"}, {"BR", "Brazil", -23.55, -46.63, "deny"}}
 	c := countries[i%len(countries)]
 	ev.Source.Geo = event.Geo{CountryISOCode: c.cc, CountryName: c.name, ContinentCode: "EU", RegionISOCode: "XX-1", RegionName: "Region", CityName: "Somewhere", Location: &event.Location{Lat: c.lat, Lon: c.lon}, Timezone: "Europe/Berlin", Class: "public"}

@@ -1,0 +1,442 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/origin"
+	"github.com/originlens/originlens/internal/report"
+)
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// Ensure the defaults match the flag contract and every flag is shown in
+// --help with its environment variable.
+func TestParseConfigDefaultsAndHelp(t *testing.T) {
+	cfg, err := parseConfig(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":80" || cfg.Admin != "127.0.0.1:9090" || cfg.ProxyMode != origin.Off ||
+		cfg.ProxyHeaderTimeout != 5*time.Second || cfg.MaxConns != 10000 || cfg.IdleTimeout != 60*time.Second ||
+		cfg.MaxLine != 4096 || cfg.FirstBytesTimeout != 10*time.Second || cfg.DrainTimeout != 15*time.Second ||
+		cfg.KafkaTopic != "conn-events" || cfg.KafkaCompression != "zstd" || cfg.LogFormat != "text" || len(cfg.KafkaBrokers) != 0 {
+		t.Errorf("defaults = %+v", cfg)
+	}
+	var help bytes.Buffer
+	if _, err := parseConfig([]string{"--help"}, env(nil), &help); !errors.Is(err, errExit) {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, name := range []string{
+		"listen", "admin", "proxy-protocol", "trusted-proxies", "proxy-header-timeout", "max-conns", "idle-timeout",
+		"max-line", "first-bytes-timeout", "drain-timeout", "geoip-db", "asn-db", "policy", "max-conns-per-ip",
+		"conn-rate-per-ip", "conn-burst-per-ip", "kafka-brokers", "kafka-topic", "kafka-batch-size", "kafka-linger",
+		"kafka-compression", "kafka-create-topic", "kafka-partitions", "kafka-replication-factor", "kafka-tls",
+		"kafka-ca-file", "kafka-sasl", "kafka-username", "kafka-password", "kafka-aws-region", "queue-size",
+		"spool-dir", "spool-max-bytes", "spool-fsync-interval", "log-level", "log-format", "version",
+	} {
+		if !strings.Contains(help.String(), "-"+name+" ") && !strings.Contains(help.String(), "-"+name+"\n") {
+			t.Errorf("--help does not list --%s", name)
+		}
+		if !strings.Contains(help.String(), "[env "+envName(name)+"]") {
+			t.Errorf("--help does not name %s", envName(name))
+		}
+	}
+}
+
+// Ensure flags win over the environment, the environment fills the rest,
+// and bad values from either are one-line errors naming the setting.
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string // substring; empty: no error
+		check   func(config) bool
+	}{
+		{"env fallback", nil, map[string]string{"APP_LISTEN": "127.0.0.1:8080", "APP_PROXY_PROTOCOL": "trusted", "APP_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7"}, "",
+			func(c config) bool {
+				return c.Listen == "127.0.0.1:8080" && c.ProxyMode == origin.Trusted && len(c.TrustedProxies) == 2 &&
+					c.TrustedProxies[1] == netip.MustParsePrefix("192.0.2.7/32")
+			}},
+		{"flag beats env", []string{"--listen", "127.0.0.1:81"}, map[string]string{"APP_LISTEN": "127.0.0.1:8080"}, "",
+			func(c config) bool { return c.Listen == "127.0.0.1:81" }},
+		{"kafka", []string{"--kafka-brokers", "b1:9092,b2:9092", "--kafka-sasl", "aws-msk-iam"}, nil, "",
+			func(c config) bool { return len(c.KafkaBrokers) == 2 && c.KafkaSASL == "aws-msk-iam" }},
+		{"sasl none is empty", nil, nil, "", func(c config) bool { return c.KafkaSASL == "" }},
+		{"debug", []string{"-log-level", "debug"}, nil, "", func(c config) bool { return c.LogLevel.String() == "DEBUG" }},
+		{"bad mode", []string{"--proxy-protocol", "maybe"}, nil, "--proxy-protocol", nil},
+		{"bad env duration", nil, map[string]string{"APP_IDLE_TIMEOUT": "soon"}, "APP_IDLE_TIMEOUT", nil},
+		{"bad env int", nil, map[string]string{"APP_MAX_CONNS": "many"}, "APP_MAX_CONNS", nil},
+		{"bad flag int", []string{"--max-conns", "x"}, nil, "max-conns", nil},
+		{"zero max conns", []string{"--max-conns", "0"}, nil, "--max-conns", nil},
+		{"negative timeout", []string{"--first-bytes-timeout", "-1s"}, nil, "--first-bytes-timeout", nil},
+		{"trusted without proxies", []string{"--proxy-protocol", "trusted"}, nil, "--trusted-proxies", nil},
+		{"proxies without trusted", []string{"--trusted-proxies", "10.0.0.0/8"}, nil, "--trusted-proxies", nil},
+		{"bad cidr", []string{"--proxy-protocol", "trusted", "--trusted-proxies", "10.0.0.0/33"}, nil, "--trusted-proxies", nil},
+		{"bad listen", []string{"--listen", "localhost"}, nil, "--listen", nil},
+		{"bad port", []string{"--listen", ":http"}, nil, "--listen", nil},
+		{"bad compression", []string{"--kafka-compression", "gzip"}, nil, "--kafka-compression", nil},
+		{"bad sasl", []string{"--kafka-sasl", "plain"}, nil, "--kafka-sasl", nil},
+		{"scram without user", []string{"--kafka-sasl", "scram-sha-512"}, nil, "--kafka-username", nil},
+		{"bad broker", []string{"--kafka-brokers", "nohost"}, nil, "--kafka-brokers", nil},
+		{"bad log level", []string{"--log-level", "loud"}, nil, "--log-level", nil},
+		{"bad log format", []string{"--log-format", "xml"}, nil, "--log-format", nil},
+		{"positional", []string{"extra"}, nil, "unexpected argument", nil},
+		{"unknown flag", []string{"--nope"}, nil, "nope", nil},
+	}
+	for _, tt := range tests {
+		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {
+			cfg, err := parseConfig(tt.args, env(tt.env), io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("parseConfig(%q) error = %v; want one line containing %q", tt.args, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseConfig(%q): %v", tt.args, err)
+			}
+			if !tt.check(cfg) {
+				t.Errorf("parseConfig(%q) = %+v", tt.args, cfg)
+			}
+		})
+	}
+}
+
+// binDir holds the app binary that buildApp builds; TestMain removes it.
+var binDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// buildApp builds the app binary once per test binary run.
+var buildApp = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "originlens-app-test")
+	if err != nil {
+		return "", err
+	}
+	binDir = dir
+	bin := filepath.Join(dir, "app")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+func appBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := buildApp()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// Ensure the binary exits 2 with a one-line error on a bad value, from a
+// flag or the environment, before listening.
+func TestBinaryBadValues(t *testing.T) {
+	bin := appBinary(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	tests := []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"--max-line", "ten"}, nil, "max-line"},
+		{nil, []string{"APP_PROXY_PROTOCOL=sometimes"}, "proxy-protocol"},
+		{nil, []string{"APP_DRAIN_TIMEOUT=0s"}, "drain-timeout"},
+		// The listen address is busy, but validation fails first: exit 2.
+		{[]string{"--listen", busy.Addr().String(), "--log-level", "chatty"}, nil, "log-level"},
+	}
+	for _, tt := range tests {
+		cmd := exec.Command(bin, tt.args...)
+		cmd.Env = append(os.Environ(), tt.env...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("%v %v: exit %v; want status 2", tt.args, tt.env, err)
+		}
+		msg := stderr.String()
+		if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tt.want) || stdout.Len() != 0 {
+			t.Errorf("%v %v: stderr %q stdout %q; want one line naming %s", tt.args, tt.env, msg, stdout.String(), tt.want)
+		}
+	}
+	// A busy listen address is a runtime failure: status 1.
+	cmd := exec.Command(bin, "--listen", busy.Addr().String(), "--admin", "")
+	if err := cmd.Run(); !errors.As(err, new(*exec.ExitError)) || cmd.ProcessState.ExitCode() != 1 {
+		t.Errorf("busy listen address: %v; want status 1", err)
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil || !strings.Contains(string(out), "originlens app") {
+		t.Errorf("--version: %q %v", out, err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// parseEvents parses JSON lines of events, failing on anything else.
+func parseEvents(t *testing.T, out string) []event.Event {
+	t.Helper()
+	var evs []event.Event
+	for l := range strings.Lines(out) {
+		ev, err := event.Parse([]byte(l))
+		if err != nil {
+			t.Fatalf("stdout line %q: %v", l, err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// Ensure run serves in-process with the admin endpoints, and returns nil
+// once ctx is done, with every event on stdout.
+func TestRunInProcess(t *testing.T) {
+	cfg, err := parseConfig([]string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--drain-timeout", "2s"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := make(chan [2]net.Addr, 1)
+	cfg.ready = func(app, admin net.Addr) { addrs <- [2]net.Addr{app, admin} }
+	var stdout, stderr syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, &stdout, &stderr) }()
+	var a [2]net.Addr
+	select {
+	case a = <-addrs:
+	case err := <-done:
+		t.Fatalf("run: %v\n%s", err, stderr.String())
+	}
+
+	c, err := net.Dial("tcp", a[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "hi\n")
+	l, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := report.ParseLine(l)
+	if err != nil || r[report.KeyClient] != c.LocalAddr().String() {
+		t.Fatalf("report %q: %v", l, err)
+	}
+	c.Close()
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + a[1].String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	if code, _ := get("/readyz"); code != 200 {
+		t.Errorf("/readyz = %d", code)
+	}
+	time.Sleep(50 * time.Millisecond) // the event of c
+	code, metrics := get("/metrics")
+	for _, want := range []string{
+		`originlens_connections_total{action="connection-closed",reason="served",via="direct"} 1`,
+		`originlens_open_connections 0`,
+		`originlens_proxy_header_errors_total{kind="spoof"} 0`,
+		`originlens_sink_events_total{result="ok",sink="stdout"} 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics (%d) lacks %s", code, want)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return")
+	}
+	evs := parseEvents(t, stdout.String())
+	if len(evs) != 1 || evs[0].Event.ID != r[report.KeyConn] {
+		t.Errorf("events %+v; want the one of conn %s", evs, r[report.KeyConn])
+	}
+	if strings.Contains(stdout.String(), "level=") || !strings.Contains(stderr.String(), "msg=serving") {
+		t.Errorf("logs must go to stderr, events to stdout:\nstdout %s\nstderr %s", stdout.String(), stderr.String())
+	}
+}
+
+// Ensure SIGTERM during open connections loses no event: the built binary
+// stops accepting, lets the conversations finish, publishes exactly one
+// event per connection and exits 0.
+func TestShutdownLosesNoEvent(t *testing.T) {
+	bin := appBinary(t)
+	cmd := exec.Command(bin, "--listen", "127.0.0.1:0", "--admin", "", "--log-format", "json", "--drain-timeout", "5s")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	logs := bufio.NewScanner(stderr)
+	var addr string
+	for addr == "" && logs.Scan() {
+		var rec struct{ Msg, Listen string }
+		if json.Unmarshal(logs.Bytes(), &rec) == nil && rec.Msg == "serving" {
+			addr = rec.Listen
+		}
+	}
+	if addr == "" {
+		t.Fatal("no serving log line")
+	}
+	var rest bytes.Buffer
+	logsDone := make(chan struct{})
+	go func() { io.Copy(&rest, stderr); close(logsDone) }()
+
+	type client struct {
+		net.Conn
+		br *bufio.Reader
+	}
+	const n = 6
+	clients := make([]client, n)
+	for i := range clients {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		clients[i] = client{c, bufio.NewReader(c)}
+		if i == n-1 {
+			continue // this one stays silent until after SIGTERM
+		}
+		fmt.Fprintf(c, "hello %d\n", i)
+		if _, err := clients[i].br.ReadString('\n'); err != nil { // report
+			t.Fatal(err)
+		}
+		if _, err := clients[i].br.ReadString('\n'); err != nil { // greeting
+			t.Fatal(err)
+		}
+	}
+	// Wait until the silent connection has been accepted: a probe that gets
+	// its report was accepted after it.
+	probe, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(probe, "probe\nquit\n")
+	io.Copy(io.Discard, probe)
+	probe.Close()
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for i, c := range clients {
+		if i == n-1 {
+			fmt.Fprintf(c, "late first line\n")
+			if l, err := c.br.ReadString('\n'); err != nil || !strings.HasPrefix(l, "client=") {
+				t.Errorf("silent client after SIGTERM: %q %v", l, err)
+			}
+			c.br.ReadString('\n')
+		}
+		fmt.Fprintf(c, "after sigterm %d\n", i)
+		if l, err := c.br.ReadString('\n'); err != nil || l != fmt.Sprintf("after sigterm %d\n", i) {
+			t.Errorf("client %d echo after SIGTERM: %q %v", i, l, err)
+		}
+		fmt.Fprintf(c, "quit\n")
+		if b, err := io.ReadAll(c.br); err != nil || len(b) != 0 {
+			t.Errorf("client %d: after quit %q %v", i, b, err)
+		}
+	}
+	err = cmd.Wait()
+	<-logsDone
+	if err != nil {
+		t.Fatalf("exit: %v\nstderr: %s", err, rest.String())
+	}
+	evs := parseEvents(t, stdout.String())
+	ids := map[string]bool{}
+	ports := map[uint16]int{}
+	for _, ev := range evs {
+		if ids[ev.Event.ID] {
+			t.Errorf("duplicate event id %s", ev.Event.ID)
+		}
+		ids[ev.Event.ID] = true
+		ports[ev.Source.Port]++
+		if ev.Event.Reason != "served" {
+			t.Errorf("event %s from port %d: reason %s; want served", ev.Event.ID, ev.Source.Port, ev.Event.Reason)
+		}
+	}
+	if len(evs) != n+1 {
+		t.Errorf("%d events; want %d (one per connection)", len(evs), n+1)
+	}
+	for i, c := range clients {
+		if p := addrPortOf(t, c.LocalAddr()).Port(); ports[p] != 1 {
+			t.Errorf("client %d (port %d): %d events; want 1", i, p, ports[p])
+		}
+	}
+}
+
+func addrPortOf(t *testing.T, a net.Addr) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
+}

@@ -9,8 +9,9 @@
 #       etc/app.env etc/ingest.env          default configuration
 #       VERSION
 #
-# VERSION overrides `git describe`; GO overrides the go command. The archive
-# is reproducible for a given commit (sorted names, fixed owner and mtime).
+# VERSION overrides `git describe`, GO the go command, DIST the output
+# directory (dist). The archive is reproducible for a given commit (sorted
+# names, fixed owner and mtime).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,8 @@ case $VERSION in
 *[!A-Za-z0-9._+-]*) echo "package: VERSION ${VERSION@Q} holds characters unfit for a file name" >&2; exit 1 ;;
 esac
 name=originlens-$VERSION-linux-amd64
-out=dist/$name.tar.gz
+DIST=${DIST:-dist}
+out=$DIST/$name.tar.gz
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 
 stage=$(mktemp -d)
@@ -41,10 +43,10 @@ install -m 0644 deploy/systemd/*.service "$root/systemd/"
 install -m 0644 deploy/systemd/*.env "$root/etc/"
 echo "$VERSION" >"$root/VERSION"
 
-mkdir -p dist
+mkdir -p "$DIST"
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" \
 	-C "$stage" -cf - "$name" | gzip -n -9 >"$out.tmp"
 mv "$out.tmp" "$out"
-(cd dist && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256")
+(cd "$DIST" && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256")
 echo "package: $out"
 echo "package: upload with: aws s3 cp $out s3://<bucket>/originlens/$name.tar.gz"

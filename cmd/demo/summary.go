@@ -1,0 +1,113 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+// problems lists what does not add up in a result, for the summary and the
+// exit status.
+func (r result) problems(spoofs int) []string {
+	var p []string
+	t := r.Tally
+	if t.Failed > 0 {
+		p = append(p, fmt.Sprintf("%d probe connections failed (last error: %v)", t.Failed, t.LastErr))
+	}
+	if t.Refused != spoofs {
+		p = append(p, fmt.Sprintf("%d connections refused, want exactly the %d spoof attempts", t.Refused, spoofs))
+	}
+	if r.AppSpoofs != spoofs && r.AppActions != nil {
+		p = append(p, fmt.Sprintf("the app counted %d spoofed headers, want %d", r.AppSpoofs, spoofs))
+	}
+	want := int64(t.Served + t.Redirect + t.Denied + t.Refused)
+	if r.Produced >= 0 && r.Produced != want {
+		p = append(p, fmt.Sprintf("%d events produced, want one per connection: %d", r.Produced, want))
+	}
+	if r.Indexed >= 0 && r.Produced >= 0 && r.Indexed != r.Produced {
+		p = append(p, fmt.Sprintf("%d events indexed, want the %d produced", r.Indexed, r.Produced))
+	}
+	return p
+}
+
+func num(n int64, unknown string) string {
+	if n < 0 {
+		return unknown
+	}
+	return fmt.Sprint(n)
+}
+
+// printSummary prints the counters, the per-country table and where to look.
+func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
+	t := r.Tally
+	fmt.Fprintf(w, "\nsummary\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  connections\tserved %d, redirected %d, denied %d, refused %d, failed %d\t(what the probes were told)\n",
+		t.Served, t.Redirect, t.Denied, t.Refused, t.Failed)
+	if r.AppActions != nil {
+		fmt.Fprintf(tw, "  app counted\tclosed %d, denied %d, refused %d (spoofed PROXY headers: %d)\t(the app's /metrics)\n",
+			r.AppActions["connection-closed"], r.AppActions["connection-denied"], r.AppActions["connection-refused"], r.AppSpoofs)
+	}
+	indexed := "n/a: ingest not running"
+	if r.Indexed >= 0 {
+		where := "ingest's in-memory view"
+		if r.IndexedSource == "opensearch" {
+			where = "OpenSearch " + cfg.OpenSearchURL
+		}
+		indexed = fmt.Sprintf("%d (%s)", r.Indexed, where)
+	}
+	fmt.Fprintf(tw, "  events\tproduced %s (Kafka topic %s), indexed %s\t\n", num(r.Produced, "unknown"), topic, indexed)
+	tw.Flush()
+
+	// Per-country table: the probes' view, with what ingest counted.
+	indexedBy := map[string]int64{}
+	names := map[string]string{}
+	if r.Heatmap != nil {
+		for _, c := range r.Heatmap.Countries {
+			indexedBy[c.ISO] = c.Count
+			names[c.ISO] = c.Name
+		}
+	}
+	type row struct {
+		name, iso, idx           string
+		n, serve, redirect, deny int
+	}
+	var rows []row
+	width := len("country")
+	for _, c := range t.countries() {
+		name := names[c.ISO]
+		if name == "" {
+			name = r.Names[c.ISO]
+		}
+		if c.ISO == "--" {
+			name = "(unplaced)"
+		}
+		idx := "-"
+		if r.Heatmap != nil && c.ISO != "--" {
+			idx = fmt.Sprint(indexedBy[c.ISO])
+		}
+		width = max(width, len([]rune(name)))
+		rows = append(rows, row{name, c.ISO, idx, c.N, c.Serve, c.Redirect, c.Deny})
+	}
+	pad := func(s string) string { return s + strings.Repeat(" ", width-len([]rune(s))) }
+	fmt.Fprintf(w, "\n  %s  ISO  conns  serve  redirect  deny  indexed\n", pad("country"))
+	for _, x := range rows {
+		fmt.Fprintf(w, "  %s  %-3s  %5d  %5d  %8d  %4d  %7s\n", pad(x.name), x.iso, x.n, x.serve, x.redirect, x.deny, x.idx)
+	}
+	fmt.Fprintf(w, "(%d countries; denied: the embargo rule; redirected: EU data stays in the EU; refused: PROXY headers from %s, which is not a trusted proxy)\n",
+		len(t.ByCountry), spoofSource)
+
+	if p := r.problems(cfg.Spoofs); len(p) > 0 {
+		fmt.Fprintf(w, "\nWARNING: the numbers do not add up:\n  - %s\n", strings.Join(p, "\n  - "))
+	}
+
+	fmt.Fprintf(w, "\nwhere to look\n")
+	if ui != "" {
+		fmt.Fprintf(w, "  heat map     %s  (live: refreshes every 3 s%s)\n", ui, map[bool]string{true: "", false: "; gone when the demo ends, use --keep"}[cfg.Keep])
+	}
+	if cfg.DashboardsURL != "" {
+		fmt.Fprintf(w, "  dashboards   %s  (imported by ingest: the connection heat map)\n", cfg.DashboardsURL)
+	}
+	fmt.Fprintf(w, "  logs         %s/ (devkafka.log, app.log, ingest.log)\n", logDir)
+}

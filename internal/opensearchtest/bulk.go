@@ -312,6 +312,7 @@ func (s *Server) applyLocked(op bulkOp, pre *docError) itemResult {
 	switch op.op {
 	case "create":
 		if exists {
+			s.conflicts++
 			return errOut(409, "version_conflict_engine_exception", fmt.Sprintf("[%s]: version conflict, document already exists (current version [1])", op.meta.ID))
 		}
 		res.status, res.result = 201, "created"

@@ -61,6 +61,7 @@ type Server struct {
 	// counters
 	bulkRequests  int
 	itemsRejected int
+	conflicts     int
 	unhandled     []string
 }
 
@@ -214,6 +215,14 @@ func (s *Server) Stats() (bulkRequests, itemsRejected int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.bulkRequests, s.itemsRejected
+}
+
+// Conflicts returns the number of creates answered 409 because the _id
+// existed: redeliveries.
+func (s *Server) Conflicts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conflicts
 }
 
 // Unhandled lists the requests ("METHOD /path") the stand-in does not

@@ -1,0 +1,285 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/originlens/originlens/internal/kafka"
+	"github.com/originlens/originlens/internal/opensearch"
+)
+
+// errExit: --help or --version was answered; exit 0.
+var errExit = errors.New("exit")
+
+// Config is everything cmd/ingest is told, parsed and validated.
+type Config struct {
+	SetupOnly bool // the "setup" subcommand
+
+	KafkaBrokers []string
+	KafkaTopic   string
+	Group        string
+	DLQTopic     string
+	Security     kafka.Security
+
+	OpenSearch    opensearch.Config
+	IndexPrefix   string
+	TemplateName  string
+	PolicyID      string
+	Retention     string
+	NoSetup       bool
+	DashboardsURL string
+
+	BulkBytes        int
+	BulkDocs         int
+	FlushInterval    time.Duration
+	Workers          int
+	MaxInFlightBytes int64
+	RetryMaxBackoff  time.Duration
+	ShutdownGrace    time.Duration
+
+	Admin    netip.AddrPort
+	UI       netip.AddrPort // invalid: disabled
+	LogLevel string
+}
+
+// byteSize is a flag value like 5MiB, 512KiB or 1048576.
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(s string) error {
+	mult := int64(1)
+	for _, u := range []struct {
+		suf string
+		m   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suf) {
+			s, mult = strings.TrimSuffix(s, u.suf), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want a size like 5MiB, 512KiB or 1048576")
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+// parseConfig parses args (without the program name); every flag falls
+// back to the environment variable INGEST_<FLAG_NAME>.
+func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Writer) (Config, error) {
+	var cfg Config
+	name := "ingest"
+	if len(args) > 0 && args[0] == "setup" {
+		cfg.SetupOnly = true
+		args = args[1:]
+		name = "ingest setup"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	var (
+		brokers      = fs.String("kafka-brokers", "", "Kafka bootstrap brokers host:port[,...] (required to consume)")
+		topic        = fs.String("kafka-topic", "conn-events", "Kafka topic of connection events")
+		group        = fs.String("group", "originlens-ingest", "Kafka consumer group")
+		dlq          = fs.String("dlq-topic", "conn-events-dlq", "Kafka dead-letter topic for messages OpenSearch can never accept")
+		kafkaTLS     = fs.Bool("kafka-tls", false, "connect to Kafka with TLS")
+		kafkaCA      = fs.String("kafka-ca-file", "", "PEM CA bundle for --kafka-tls; empty: system roots")
+		sasl         = fs.String("kafka-sasl", "none", "Kafka SASL: none, scram-sha-512 or aws-msk-iam")
+		kUser        = fs.String("kafka-username", "", "SCRAM user name")
+		kPass        = fs.String("kafka-password", "", "SCRAM password (prefer INGEST_KAFKA_PASSWORD)")
+		kRegion      = fs.String("kafka-aws-region", "", "AWS region for aws-msk-iam; empty: from the AWS config chain")
+		osURL        = fs.String("opensearch-url", "", "OpenSearch URL(s), comma separated, e.g. https://localhost:9200 (required)")
+		osUser       = fs.String("opensearch-user", "", "OpenSearch basic-auth user")
+		osPass       = fs.String("opensearch-password", "", "OpenSearch basic-auth password (prefer INGEST_OPENSEARCH_PASSWORD)")
+		sigv4        = fs.String("aws-sigv4", "", "sign requests with AWS SigV4 for this region (Amazon OpenSearch Service); credentials from the AWS chain")
+		sigv4Svc     = fs.String("aws-sigv4-service", "es", "SigV4 service: es (managed domains) or aoss (Serverless)")
+		osCA         = fs.String("opensearch-ca-file", "", "PEM CA bundle for a self-signed cluster")
+		osInsecure   = fs.Bool("opensearch-insecure", false, "skip TLS verification (local test clusters only)")
+		timeout      = fs.Duration("request-timeout", 60*time.Second, "timeout of one OpenSearch request")
+		prefix       = fs.String("index-prefix", "conn-events-", "daily index name prefix: <prefix>YYYY.MM.DD of the event's UTC @timestamp")
+		tplName      = fs.String("template-name", "conn-events", "name of the composable index template")
+		policyID     = fs.String("ism-policy", "conn-events-retention", "id of the ISM retention policy")
+		retention    = fs.String("retention", "30d", "delete indices this long after creation (ISM min_index_age: 30d, 12h...)")
+		noSetup      = fs.Bool("no-setup", false, "do not install the template and ISM policy at start")
+		dashboards   = fs.String("dashboards-url", "", "OpenSearch Dashboards base URL (e.g. http://localhost:5601, https://DOMAIN/_dashboards); import the saved objects there")
+		bulkDocs     = fs.Int("bulk-docs", 20000, "flush a bulk request at this many documents")
+		flush        = fs.Duration("flush-interval", time.Second, "flush a bulk request when its oldest document waited this long")
+		workers      = fs.Int("bulk-workers", 2, "concurrent bulk requests")
+		maxBackoff   = fs.Duration("retry-max-backoff", 30*time.Second, "cap of the jittered exponential retry delay")
+		grace        = fs.Duration("shutdown-grace", 10*time.Second, "time in-flight bulk requests get to finish on SIGTERM")
+		admin        = fs.String("admin", "127.0.0.1:9091", "address of /metrics, /healthz and /readyz")
+		ui           = fs.String("ui", "127.0.0.1:8088", "address of the live heat-map page; empty: disabled")
+		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
+		showVersion  = fs.Bool("version", false, "print the version and exit")
+		bulkBytes    = byteSize(5 << 20)
+		inflightSize = byteSize(32 << 20)
+	)
+	fs.Var(&bulkBytes, "bulk-bytes", "flush a bulk request at this body size (5MiB, 512KiB, bytes)")
+	fs.Var(&inflightSize, "max-inflight-bytes", "fetched but unacknowledged bytes; fetching pauses above (Kafka is the buffer)")
+	fs.Usage = func() {
+		fmt.Fprintf(out, "usage: %s [flags]\n       ingest setup [flags]   install template, ISM policy and dashboards, then exit\n\nEvery flag also reads INGEST_<NAME> (e.g. INGEST_OPENSEARCH_URL).\n\n", name)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return cfg, errExit
+		}
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		env := "INGEST_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookupEnv(env); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %w", env, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return cfg, envErr
+	}
+	if *showVersion {
+		fmt.Fprintln(out, "ingest", version)
+		return cfg, errExit
+	}
+
+	cfg.KafkaBrokers = splitList(*brokers)
+	cfg.KafkaTopic, cfg.Group, cfg.DLQTopic = *topic, *group, *dlq
+	cfg.Security = kafka.Security{TLS: *kafkaTLS, CAFile: *kafkaCA, SASL: *sasl, Username: *kUser, Password: *kPass, AWSRegion: *kRegion}
+	if cfg.Security.SASL == "none" {
+		cfg.Security.SASL = ""
+	}
+	cfg.OpenSearch = opensearch.Config{URLs: splitList(*osURL), Username: *osUser, Password: *osPass, AWSRegion: *sigv4, AWSService: *sigv4Svc, CAFile: *osCA, Insecure: *osInsecure, Timeout: *timeout}
+	cfg.IndexPrefix, cfg.TemplateName, cfg.PolicyID, cfg.Retention = *prefix, *tplName, *policyID, *retention
+	cfg.NoSetup, cfg.DashboardsURL = *noSetup, strings.TrimRight(*dashboards, "/")
+	cfg.BulkBytes, cfg.BulkDocs, cfg.FlushInterval, cfg.Workers = int(bulkBytes), *bulkDocs, *flush, *workers
+	cfg.MaxInFlightBytes, cfg.RetryMaxBackoff, cfg.ShutdownGrace = int64(inflightSize), *maxBackoff, *grace
+	cfg.LogLevel = *logLevel
+
+	var err error
+	if cfg.Admin, err = netip.ParseAddrPort(*admin); err != nil {
+		return cfg, fmt.Errorf("--admin %q: want ip:port: %w", *admin, err)
+	}
+	cfg.Admin = netip.AddrPortFrom(cfg.Admin.Addr().Unmap(), cfg.Admin.Port())
+	if *ui != "" {
+		if cfg.UI, err = netip.ParseAddrPort(*ui); err != nil {
+			return cfg, fmt.Errorf("--ui %q: want ip:port or empty: %w", *ui, err)
+		}
+		cfg.UI = netip.AddrPortFrom(cfg.UI.Addr().Unmap(), cfg.UI.Port())
+	}
+	return cfg, cfg.validate()
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !c.SetupOnly && len(c.KafkaBrokers) == 0 {
+		bad("--kafka-brokers is required")
+	}
+	if len(c.OpenSearch.URLs) == 0 {
+		bad("--opensearch-url is required")
+	}
+	for _, u := range c.OpenSearch.URLs {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			bad("--opensearch-url %q: want http(s)://host:port", u)
+		}
+	}
+	if c.DashboardsURL != "" {
+		if pu, err := url.Parse(c.DashboardsURL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			bad("--dashboards-url %q: want http(s)://host[:port][/base]", c.DashboardsURL)
+		}
+	}
+	if c.OpenSearch.AWSRegion != "" && (c.OpenSearch.Username != "" || c.OpenSearch.Password != "") {
+		bad("--aws-sigv4 and --opensearch-user/--opensearch-password exclude each other")
+	}
+	if (c.OpenSearch.Username == "") != (c.OpenSearch.Password == "") {
+		bad("--opensearch-user and --opensearch-password go together")
+	}
+	if c.OpenSearch.AWSService != "es" && c.OpenSearch.AWSService != "aoss" {
+		bad("--aws-sigv4-service %q: want es or aoss", c.OpenSearch.AWSService)
+	}
+	if msg := indexPrefixProblem(c.IndexPrefix); msg != "" {
+		bad("--index-prefix %q: %s", c.IndexPrefix, msg)
+	}
+	if c.TemplateName == "" || c.PolicyID == "" {
+		bad("--template-name and --ism-policy must not be empty")
+	}
+	if !opensearch.ValidRetention(c.Retention) {
+		bad("--retention %q: want a positive number with d, h, m or s, e.g. 30d", c.Retention)
+	}
+	if c.BulkBytes < 1<<10 || c.BulkBytes > 100<<20 {
+		bad("--bulk-bytes %d: want 1KiB to 100MiB (OpenSearch's http.max_content_length is 100MB)", c.BulkBytes)
+	}
+	if c.BulkDocs < 1 {
+		bad("--bulk-docs must be positive")
+	}
+	if c.FlushInterval < time.Millisecond {
+		bad("--flush-interval must be at least 1ms")
+	}
+	if c.Workers < 1 || c.Workers > 64 {
+		bad("--bulk-workers %d: want 1 to 64", c.Workers)
+	}
+	if c.MaxInFlightBytes < int64(c.BulkBytes) {
+		bad("--max-inflight-bytes must be at least --bulk-bytes")
+	}
+	if c.RetryMaxBackoff < 100*time.Millisecond {
+		bad("--retry-max-backoff must be at least 100ms")
+	}
+	if c.ShutdownGrace < 0 {
+		bad("--shutdown-grace must not be negative")
+	}
+	if c.KafkaTopic == "" || c.Group == "" || c.DLQTopic == "" {
+		bad("--kafka-topic, --group and --dlq-topic must not be empty")
+	}
+	if c.DLQTopic == c.KafkaTopic {
+		bad("--dlq-topic must differ from --kafka-topic")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return errors.Join(errs...)
+}
+
+func indexPrefixProblem(p string) string {
+	switch {
+	case p == "":
+		return "must not be empty"
+	case p != strings.ToLower(p):
+		return "must be lowercase"
+	case strings.HasPrefix(p, "_") || strings.HasPrefix(p, "-") || strings.HasPrefix(p, "+") || strings.HasPrefix(p, "."):
+		return "must not start with _, -, + or ."
+	case strings.ContainsAny(p, `\/*?"<>| ,#:`):
+		return `must not contain \ / * ? " < > | space , # :`
+	case len(p) > 200:
+		return "too long"
+	}
+	return ""
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

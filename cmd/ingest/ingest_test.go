@@ -1,0 +1,403 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/opensearchtest"
+)
+
+const (
+	topic    = "conn-events"
+	dlqTopic = "conn-events-dlq"
+	group    = "originlens-ingest"
+)
+
+func TestParseConfig(t *testing.T) {
+	base := []string{"--kafka-brokers", "127.0.0.1:9092", "--opensearch-url", "http://127.0.0.1:9200"}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string
+		check   func(Config) string
+	}{
+		{"defaults", base, nil, "", func(c Config) string {
+			if c.BulkBytes != 5<<20 || c.FlushInterval != time.Second || c.Retention != "30d" || c.DLQTopic != "conn-events-dlq" || c.Admin.String() != "127.0.0.1:9091" || c.UI.String() != "127.0.0.1:8088" {
+				return fmt.Sprintf("%+v", c)
+			}
+			return ""
+		}},
+		{"env_fallback", []string{"--opensearch-url", "http://127.0.0.1:9200"}, map[string]string{"INGEST_KAFKA_BROKERS": "a:1,b:2", "INGEST_BULK_BYTES": "512KiB", "INGEST_UI": ""}, "", func(c Config) string {
+			if len(c.KafkaBrokers) != 2 || c.BulkBytes != 512<<10 || c.UI.IsValid() {
+				return fmt.Sprintf("brokers %v bulk %d ui %v", c.KafkaBrokers, c.BulkBytes, c.UI)
+			}
+			return ""
+		}},
+		{"flag_beats_env", append(base, "--group", "g1"), map[string]string{"INGEST_GROUP": "g2"}, "", func(c Config) string {
+			if c.Group != "g1" {
+				return c.Group
+			}
+			return ""
+		}},
+		{"setup_needs_no_brokers", []string{"setup", "--opensearch-url", "https://search.example:443", "--dashboards-url", "https://search.example/_dashboards"}, nil, "", func(c Config) string {
+			if !c.SetupOnly {
+				return "SetupOnly false"
+			}
+			return ""
+		}},
+		{"sigv4", append(base, "--aws-sigv4", "eu-central-1"), nil, "", func(c Config) string {
+			if c.OpenSearch.AWSRegion != "eu-central-1" || c.OpenSearch.AWSService != "es" {
+				return fmt.Sprintf("%+v", c.OpenSearch)
+			}
+			return ""
+		}},
+		{"no_brokers", []string{"--opensearch-url", "http://x:9200"}, nil, "--kafka-brokers is required", nil},
+		{"bad_url", []string{"--kafka-brokers", "a:1", "--opensearch-url", "localhost:9200"}, nil, "want http(s)://host:port", nil},
+		{"bad_retention", append(base, "--retention", "30 days"), nil, "--retention", nil},
+		{"bad_prefix", append(base, "--index-prefix", "Conn-"), nil, "lowercase", nil},
+		{"sigv4_and_basic", append(base, "--aws-sigv4", "eu-central-1", "--opensearch-user", "u", "--opensearch-password", "p"), nil, "exclude each other", nil},
+		{"bad_admin", append(base, "--admin", "localhost:9091"), nil, "--admin", nil},
+		{"bad_size", append(base, "--bulk-bytes", "5 lots"), nil, "bulk-bytes", nil},
+		{"huge_bulk", append(base, "--bulk-bytes", "200MiB"), nil, "100MiB", nil},
+		{"bad_env", base, map[string]string{"INGEST_FLUSH_INTERVAL": "soon"}, "INGEST_FLUSH_INTERVAL", nil},
+		{"dlq_is_topic", append(base, "--dlq-topic", "conn-events"), nil, "must differ", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lookup := func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+			cfg, err := parseConfig(tt.args, lookup, io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("parseConfig(%q) error = %v, want one containing %q", tt.args, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("parseConfig(%q) = %v", tt.args, err)
+			}
+			if msg := tt.check(cfg); msg != "" {
+				t.Errorf("parseConfig(%q): %s", tt.args, msg)
+			}
+		})
+	}
+}
+
+// ---- shared helpers for the end-to-end and crash tests ----
+
+type kafkaEnv struct {
+	brokers []string
+	prod    *kgo.Client
+}
+
+func newKafka(t testing.TB, partitions int32) *kafkaEnv {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic), kfake.SeedTopics(1, dlqTopic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	prod, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.DefaultProduceTopic(topic), kgo.ProducerLinger(2*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	return &kafkaEnv{brokers: c.ListenAddrs(), prod: prod}
+}
+
+func (k *kafkaEnv) produceEvents(t testing.TB, from, to int, ts time.Time) {
+	t.Helper()
+	var recs []*kgo.Record
+	for i := from; i < to; i++ {
+		ev := opensearchtest.SampleEvent(i, ts)
+		b, err := ev.Marshal()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		recs = append(recs, &kgo.Record{Key: ev.Key(), Value: b, Headers: []kgo.RecordHeader{{Key: event.HeaderSchemaVersion, Value: []byte(event.SchemaVersion)}}})
+	}
+	if err := k.prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Error(err)
+	}
+}
+
+func (k *kafkaEnv) lagZero(t testing.TB) bool {
+	t.Helper()
+	conn, err := kafkago.Dial("tcp", k.brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := map[int]int64{}
+	var ids []int
+	for _, p := range parts {
+		pc, err := kafkago.DialLeader(context.Background(), "tcp", k.brokers[0], topic, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := pc.ReadLastOffset()
+		pc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		end[p.ID] = last
+		ids = append(ids, p.ID)
+	}
+	cl := &kafkago.Client{Addr: kafkago.TCP(k.brokers...)}
+	resp, err := cl.OffsetFetch(context.Background(), &kafkago.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ids}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range resp.Topics[topic] {
+		if p.CommittedOffset != end[p.Partition] {
+			return false
+		}
+	}
+	return len(resp.Topics[topic]) == len(ids)
+}
+
+func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+var adminRE = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
+
+// TestRun runs the service in-process: setup with dashboards, events and a
+// poison message, metrics and readiness, clean shutdown.
+func TestRun(t *testing.T) {
+	k := newKafka(t, 2)
+	srv := opensearchtest.NewServer()
+	defer srv.Close()
+	srv.SetRejectRate(0.1)
+	const n = 500
+	k.produceEvents(t, 0, n, time.Now())
+	if err := k.prod.ProduceSync(context.Background(), &kgo.Record{Value: []byte("not json")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg, err := parseConfig([]string{"--kafka-brokers", strings.Join(k.brokers, ","), "--opensearch-url", srv.URL, "--dashboards-url", srv.URL,
+		"--admin", "127.0.0.1:0", "--ui", "127.0.0.1:0", "--flush-interval", "20ms", "--bulk-bytes", "64KiB"}, func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, io.Discard, &logs) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	waitFor(t, "every event indexed", 30*time.Second, func() bool { return srv.Count("conn-events-*") == n })
+	waitFor(t, "offsets committed", 10*time.Second, func() bool { return k.lagZero(t) })
+	m := adminRE.FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no admin address in the logs:\n%s", logs.String())
+	}
+	admin := "http://" + m[1]
+	if code, body := get(t, admin+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+	if code, _ := get(t, admin+"/healthz"); code != 200 {
+		t.Errorf("/healthz = %d", code)
+	}
+	_, metrics := get(t, admin+"/metrics")
+	for _, want := range []string{
+		fmt.Sprintf("ingest_docs_indexed_total %d", n),
+		`ingest_docs_dead_lettered_total{reason="invalid"} 1`,
+		`ingest_docs_retried_total{reason="rejected"}`,
+		`ingest_consumer_lag{partition="0",topic="conn-events"} 0`,
+		"ingest_bulk_duration_seconds_count",
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if _, ok := srv.SavedObject("dashboard", "originlens-connections"); !ok {
+		t.Error("dashboards not imported")
+	}
+	if u := srv.Unhandled(); len(u) > 0 {
+		t.Errorf("requests the stand-in does not implement: %v", u)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("run = %v after cancel, want nil", err)
+	}
+	done <- nil
+}
+
+func get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestSetupCommand runs "ingest setup" twice: idempotent.
+func TestSetupCommand(t *testing.T) {
+	srv := opensearchtest.NewServer()
+	defer srv.Close()
+	for i := 0; i < 2; i++ {
+		cfg, err := parseConfig([]string{"setup", "--opensearch-url", srv.URL, "--dashboards-url", srv.URL + "/_dashboards", "--retention", "14d"}, func(string) (string, bool) { return "", false }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := run(t.Context(), cfg, &out, io.Discard); err != nil {
+			t.Fatalf("setup #%d: %v", i+1, err)
+		}
+		if !strings.Contains(out.String(), "/_dashboards/app/dashboards#/view/originlens-connections") {
+			t.Errorf("setup output %q lacks the dashboard link", out.String())
+		}
+	}
+	if p, v, ok := srv.Policy("conn-events-retention"); !ok || v != 2 || !bytes.Contains(p, []byte(`"14d"`)) {
+		t.Errorf("policy = %s version %d", p, v)
+	}
+}
+
+// TestCrash builds the binary, streams events with 429s injected, kills
+// the process with SIGKILL in the middle of the stream, restarts it, and
+// checks that the index ends with exactly one document per event.
+func TestCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary: skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "ingest")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	k := newKafka(t, 3)
+	srv := opensearchtest.NewServer()
+	defer srv.Close()
+	srv.SetRejectRate(0.15)
+
+	const n = 6000
+	ts := time.Now()
+	produced := make(chan struct{})
+	go func() { // the stream: 60 records every 10ms
+		defer close(produced)
+		for i := 0; i < n; i += 60 {
+			k.produceEvents(t, i, min(i+60, n), ts)
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+
+	start := func(name string) (*exec.Cmd, *syncBuffer) {
+		logs := &syncBuffer{}
+		cmd := exec.Command(bin, "--kafka-brokers", strings.Join(k.brokers, ","), "--opensearch-url", srv.URL,
+			"--admin", "127.0.0.1:0", "--ui", "", "--flush-interval", "20ms", "--bulk-bytes", "32KiB", "--retry-max-backoff", "200ms")
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if cmd.ProcessState == nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
+			if t.Failed() {
+				t.Logf("%s logs:\n%s", name, tail(logs.String(), 4000))
+			}
+		})
+		return cmd, logs
+	}
+
+	first, _ := start("first")
+	waitFor(t, "a first part of the stream indexed", 60*time.Second, func() bool { return srv.Count("conn-events-*") >= n/4 })
+	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := first.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("first process ended with %v, want killed", err)
+	}
+	atKill := srv.Count("conn-events-*")
+	if atKill >= n {
+		t.Fatalf("the whole stream was indexed before the kill (%d): not a mid-stream crash", atKill)
+	}
+
+	second, _ := start("second")
+	<-produced
+	waitFor(t, "every event indexed after the restart", 90*time.Second, func() bool { return srv.Count("conn-events-*") >= n })
+	waitFor(t, "offsets committed to the end", 20*time.Second, func() bool { return k.lagZero(t) })
+	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Wait(); err != nil {
+		t.Errorf("second process after SIGTERM: %v, want exit 0", err)
+	}
+
+	if got := srv.Count("conn-events-*"); got != n {
+		t.Errorf("documents = %d, want exactly %d", got, n)
+	}
+	ids := srv.IDs("conn-events-*")
+	if len(ids) != n {
+		t.Errorf("distinct _ids = %d, want %d", len(ids), n)
+	}
+	for id, c := range ids {
+		if c != 1 {
+			t.Errorf("_id %s stored %d times", id, c)
+		}
+	}
+	_, rejected := srv.Stats()
+	t.Logf("killed at %d/%d documents; %d items rejected with 429; %d redelivered creates answered 409", atKill, n, rejected, srv.Conflicts())
+	if rejected == 0 {
+		t.Error("no 429 was injected")
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
+}

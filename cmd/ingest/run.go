@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	kafkago "github.com/segmentio/kafka-go"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/originlens/originlens/deploy/dashboards"
+	opensearchassets "github.com/originlens/originlens/deploy/opensearch"
+	"github.com/originlens/originlens/internal/heatmap"
+	"github.com/originlens/originlens/internal/ingest"
+	"github.com/originlens/originlens/internal/opensearch"
+)
+
+// run is the whole service. It blocks until ctx ends (nil) or something
+// fails for good.
+func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	osc, err := opensearch.New(ctx, cfg.OpenSearch)
+	if err != nil {
+		return err
+	}
+	defer osc.Close()
+	sc := opensearch.SetupConfig{
+		IndexPrefix: cfg.IndexPrefix, TemplateName: cfg.TemplateName, PolicyID: cfg.PolicyID,
+		Retention: cfg.Retention, Template: opensearchassets.IndexTemplate, Policy: opensearchassets.ISMPolicy,
+	}
+
+	if cfg.SetupOnly {
+		if err := osc.Setup(ctx, sc); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "installed index template %s (%s*) and ISM policy %s (delete after %s)\n", cfg.TemplateName, cfg.IndexPrefix, cfg.PolicyID, cfg.Retention)
+		if cfg.DashboardsURL != "" {
+			if err := osc.ImportDashboards(ctx, cfg.DashboardsURL, cfg.IndexPrefix, dashboardFiles()); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "imported dashboards: open %s/app/dashboards#/view/originlens-connections\n", cfg.DashboardsURL)
+		}
+		return nil
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := ingest.NewMetrics(reg)
+	var setupDone atomic.Bool
+	var pipe atomic.Pointer[ingest.Pipeline]
+
+	adminLn, err := net.Listen("tcp", cfg.Admin.String())
+	if err != nil {
+		return fmt.Errorf("listening on --admin: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		p := pipe.Load()
+		switch {
+		case !setupDone.Load():
+			http.Error(w, "not ready: OpenSearch setup pending", http.StatusServiceUnavailable)
+		case p == nil || !p.Ready():
+			if p != nil && p.Blocked() {
+				http.Error(w, "not ready: OpenSearch refuses writes (flood stage or read-only block?)", http.StatusServiceUnavailable)
+				return
+			}
+			http.Error(w, "not ready: consumer not running", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ready")
+		}
+	})
+	servers := []*http.Server{{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	listeners := []net.Listener{adminLn}
+	log.Info("admin listening", "addr", adminLn.Addr().String())
+
+	agg := heatmap.NewAggregator()
+	if cfg.UI.IsValid() {
+		uiLn, err := net.Listen("tcp", cfg.UI.String())
+		if err != nil {
+			adminLn.Close()
+			return fmt.Errorf("listening on --ui: %w", err)
+		}
+		servers = append(servers, &http.Server{Handler: heatmap.Handler(agg), ReadHeaderTimeout: 5 * time.Second})
+		listeners = append(listeners, uiLn)
+		log.Info("heat map listening", "url", "http://"+uiLn.Addr().String()+"/")
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	for i, srv := range servers {
+		ln := listeners[i]
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serving %s: %w", ln.Addr(), err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		for _, srv := range servers {
+			_ = srv.Shutdown(sctx)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer func() {
+			// the pipeline is done: let the servers go too
+			if ctx.Err() == nil {
+				log.Info("consumer stopped")
+			}
+		}()
+		if !cfg.NoSetup {
+			if !setupUntilDone(gctx, log, osc, sc) {
+				return nil
+			}
+			if cfg.DashboardsURL != "" {
+				if err := osc.ImportDashboards(gctx, cfg.DashboardsURL, cfg.IndexPrefix, dashboardFiles()); err != nil {
+					log.Error("importing dashboards (ingest continues)", "err", err)
+				} else {
+					log.Info("dashboards imported", "url", cfg.DashboardsURL+"/app/dashboards#/view/originlens-connections")
+				}
+			}
+		}
+		setupDone.Store(true)
+		err := consume(gctx, cfg, log, metrics, osc, agg, &pipe)
+		if err != nil {
+			return err
+		}
+		return errStopped
+	})
+	err = g.Wait()
+	if errors.Is(err, errStopped) || (err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled)) {
+		return nil
+	}
+	return err
+}
+
+// errStopped ends the errgroup when the consumer returned cleanly.
+var errStopped = errors.New("consumer stopped")
+
+// setupUntilDone installs template and policy, retrying with backoff while
+// OpenSearch is unreachable. False: ctx ended first.
+func setupUntilDone(ctx context.Context, log *slog.Logger, osc *opensearch.Client, sc opensearch.SetupConfig) bool {
+	delay := time.Second
+	for {
+		err := osc.Setup(ctx, sc)
+		if err == nil {
+			log.Info("OpenSearch setup done", "template", sc.TemplateName, "policy", sc.PolicyID, "retention", sc.Retention)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		log.Error("OpenSearch setup failed; retrying before the first write", "err", err, "in", delay)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return false
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+func consume(ctx context.Context, cfg Config, log *slog.Logger, metrics *ingest.Metrics, osc *opensearch.Client, agg *heatmap.Aggregator, pipe *atomic.Pointer[ingest.Pipeline]) error {
+	dialer, err := cfg.Security.Dialer(ctx)
+	if err != nil {
+		return fmt.Errorf("kafka dialer: %w", err)
+	}
+	transport, err := cfg.Security.Transport(ctx)
+	if err != nil {
+		return fmt.Errorf("kafka transport: %w", err)
+	}
+	reader := kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers:        cfg.KafkaBrokers,
+		GroupID:        cfg.Group,
+		Topic:          cfg.KafkaTopic,
+		Dialer:         dialer,
+		MinBytes:       1,
+		MaxBytes:       16 << 20,
+		MaxWait:        250 * time.Millisecond,
+		QueueCapacity:  4096,
+		CommitInterval: 0, // synchronous commits, only of acknowledged offsets
+		StartOffset:    kafkago.FirstOffset,
+		ErrorLogger:    kafkago.LoggerFunc(func(msg string, args ...any) { log.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
+	})
+	defer reader.Close()
+	dlq := &kafkago.Writer{
+		Addr:         kafkago.TCP(cfg.KafkaBrokers...),
+		Topic:        cfg.DLQTopic,
+		Balancer:     &kafkago.Hash{},
+		RequiredAcks: kafkago.RequireAll,
+		BatchTimeout: 10 * time.Millisecond,
+		Transport:    transport,
+	}
+	defer dlq.Close()
+
+	p := ingest.New(ingest.Config{
+		IndexPrefix:      cfg.IndexPrefix,
+		BulkBytes:        cfg.BulkBytes,
+		BulkDocs:         cfg.BulkDocs,
+		FlushInterval:    cfg.FlushInterval,
+		Workers:          cfg.Workers,
+		MaxInFlightBytes: cfg.MaxInFlightBytes,
+		BackoffMax:       cfg.RetryMaxBackoff,
+		ShutdownGrace:    cfg.ShutdownGrace,
+		Logger:           log,
+		Metrics:          metrics,
+	}, reader, osc, dlq, agg)
+	pipe.Store(p)
+	log.Info("consuming", "brokers", cfg.KafkaBrokers, "topic", cfg.KafkaTopic, "group", cfg.Group, "dlq", cfg.DLQTopic, "index", cfg.IndexPrefix+"YYYY.MM.DD")
+	return p.Run(ctx)
+}
+
+func dashboardFiles() []opensearch.DashboardsFile {
+	var out []opensearch.DashboardsFile
+	for _, f := range dashboards.Files() {
+		out = append(out, opensearch.DashboardsFile{Name: f.Name, Data: f.Data})
+	}
+	return out
+}

@@ -1,32 +1,98 @@
 // Package kafka publishes connection events to Kafka without ever making a
 // connection wait, spooling to disk what the broker cannot take, and holds
 // the Kafka connection settings (TLS, SASL SCRAM, AWS MSK IAM) that the app
-// and the ingest share.
+// and the ingest share ([Security]).
 //
-// CONTRACT STUB: the signatures below are the contract cmd/app and
-// cmd/ingest build against; the implementation is issue #4's.
+// # Delivery
+//
+// [Producer.Publish] puts the event in a bounded in-memory queue and
+// returns; when the queue is full the event is appended to the on-disk
+// spool (package spool) by the caller, which costs a write(2) but never a
+// broker round trip. [Producer.Run] owns the delivery goroutine: it takes
+// batches of up to BatchSize events (waiting at most Linger for a batch to
+// fill), and writes each with a synchronous kafka-go WriteMessages
+// (acks=all, so a returned nil means every in-sync replica has it). The
+// Kafka message key is the client IP (one client's events stay ordered in
+// one partition), the value is the event JSON, and the header
+// "schema-version" carries [event.SchemaVersion].
+//
+// A batch that fails (broker down, topic missing, timeout) goes to the
+// spool, and the producer is degraded: every event goes to the spool and the
+// broker is probed every RetryInterval. When the broker is back, the spool is
+// replayed oldest segment first; while the spool holds anything, new events
+// are appended behind it, so the order of the events is kept across an
+// outage (except for events that overflowed the queue meanwhile). A segment
+// is deleted once Kafka acknowledged every record in it. Delivery is at
+// least once: a crash during a replay, or a write whose acknowledgement was
+// lost, sends some events twice; every event carries its event.id, which
+// makes the ingest idempotent.
+//
+// The spool is fsynced every FsyncInterval and on Close. Events are in the
+// spool file (and so survive SIGKILL) as soon as they are written there,
+// which happens at once while degraded; at most the last FsyncInterval can
+// be lost on a power failure, and at most the queue plus one in-flight
+// batch (bounded by WriteTimeout) if the process is killed while a broker
+// write hangs. The spool is capped at SpoolMaxBytes: past it the oldest
+// segments are deleted and their events counted in
+// originlens_kafka_events_dropped_total{reason="spool_cap"} and logged.
+//
+// # Metrics
+//
+// All prefixed originlens_kafka_: events_queued_total, events_sent_total
+// (live, acknowledged), events_spooled_total, events_replayed_total
+// (acknowledged from the spool), events_dropped_total{reason}, with reason
+// spool_cap, spool_corrupt, spool_error (the disk refused the write),
+// encode or closed (published after Close); queue_depth, spool_bytes,
+// spool_records, broker_errors_total, degraded (0 or 1).
+//
+// # Pointing the app at Amazon MSK
+//
+// MSK's IAM listener is TLS on port 9098 (SCRAM is 9096, plain TLS 9094):
+//
+//	app --kafka-brokers b-1.xxx.kafka.eu-west-1.amazonaws.com:9098,b-2...:9098 \
+//	    --kafka-tls --kafka-sasl aws-msk-iam [--kafka-aws-region eu-west-1]
+//
+// Credentials come from the default AWS chain (environment, shared files,
+// web identity, ECS task role, EC2 instance profile); the role needs
+// kafka-cluster:Connect, DescribeTopic and WriteData on the topic (plus
+// CreateTopic with --kafka-create-topic). The region defaults to the AWS
+// configuration's (AWS_REGION); MSK's certificates chain to public roots, so
+// --kafka-ca-file is not needed.
 package kafka
 
 import (
-	"context"
 	"log/slog"
 	"time"
 
-	"github.com/originlens/originlens/internal/event"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Security holds how to reach a broker: TLS and SASL.
+// Security holds how to reach a broker: TLS and SASL. Its zero value is a
+// plaintext connection without authentication.
 type Security struct {
 	TLS       bool   // --kafka-tls
 	CAFile    string // --kafka-ca-file; empty: system roots
-	SASL      string // "", "scram-sha-512" or "aws-msk-iam"
+	SASL      string // "", "none", "scram-sha-512" or "aws-msk-iam"
 	Username  string // SCRAM
 	Password  string // SCRAM
 	AWSRegion string // MSK IAM; empty: from the default AWS config chain
 }
 
-// ProducerConfig configures a [Producer].
+// Defaults for the zero values of [ProducerConfig].
+const (
+	DefaultTopic         = "conn-events"
+	DefaultBatchSize     = 1000
+	DefaultLinger        = 100 * time.Millisecond
+	DefaultCompression   = "zstd"
+	DefaultQueueSize     = 65536
+	DefaultFsyncInterval = time.Second
+	DefaultRetryInterval = 2 * time.Second
+	DefaultWriteTimeout  = 10 * time.Second
+	DefaultPartitions    = 6
+)
+
+// ProducerConfig configures a [Producer]. Zero values take the defaults
+// above.
 type ProducerConfig struct {
 	Brokers           []string
 	Topic             string // default "conn-events"
@@ -35,33 +101,21 @@ type ProducerConfig struct {
 	Linger            time.Duration // batch timeout
 	Compression       string        // "zstd" (default), "lz4", "none"
 	QueueSize         int           // bounded in-memory queue; full: spool
-	SpoolDir          string
-	SpoolMaxBytes     int64
+	SpoolDir          string        // empty: spool.DefaultDir()
+	SpoolMaxBytes     int64         // 0: spool.DefaultMaxBytes (1 GiB)
 	FsyncInterval     time.Duration
 	CreateTopic       bool
-	Partitions        int
-	ReplicationFactor int
+	Partitions        int // for CreateTopic; 0: DefaultPartitions
+	ReplicationFactor int // for CreateTopic; 0 or -1: the broker's default
 	Logger            *slog.Logger
-	Registerer        prometheus.Registerer
+	Registerer        prometheus.Registerer // nil: metrics are not registered
+
+	// RetryInterval is how often a degraded producer probes the broker.
+	RetryInterval time.Duration
+	// WriteTimeout bounds one batch write (all retries included) and one
+	// probe.
+	WriteTimeout time.Duration
+	// SpoolSegmentBytes is the spool's rotation size; 0: the spool's
+	// default (SpoolMaxBytes/8, at most 16 MiB).
+	SpoolSegmentBytes int64
 }
-
-// Producer publishes events asynchronously. Publish is safe for concurrent
-// use and never blocks on the broker.
-type Producer struct{}
-
-// NewProducer checks the config and opens the spool. It does not contact the
-// broker; Run does.
-func NewProducer(cfg ProducerConfig) (*Producer, error) { return &Producer{}, nil }
-
-// Publish queues one event; when the queue is full it goes to the spool.
-func (p *Producer) Publish(ev event.Event) {}
-
-// Run delivers queued and spooled events until ctx is done. It blocks.
-func (p *Producer) Run(ctx context.Context) error { <-ctx.Done(); return nil }
-
-// Close flushes the queue to Kafka or the spool, fsyncs and closes. It
-// blocks until done or ctx expires.
-func (p *Producer) Close(ctx context.Context) error { return nil }
-
-// Degraded reports whether events are currently going to the spool.
-func (p *Producer) Degraded() bool { return false }

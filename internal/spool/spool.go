@@ -87,7 +87,8 @@ type Config struct {
 	// MaxBytes caps the bytes on disk; 0 means DefaultMaxBytes.
 	MaxBytes int64
 	// SegmentBytes is the size at which the active segment is rotated; 0
-	// means MaxBytes/8, at most DefaultMaxSegmentBytes and at least 4 KiB.
+	// means MaxBytes/8, at most DefaultMaxSegmentBytes. It is clamped to
+	// at most MaxBytes/2 and at least 4 KiB.
 	SegmentBytes int64
 	// Logger receives the loss and corruption lines; nil discards them.
 	Logger *slog.Logger
@@ -152,7 +153,9 @@ func Open(cfg Config) (*Spool, error) {
 	if cfg.SegmentBytes <= 0 {
 		cfg.SegmentBytes = min(cfg.MaxBytes/8, DefaultMaxSegmentBytes)
 	}
-	cfg.SegmentBytes = max(cfg.SegmentBytes, minSegmentBytes)
+	// At least two segments fit under the cap, so dropping sealed ones
+	// can always make room.
+	cfg.SegmentBytes = max(min(cfg.SegmentBytes, cfg.MaxBytes/2), minSegmentBytes)
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -254,62 +257,76 @@ func AppendRecord(dst, payload []byte) []byte {
 	return append(dst, payload...)
 }
 
-// Append writes the payloads as consecutive records of the active segment
-// with one write; either all of them are appended or the error says why
-// none was. It rotates the segment and enforces the size cap first. It
-// blocks on the file write (not on fsync).
-func (s *Spool) Append(payloads ...[]byte) error {
-	if len(payloads) == 0 {
-		return nil
-	}
-	n := 0
+// Append writes the payloads as consecutive records, in order, filling
+// the active segment and rotating it at SegmentBytes (one write per
+// segment touched), enforcing the size cap before each segment's write. It
+// returns how many payloads were appended: all of them, or on error the
+// ones before the failure. It blocks on file writes (not on fsync).
+func (s *Spool) Append(payloads ...[]byte) (int, error) {
 	for _, p := range payloads {
 		if len(p) == 0 {
-			return ErrEmpty
+			return 0, ErrEmpty
 		}
 		if len(p) > MaxRecord {
-			return fmt.Errorf("%w: %d bytes", ErrTooLarge, len(p))
+			return 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, len(p))
 		}
-		n += recordHeader + len(p)
 	}
-	buf := make([]byte, 0, n)
-	for _, p := range payloads {
-		buf = AppendRecord(buf, p)
-	}
-
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return ErrClosed
+		return 0, ErrClosed
 	}
-	if s.active != nil && s.active.Size+int64(len(buf)) > s.cfg.SegmentBytes {
-		if err := s.sealLocked(); err != nil {
-			return err
+	done := 0
+	var buf []byte
+	for done < len(payloads) {
+		if s.active != nil && s.active.Size+int64(recordHeader+len(payloads[done])) > s.cfg.SegmentBytes && s.active.Records > 0 {
+			if err := s.sealLocked(); err != nil {
+				return done, err
+			}
 		}
-	}
-	s.enforceCapLocked(int64(len(buf)) + int64(len(Magic)))
-	if s.active == nil {
-		if err := s.createLocked(); err != nil {
-			return err
+		// The records that fit in the segment (at least one).
+		room := s.cfg.SegmentBytes - int64(len(Magic))
+		if s.active != nil {
+			room = s.cfg.SegmentBytes - s.active.Size
 		}
-	}
-	if _, err := s.f.Write(buf); err != nil {
-		// A partial write leaves a torn tail the reader skips; start a
-		// fresh segment so later records are not behind it.
-		st, serr := s.f.Stat()
-		if serr == nil {
-			s.bytes += st.Size() - s.active.Size
-			s.active.Size = st.Size()
+		buf = buf[:0]
+		n := 0
+		for done+n < len(payloads) {
+			size := int64(recordHeader + len(payloads[done+n]))
+			if n > 0 && int64(len(buf))+size > room {
+				break
+			}
+			buf = AppendRecord(buf, payloads[done+n])
+			n++
 		}
-		_ = s.sealLocked()
-		return fmt.Errorf("writing spool segment: %w", err)
+		need := int64(len(buf))
+		if s.active == nil {
+			need += int64(len(Magic))
+		}
+		s.enforceCapLocked(need)
+		if s.active == nil {
+			if err := s.createLocked(); err != nil {
+				return done, err
+			}
+		}
+		if _, err := s.f.Write(buf); err != nil {
+			// A partial write leaves a torn tail the reader skips; start
+			// a fresh segment so later records are not behind it.
+			if st, serr := s.f.Stat(); serr == nil {
+				s.bytes += st.Size() - s.active.Size
+				s.active.Size = st.Size()
+			}
+			_ = s.sealLocked()
+			return done, fmt.Errorf("writing spool segment: %w", err)
+		}
+		s.active.Size += int64(len(buf))
+		s.active.Records += int64(n)
+		s.bytes += int64(len(buf))
+		s.records += int64(n)
+		s.dirty = true
+		done += n
 	}
-	s.active.Size += int64(len(buf))
-	s.active.Records += int64(len(payloads))
-	s.bytes += int64(len(buf))
-	s.records += int64(len(payloads))
-	s.dirty = true
-	return nil
+	return done, nil
 }
 
 // enforceCapLocked deletes the oldest sealed segments until need more bytes

@@ -130,7 +130,7 @@ func equalStrings(a, b []string) bool {
 func TestAppendReadAckInOrder(t *testing.T) {
 	s, loss, _ := openTest(t, Config{SegmentBytes: 4096, MaxBytes: 1 << 20})
 	for i := range 1000 {
-		if err := s.Append(rec(i)); err != nil {
+		if _, err := s.Append(rec(i)); err != nil {
 			t.Fatalf("Append(%d): %v", i, err)
 		}
 	}
@@ -154,13 +154,13 @@ func TestAppendReadAckInOrder(t *testing.T) {
 
 func TestAppendBatchIsOneUnit(t *testing.T) {
 	s, _, _ := openTest(t, Config{})
-	if err := s.Append(rec(0), rec(1), rec(2)); err != nil {
+	if _, err := s.Append(rec(0), rec(1), rec(2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Append(rec(3), nil); !errors.Is(err, ErrEmpty) {
+	if _, err := s.Append(rec(3), nil); !errors.Is(err, ErrEmpty) {
 		t.Errorf("Append(empty) = %v, want ErrEmpty", err)
 	}
-	if err := s.Append(make([]byte, MaxRecord+1)); !errors.Is(err, ErrTooLarge) {
+	if _, err := s.Append(make([]byte, MaxRecord+1)); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("Append(too large) = %v, want ErrTooLarge", err)
 	}
 	if got, want := drain(t, s), wantRecords(0, 3); !equalStrings(got, want) {
@@ -175,7 +175,7 @@ func TestReopenKeepsOrderAndLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 300 {
-		if err := s.Append(rec(i)); err != nil {
+		if _, err := s.Append(rec(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -185,7 +185,7 @@ func TestReopenKeepsOrderAndLock(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Append(rec(0)); !errors.Is(err, ErrClosed) {
+	if _, err := s.Append(rec(0)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Append after Close = %v, want ErrClosed", err)
 	}
 
@@ -197,7 +197,7 @@ func TestReopenKeepsOrderAndLock(t *testing.T) {
 		t.Errorf("reopen did not log the leftover records: %q", logs.String())
 	}
 	for i := 300; i < 400; i++ {
-		if err := s2.Append(rec(i)); err != nil {
+		if _, err := s2.Append(rec(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -242,7 +242,7 @@ func TestCorruptTail(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i := range n {
-				if err := s.Append(rec(i)); err != nil {
+				if _, err := s.Append(rec(i)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -347,7 +347,7 @@ func TestSizeCapDropsOldest(t *testing.T) {
 	s, loss, logs := openTest(t, Config{MaxBytes: max, SegmentBytes: 8 << 10})
 	const total = 10000 // ~190 KiB of records: three times the cap
 	for i := range total {
-		if err := s.Append(rec(i)); err != nil {
+		if _, err := s.Append(rec(i)); err != nil {
 			t.Fatalf("Append(%d): %v", i, err)
 		}
 		if b := s.Bytes(); b > max {
@@ -379,7 +379,7 @@ func TestSyncAndConcurrentAppends(t *testing.T) {
 	for w := range writers {
 		wg.Go(func() {
 			for i := range each {
-				if err := s.Append(fmt.Appendf(nil, "w%d-%04d", w, i)); err != nil {
+				if _, err := s.Append(fmt.Appendf(nil, "w%d-%04d", w, i)); err != nil {
 					t.Errorf("Append: %v", err)
 					return
 				}
@@ -405,5 +405,33 @@ func TestSyncAndConcurrentAppends(t *testing.T) {
 			t.Fatalf("record %s after %s: per-writer order broken", r, prev)
 		}
 		last[r[1]] = r
+	}
+}
+
+func TestBigBatchIsSplitAndCapped(t *testing.T) {
+	const max = 32 << 10
+	s, loss, _ := openTest(t, Config{MaxBytes: max, SegmentBytes: 8 << 10})
+	var batch [][]byte
+	for i := range 5000 { // ~95 KiB in one call
+		batch = append(batch, rec(i))
+	}
+	n, err := s.Append(batch...)
+	if err != nil || n != len(batch) {
+		t.Fatalf("Append(5000) = %d, %v; want 5000, nil", n, err)
+	}
+	if b := s.Bytes(); b > max {
+		t.Errorf("Bytes() = %d after one big batch, over the cap %d", b, max)
+	}
+	for _, seg := range s.Segments() {
+		if seg.Size > 8<<10 {
+			t.Errorf("segment %s is %d bytes, over SegmentBytes", seg.Path, seg.Size)
+		}
+	}
+	got := drain(t, s)
+	if int64(len(got))+loss.get(LossCap) != 5000 {
+		t.Errorf("kept %d + dropped %d != 5000", len(got), loss.get(LossCap))
+	}
+	if want := wantRecords(5000-len(got), 5000); !equalStrings(got, want) {
+		t.Errorf("kept records are not the newest %d in order", len(got))
 	}
 }

@@ -1,0 +1,696 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/spool"
+	kafkago "github.com/segmentio/kafka-go"
+)
+
+// Errors.
+var (
+	ErrClosed     = errors.New("kafka: producer closed")
+	ErrRunning    = errors.New("kafka: Run already called")
+	ErrBadConfig  = errors.New("kafka: bad producer settings")
+	errNoTopic    = errors.New("topic missing")
+	errNoBrokers  = errors.New("no partition leaders")
+	schemaHeaders = []kafkago.Header{{Key: event.HeaderSchemaVersion, Value: []byte(event.SchemaVersion)}}
+)
+
+// Delivery states.
+const (
+	stateUnknown int32 = iota // before the first probe
+	stateHealthy
+	stateDegraded
+)
+
+// Producer publishes events asynchronously. Publish is safe for concurrent
+// use and never blocks on the broker.
+type Producer struct {
+	cfg    ProducerConfig
+	log    *slog.Logger
+	queue  chan event.Event
+	spool  *spool.Spool
+	writer *kafkago.Writer
+	client *kafkago.Client
+	m      *metrics
+
+	mu     sync.RWMutex // closed; held shared by Publish
+	closed bool
+
+	state     atomic.Int32
+	started   atomic.Bool
+	stop      chan struct{} // closed by Close: Run returns
+	abort     chan struct{} // closed when Close's ctx expires: cancel in-flight writes
+	runDone   chan struct{} // closed when Run returns
+	closeOnce sync.Once
+	closeErr  error
+	lastLog   atomic.Int64 // unix nanos of the last rate-limited error line
+
+	// Owned by the delivery goroutine (and by Close once Run returned).
+	replay      *replayState
+	resumeSeq   uint64 // segment whose first resumeAcked records Kafka has
+	resumeAcked int64
+}
+
+// replayState is the segment being replayed.
+type replayState struct {
+	seg   *spool.Segment
+	r     *spool.Reader
+	acked int64 // records of seg Kafka acknowledged
+	eof   bool
+}
+
+// NewProducer checks the config, builds the Kafka transport and opens the
+// spool. It does not contact the broker; Run does.
+func NewProducer(cfg ProducerConfig) (*Producer, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.WriteTimeout)
+	defer cancel()
+	wt, err := cfg.Security.Transport(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ct, err := cfg.Security.Transport(ctx)
+	if err != nil {
+		return nil, err
+	}
+	comp, _ := compressionCodec(cfg.Compression)
+	p := &Producer{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "kafka", "topic", cfg.Topic),
+		queue:   make(chan event.Event, cfg.QueueSize),
+		stop:    make(chan struct{}),
+		abort:   make(chan struct{}),
+		runDone: make(chan struct{}),
+		writer: &kafkago.Writer{
+			Addr:            kafkago.TCP(cfg.Brokers...),
+			Topic:           cfg.Topic,
+			Balancer:        &kafkago.Murmur2Balancer{}, // the Java client's key hashing
+			MaxAttempts:     3,
+			WriteBackoffMin: 50 * time.Millisecond,
+			WriteBackoffMax: 500 * time.Millisecond,
+			BatchSize:       cfg.BatchSize,
+			// Batches are formed by the delivery goroutine; kafka-go must
+			// send a partition's share at once instead of lingering again.
+			BatchTimeout: time.Millisecond,
+			ReadTimeout:  cfg.WriteTimeout,
+			WriteTimeout: cfg.WriteTimeout,
+			RequiredAcks: kafkago.RequireAll,
+			Compression:  comp,
+			Transport:    wt,
+		},
+		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: ct, Timeout: cfg.WriteTimeout},
+	}
+	sp, err := spool.Open(spool.Config{
+		Dir:          cfg.SpoolDir,
+		MaxBytes:     cfg.SpoolMaxBytes,
+		SegmentBytes: cfg.SpoolSegmentBytes,
+		Logger:       p.log,
+		OnLoss:       func(reason string, n int64) { p.m.dropped.WithLabelValues(reason).Add(float64(n)) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening kafka spool: %w", err)
+	}
+	p.spool = sp
+	// After the spool: its gauges read it. Open never reports losses, so
+	// OnLoss does not run before p.m is set.
+	p.m = newMetrics(cfg.Registerer, p)
+	return p, nil
+}
+
+// fill validates cfg and applies the defaults.
+func (cfg *ProducerConfig) fill() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadConfig, fmt.Sprintf(format, args...))
+	}
+	if len(cfg.Brokers) == 0 {
+		return bad("no brokers")
+	}
+	for _, b := range cfg.Brokers {
+		if b == "" {
+			return bad("empty broker address")
+		}
+	}
+	if err := cfg.Security.Validate(); err != nil {
+		return err
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = DefaultTopic
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = DefaultCompression
+	}
+	if _, ok := compressionCodec(cfg.Compression); !ok {
+		return bad("compression %q: want zstd, lz4 or none", cfg.Compression)
+	}
+	switch {
+	case cfg.BatchSize < 0:
+		return bad("batch size %d < 0", cfg.BatchSize)
+	case cfg.Linger < 0:
+		return bad("linger %s < 0", cfg.Linger)
+	case cfg.QueueSize < 0:
+		return bad("queue size %d < 0", cfg.QueueSize)
+	case cfg.SpoolMaxBytes < 0:
+		return bad("spool max bytes %d < 0", cfg.SpoolMaxBytes)
+	case cfg.FsyncInterval < 0:
+		return bad("fsync interval %s < 0", cfg.FsyncInterval)
+	case cfg.Partitions < 0:
+		return bad("partitions %d < 0", cfg.Partitions)
+	case cfg.ReplicationFactor < -1:
+		return bad("replication factor %d < -1", cfg.ReplicationFactor)
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = DefaultBatchSize
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = DefaultLinger
+	}
+	if cfg.QueueSize == 0 {
+		cfg.QueueSize = DefaultQueueSize
+	}
+	if cfg.FsyncInterval == 0 {
+		cfg.FsyncInterval = DefaultFsyncInterval
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = DefaultPartitions
+	}
+	if cfg.ReplicationFactor == 0 {
+		cfg.ReplicationFactor = -1
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = DefaultRetryInterval
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = spool.DefaultDir()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+func compressionCodec(name string) (kafkago.Compression, bool) {
+	switch name {
+	case "zstd":
+		return kafkago.Zstd, true
+	case "lz4":
+		return kafkago.Lz4, true
+	case "none":
+		return 0, true
+	}
+	return 0, false
+}
+
+// Publish queues one event; when the queue is full it goes to the spool
+// (one file write in the caller's goroutine). It never waits for the broker.
+// After Close the event is counted as dropped (reason "closed").
+func (p *Producer) Publish(ev event.Event) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		p.m.dropped.WithLabelValues("closed").Inc()
+		p.logLimited("kafka: event published after Close, dropped", "event_id", ev.Event.ID)
+		return
+	}
+	select {
+	case p.queue <- ev:
+		p.m.queued.Inc()
+	default:
+		p.spoolEvents([]event.Event{ev})
+	}
+}
+
+// Degraded reports whether events are currently going to the spool
+// because the broker is unreachable or refuses them.
+func (p *Producer) Degraded() bool { return p.state.Load() == stateDegraded }
+
+// Run delivers queued and spooled events until ctx is done or Close is
+// called, and fsyncs the spool every FsyncInterval. It blocks, and returns
+// nil on a clean stop. Cancelling ctx cancels the batch in flight, which
+// goes to the spool (Kafka may have received it: at least once).
+func (p *Producer) Run(ctx context.Context) error {
+	p.mu.RLock()
+	closed := p.closed
+	p.mu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	if !p.started.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer close(p.runDone)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel (defers run last-in first-out)
+	wg.Go(func() {
+		select {
+		case <-p.abort:
+			cancel()
+		case <-ctx.Done():
+		}
+	})
+	wg.Go(func() { p.fsyncLoop(ctx) })
+	p.deliver(ctx)
+	cancel()
+	return nil
+}
+
+// fsyncLoop fsyncs the spool every FsyncInterval until ctx is done.
+func (p *Producer) fsyncLoop(ctx context.Context) {
+	t := time.NewTicker(p.cfg.FsyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := p.spool.Sync(); err != nil {
+				p.logLimited("kafka: fsync of the spool failed", "err", err)
+			}
+		}
+	}
+}
+
+// stopped reports whether Run must return.
+func (p *Producer) stopped(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return true
+	case <-p.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// deliver is the delivery goroutine's loop.
+func (p *Producer) deliver(ctx context.Context) {
+	healthy := p.probe(ctx)
+	retry := time.NewTimer(p.cfg.RetryInterval)
+	defer retry.Stop()
+	for !p.stopped(ctx) {
+		if !healthy {
+			select {
+			case <-ctx.Done():
+			case <-p.stop:
+			case ev := <-p.queue:
+				p.spoolEvents(p.drainQueue(ev))
+			case <-retry.C:
+				if healthy = p.probe(ctx); !healthy {
+					retry.Reset(p.cfg.RetryInterval)
+				}
+			}
+			continue
+		}
+		var err error
+		if p.replay != nil || p.spool.Records() > 0 {
+			// Keep the order: live events queue up behind the spool.
+			if evs := p.drainQueue(); len(evs) > 0 {
+				p.spoolEvents(evs)
+			}
+			err = p.replayBatch(ctx)
+		} else {
+			err = p.sendLive(ctx, p.collect(ctx))
+		}
+		if err != nil && !p.stopped(ctx) {
+			healthy = false
+			p.setDegraded(err)
+			retry.Reset(p.cfg.RetryInterval)
+		}
+	}
+}
+
+// drainQueue returns first (if any) plus what the queue holds now, up to
+// one queue's worth.
+func (p *Producer) drainQueue(first ...event.Event) []event.Event {
+	evs := first
+	for range cap(p.queue) {
+		select {
+		case ev := <-p.queue:
+			evs = append(evs, ev)
+		default:
+			return evs
+		}
+	}
+	return evs
+}
+
+// collect waits for a first event, then gathers up to BatchSize events
+// for at most Linger. It returns early, possibly empty, when Run must stop.
+func (p *Producer) collect(ctx context.Context) []event.Event {
+	var evs []event.Event
+	select {
+	case ev := <-p.queue:
+		evs = append(evs, ev)
+	case <-ctx.Done():
+		return nil
+	case <-p.stop:
+		return nil
+	}
+	linger := time.NewTimer(p.cfg.Linger)
+	defer linger.Stop()
+	for len(evs) < p.cfg.BatchSize {
+		select {
+		case ev := <-p.queue:
+			evs = append(evs, ev)
+		case <-linger.C:
+			return evs
+		case <-ctx.Done():
+			return evs
+		case <-p.stop:
+			return evs
+		}
+	}
+	return evs
+}
+
+// messages encodes events as Kafka messages; events that cannot be
+// encoded are dropped and counted.
+func (p *Producer) messages(evs []event.Event) []kafkago.Message {
+	msgs := make([]kafkago.Message, 0, len(evs))
+	for i := range evs {
+		v, err := evs[i].Marshal()
+		if err != nil {
+			p.m.dropped.WithLabelValues("encode").Inc()
+			p.logLimited("kafka: event cannot be encoded, dropped", "err", err)
+			continue
+		}
+		msgs = append(msgs, kafkago.Message{Key: evs[i].Key(), Value: v, Headers: schemaHeaders})
+	}
+	return msgs
+}
+
+// sendLive writes live events; what Kafka does not acknowledge goes to the
+// spool. The returned error means the broker failed.
+func (p *Producer) sendLive(ctx context.Context, evs []event.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	msgs := p.messages(evs)
+	if len(msgs) == 0 {
+		return nil
+	}
+	err := p.write(ctx, msgs)
+	if err == nil {
+		p.m.sent.Add(float64(len(msgs)))
+		return nil
+	}
+	var werrs kafkago.WriteErrors
+	if errors.As(err, &werrs) && len(werrs) == len(msgs) {
+		failed := msgs[:0:0]
+		for i, e := range werrs {
+			if e != nil {
+				failed = append(failed, msgs[i])
+			}
+		}
+		p.m.sent.Add(float64(len(msgs) - len(failed)))
+		msgs = failed
+	}
+	p.spoolMessages(msgs)
+	return err
+}
+
+// write is one synchronous, acknowledged (acks=all) batch write bounded by
+// WriteTimeout.
+func (p *Producer) write(ctx context.Context, msgs []kafkago.Message) error {
+	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
+	defer cancel()
+	err := p.writer.WriteMessages(wctx, msgs...)
+	if err != nil {
+		p.m.brokerErrors.Inc()
+		return fmt.Errorf("writing %d events to kafka: %w", len(msgs), err)
+	}
+	return nil
+}
+
+// replayBatch sends the next batch of the oldest spool segment and deletes
+// the segment once all of it is acknowledged. An error means the broker
+// failed; the segment stays, and the next replay resumes after the records
+// already acknowledged.
+func (p *Producer) replayBatch(ctx context.Context) error {
+	if p.replay == nil {
+		seg, ok, err := p.spool.Oldest()
+		if err != nil || !ok {
+			return err
+		}
+		r, err := p.spool.Open(seg)
+		if err != nil {
+			return err
+		}
+		p.replay = &replayState{seg: seg, r: r}
+		if seg.Seq == p.resumeSeq {
+			for p.replay.acked < p.resumeAcked {
+				if _, err := r.Next(); err != nil {
+					break
+				}
+				p.replay.acked++
+			}
+		}
+	}
+	rs := p.replay
+	var msgs []kafkago.Message
+	for len(msgs) < p.cfg.BatchSize && !rs.eof {
+		payload, err := rs.r.Next()
+		if err == io.EOF {
+			rs.eof = true
+			break
+		}
+		if err != nil {
+			p.endReplay()
+			return fmt.Errorf("reading the spool: %w", err)
+		}
+		m, err := decodeMessage(payload)
+		if err != nil {
+			p.m.dropped.WithLabelValues(spool.LossCorrupt).Inc()
+			p.log.Warn("kafka: undecodable spool record skipped", "segment", rs.seg.Path, "err", err)
+			rs.acked++ // nothing to send; counts as done for resuming
+			continue
+		}
+		msgs = append(msgs, m)
+	}
+	if len(msgs) > 0 {
+		if err := p.write(ctx, msgs); err != nil {
+			p.resumeSeq, p.resumeAcked = rs.seg.Seq, rs.acked
+			p.endReplay()
+			return err
+		}
+		rs.acked += int64(len(msgs))
+		p.m.replayed.Add(float64(len(msgs)))
+	}
+	if rs.eof {
+		p.endReplay()
+		if err := p.spool.Ack(rs.seg); err != nil {
+			// Kafka has it all: a failed delete means a duplicate
+			// replay later, not a loss.
+			p.logLimited("kafka: deleting a replayed spool segment", "err", err)
+		}
+		p.resumeSeq, p.resumeAcked = 0, 0
+		if p.spool.Records() == 0 {
+			p.log.Info("kafka: spool replayed")
+		}
+	}
+	return nil
+}
+
+func (p *Producer) endReplay() {
+	if p.replay != nil {
+		p.replay.r.Close()
+		p.replay = nil
+	}
+}
+
+// probe checks that the broker answers and the topic has partitions,
+// creating the topic when configured to. It updates the state and logs
+// transitions.
+func (p *Producer) probe(ctx context.Context) bool {
+	err := p.checkTopic(ctx)
+	if err != nil && p.cfg.CreateTopic && errors.Is(err, errNoTopic) {
+		if err = p.CreateTopic(ctx); err == nil {
+			err = p.checkTopic(ctx)
+		}
+	}
+	if err != nil {
+		p.m.brokerErrors.Inc()
+		p.setDegraded(err)
+		return false
+	}
+	p.setHealthy()
+	return true
+}
+
+func (p *Producer) checkTopic(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
+	defer cancel()
+	md, err := p.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{p.cfg.Topic}})
+	if err != nil {
+		return fmt.Errorf("kafka metadata: %w", err)
+	}
+	for _, t := range md.Topics {
+		if t.Name != p.cfg.Topic {
+			continue
+		}
+		if errors.Is(t.Error, kafkago.UnknownTopicOrPartition) {
+			return fmt.Errorf("%w: %s", errNoTopic, p.cfg.Topic)
+		}
+		if t.Error != nil {
+			return fmt.Errorf("kafka metadata for topic %s: %w", p.cfg.Topic, t.Error)
+		}
+		if len(t.Partitions) == 0 {
+			return fmt.Errorf("kafka topic %s: %w", p.cfg.Topic, errNoBrokers)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %s", errNoTopic, p.cfg.Topic)
+}
+
+// CreateTopic creates the topic with the configured partitions and
+// replication factor; an existing topic is not an error. It blocks for at
+// most WriteTimeout.
+func (p *Producer) CreateTopic(ctx context.Context) error {
+	return CreateTopic(ctx, p.client, p.cfg.Topic, p.cfg.Partitions, p.cfg.ReplicationFactor)
+}
+
+// CreateTopic creates topic through c (whose Addr is a bootstrap broker);
+// an existing topic is not an error. replicationFactor -1 takes the
+// broker's default.
+func CreateTopic(ctx context.Context, c *kafkago.Client, topic string, partitions, replicationFactor int) error {
+	resp, err := c.CreateTopics(ctx, &kafkago.CreateTopicsRequest{
+		Topics: []kafkago.TopicConfig{{Topic: topic, NumPartitions: partitions, ReplicationFactor: replicationFactor}},
+	})
+	if err != nil {
+		return fmt.Errorf("creating kafka topic %s: %w", topic, err)
+	}
+	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafkago.TopicAlreadyExists) {
+		return fmt.Errorf("creating kafka topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+func (p *Producer) setDegraded(err error) {
+	if p.state.Swap(stateDegraded) != stateDegraded {
+		p.m.degraded.Set(1)
+		p.log.Warn("kafka unavailable: sink degraded, events go to the spool", "err", err, "spool_dir", p.cfg.SpoolDir)
+	}
+}
+
+func (p *Producer) setHealthy() {
+	switch p.state.Swap(stateHealthy) {
+	case stateDegraded:
+		p.m.degraded.Set(0)
+		p.log.Info("kafka reachable again: sink recovered, replaying the spool", "spooled_events", p.spool.Records())
+	case stateUnknown:
+		p.log.Info("kafka connected", "brokers", p.cfg.Brokers, "spooled_events", p.spool.Records())
+	}
+}
+
+// spoolEvents encodes and spools events.
+func (p *Producer) spoolEvents(evs []event.Event) {
+	if msgs := p.messages(evs); len(msgs) > 0 {
+		p.spoolMessages(msgs)
+	}
+}
+
+// spoolMessages appends messages to the spool in one write; a refused
+// write is logged and its events counted as dropped.
+func (p *Producer) spoolMessages(msgs []kafkago.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	payloads := make([][]byte, len(msgs))
+	for i := range msgs {
+		payloads[i] = appendMessage(nil, &msgs[i])
+	}
+	n, err := p.spool.Append(payloads...)
+	p.m.spooled.Add(float64(n))
+	if err != nil {
+		p.m.dropped.WithLabelValues("spool_error").Add(float64(len(msgs) - n))
+		p.logLimited("kafka: the spool refused events; they are lost", "events", len(msgs)-n, "err", err)
+	}
+}
+
+// logLimited logs an error line at most once a second.
+func (p *Producer) logLimited(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := p.lastLog.Load()
+	if now-last < int64(time.Second) || !p.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	p.log.Error(msg, args...)
+}
+
+// Close flushes the queue to Kafka (when it is reachable and the spool is
+// empty) or to the spool, fsyncs and closes the spool and the Kafka
+// connections. It stops Run and waits for it; when ctx expires first, the
+// batch in flight is cancelled and spooled. Publish after Close drops. Only
+// the first call does the work; later calls return its result.
+func (p *Producer) Close(ctx context.Context) error {
+	p.closeOnce.Do(func() { p.closeErr = p.close(ctx) })
+	return p.closeErr
+}
+
+func (p *Producer) close(ctx context.Context) error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	close(p.stop)
+	if p.started.Load() {
+		select {
+		case <-p.runDone:
+		case <-ctx.Done():
+			close(p.abort)
+			<-p.runDone
+		}
+	}
+	p.endReplay()
+
+	evs := p.drainQueue()
+	if len(evs) > 0 {
+		if p.state.Load() == stateHealthy && p.spool.Records() == 0 && ctx.Err() == nil {
+			for len(evs) > 0 {
+				n := min(len(evs), p.cfg.BatchSize)
+				if err := p.sendLive(ctx, evs[:n]); err != nil {
+					p.spoolEvents(evs[n:])
+					break
+				}
+				evs = evs[n:]
+			}
+		} else {
+			p.spoolEvents(evs)
+		}
+	}
+	var errs []error
+	if err := p.spool.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing kafka spool: %w", err))
+	}
+	if err := p.writer.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("closing kafka writer: %w", err))
+	}
+	for _, c := range []*kafkago.Client{p.client} {
+		if t, ok := c.Transport.(*kafkago.Transport); ok {
+			t.CloseIdleConnections()
+		}
+	}
+	if t, ok := p.writer.Transport.(*kafkago.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	if n := p.spool.Records(); n > 0 {
+		p.log.Info("kafka producer closed with events in the spool; the next start replays them", "spooled_events", n)
+	}
+	return errors.Join(errs...)
+}

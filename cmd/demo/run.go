@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/originlens/originlens/internal/heatmap"
 	"github.com/originlens/originlens/internal/mmdb"
+	"github.com/originlens/originlens/internal/opensearchtest"
 	kafkago "github.com/segmentio/kafka-go"
 )
 
@@ -55,31 +57,43 @@ type result struct {
 	AppActions    map[string]int // from the app's /metrics: originlens_connections_total by action
 	AppSpoofs     int            // originlens_proxy_header_errors_total{kind="spoof"}
 	Produced      int64          // records added to the topic during the run; -1: unknown
-	Indexed       int64          // events ingest counted during the run; -1: no ingest
-	IndexedSource string         // "memory" or "opensearch"
+	Indexed       int64          // documents added to the index during the run; -1: no ingest
+	IndexedWhere  string         // the OpenSearch or the stand-in
+	HeatmapEvents int64          // events ingest's heat map counted during the run; -1: no ingest
 	Heatmap       *heatmap.Snapshot
 	Names         map[string]string // country names by ISO code, from the table
+	PIDs          []int             // the programs started (all stopped on return)
 }
 
 // run starts everything, runs the traffic, prints the summary and stops
 // everything (unless cfg.Keep, then it waits for ctx). Interrupted by ctx, it
 // stops what it started and returns nil.
-func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) {
+func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
+	_, err := runDemo(ctx, cfg, stdout)
+	return err
+}
+
+// runDemo is run, returning what it measured for the tests. The result is
+// partial when the demo was interrupted or failed.
+func runDemo(ctx context.Context, cfg Config, stdout io.Writer) (res result, err error) {
 	out := func(format string, args ...any) { fmt.Fprintf(stdout, format+"\n", args...) }
 	for _, name := range []string{"app", "devkafka"} {
 		if _, err := os.Stat(filepath.Join(cfg.BinDir, name)); err != nil {
-			return fmt.Errorf("%s/%s is missing: run `make build` (or `make demo`, which builds first)", cfg.BinDir, name)
+			return res, fmt.Errorf("%s/%s is missing: run `make build` (or `make demo`, which builds first)", cfg.BinDir, name)
 		}
 	}
 	unlock, err := prepareWorkDir(cfg.WorkDir)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer unlock()
 	logDir := filepath.Join(cfg.WorkDir, "logs")
 
 	var st stack
 	defer func() {
+		for _, p := range st.procs {
+			res.PIDs = append(res.PIDs, p.cmd.Process.Pid)
+		}
 		if serr := st.stop(); serr != nil && err == nil {
 			err = fmt.Errorf("stopping: %w", serr)
 		}
@@ -100,7 +114,7 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	if geoDB == "" {
 		geoDB = filepath.Join(cfg.WorkDir, "geoip", "demo-city.mmdb")
 		if table, err = buildDB(cfg.Table, geoDB); err != nil {
-			return err
+			return res, err
 		}
 		out("  geoip    %s: %d networks from %s (documentation ranges mapped to real cities)", geoDB, len(table.City), cfg.Table)
 	} else {
@@ -110,7 +124,7 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 			f.Close()
 		}
 		if err != nil {
-			return fmt.Errorf("reading the GeoIP table for the client addresses: %w", err)
+			return res, fmt.Errorf("reading the GeoIP table for the client addresses: %w", err)
 		}
 		out("  geoip    %s (GEOIP_DB); note: the demo's clients use documentation ranges, which a real database does not place", geoDB)
 	}
@@ -123,7 +137,7 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		p, err := start("devkafka", filepath.Join(cfg.BinDir, "devkafka"),
 			[]string{"--addr-file", addrFile, "--topics", topic, "--partitions", "3"}, nil, logDir)
 		if err != nil {
-			return err
+			return res, err
 		}
 		st.add(p)
 		if err := p.waitFor(ctx, "broker address", 20*time.Second, func() error {
@@ -134,7 +148,7 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 			brokers = strings.TrimSpace(string(b))
 			return nil
 		}); err != nil {
-			return interrupted(err)
+			return res, interrupted(err)
 		}
 		out("  kafka    %s (bin/devkafka: in-process kfake broker, topic %s)", brokers, topic)
 	} else {
@@ -144,11 +158,11 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	// App.
 	listen, err := freePort()
 	if err != nil {
-		return err
+		return res, err
 	}
 	admin, err := freePort()
 	if err != nil {
-		return err
+		return res, err
 	}
 	appArgs := []string{
 		"--listen", listen, "--admin", admin,
@@ -162,52 +176,72 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	}
 	app, err := start("app", filepath.Join(cfg.BinDir, "app"), appArgs, nil, logDir)
 	if err != nil {
-		return err
+		return res, err
 	}
 	st.add(app)
 	if err := app.waitFor(ctx, "readiness", 30*time.Second, httpOK("http://"+admin+"/readyz")); err != nil {
-		return interrupted(err)
+		return res, interrupted(err)
 	}
 	out("  app      %s (PROXY protocol trusted from 127.0.0.1/32 only), admin http://%s/metrics", listen, admin)
 
-	// Ingest.
+	// Ingest, and where it indexes: OPENSEARCH_URL, or an in-process
+	// OpenSearch stand-in (internal/opensearchtest) so that the demo needs
+	// no cluster.
 	var ingestUI string
+	var countIndexed func(context.Context) (int64, error)
+	indexWhere := ""
 	ingestBin := filepath.Join(cfg.BinDir, "ingest")
 	if _, err := os.Stat(ingestBin); err != nil {
 		out("  ingest   NOT RUN: %s is missing (cmd/ingest not built yet): no indexing, no heat map", ingestBin)
 	} else {
+		osURL := cfg.OpenSearchURL
+		if osURL == "" {
+			stand := opensearchtest.NewServer()
+			defer stand.Close()
+			osURL = stand.URL
+			countIndexed = func(context.Context) (int64, error) { return int64(stand.Count(indexPattern)), nil }
+			indexWhere = "in-process OpenSearch stand-in"
+		} else {
+			countIndexed = func(ctx context.Context) (int64, error) { return openSearchCount(ctx, osURL) }
+			indexWhere = "OpenSearch " + redact(osURL)
+		}
 		ui := cfg.UI
-		if !portFree(ui) {
+		if strings.HasSuffix(ui, ":0") {
 			if ui, err = freePort(); err != nil {
-				return err
+				return res, err
+			}
+		} else if !portFree(ui) {
+			if ui, err = freePort(); err != nil {
+				return res, err
 			}
 			out("  (%s is busy: the heat map goes to %s)", cfg.UI, ui)
 		}
-		var env []string
-		if cfg.OpenSearchURL != "" {
-			env = append(env, "OPENSEARCH_URL="+cfg.OpenSearchURL)
-		}
-		if cfg.DashboardsURL != "" {
-			env = append(env, "DASHBOARDS_URL="+cfg.DashboardsURL)
-		}
-		ing, err := start("ingest", ingestBin, []string{"--kafka-brokers", brokers, "--ui", ui}, env, logDir)
+		ingestAdmin, err := freePort()
 		if err != nil {
-			return err
+			return res, err
+		}
+		args := []string{"--kafka-brokers", brokers, "--ui", ui, "--admin", ingestAdmin, "--opensearch-url", osURL, "--flush-interval", "200ms"}
+		if cfg.DashboardsURL != "" {
+			args = append(args, "--dashboards-url", cfg.DashboardsURL)
+		}
+		ing, err := start("ingest", ingestBin, args, nil, logDir)
+		if err != nil {
+			return res, err
 		}
 		st.add(ing)
 		if err := ing.waitFor(ctx, "heat-map page", 60*time.Second, httpOK("http://"+ui+"/api/heatmap")); err != nil {
 			if ctx.Err() != nil {
-				return interrupted(err)
+				return res, interrupted(err)
 			}
 			out("  ingest   NOT RUNNING: %v", err)
 			_ = ing.stop(5 * time.Second)
+			countIndexed = nil
 		} else {
 			ingestUI = "http://" + ui + "/"
-			where := "in-memory view (set OPENSEARCH_URL to index into OpenSearch)"
-			if cfg.OpenSearchURL != "" {
-				where = "indexing into " + cfg.OpenSearchURL
+			out("  ingest   indexing into the %s; heat map %s", indexWhere, ingestUI)
+			if cfg.DashboardsURL != "" {
+				out("           dashboards imported into %s", cfg.DashboardsURL)
 			}
-			out("  ingest   heat map %s, %s", ingestUI, where)
 		}
 	}
 
@@ -216,10 +250,16 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	if n, err := topicRecords(ctx, brokers); err == nil {
 		before = n
 	}
-	indexedBefore := int64(0)
+	indexedBefore := int64(-1)
+	if countIndexed != nil {
+		if n, err := countIndexed(ctx); err == nil {
+			indexedBefore = n
+		}
+	}
+	heatBefore := int64(0)
 	if ingestUI != "" {
 		if s, err := fetchHeatmap(ctx, ingestUI); err == nil {
-			indexedBefore = s.Totals.Events
+			heatBefore = s.Totals.Events
 		}
 	}
 
@@ -228,18 +268,18 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 	for _, e := range table.City {
 		names[e.CountryISO] = e.CountryName
 	}
-	res := result{Clients: len(srcs), Countries: len(names), Tally: &tally{}, Produced: -1, Indexed: -1, Names: names}
+	res = result{Clients: len(srcs), Countries: len(names), Tally: &tally{}, Produced: -1, Indexed: -1, HeatmapEvents: -1, Names: names}
 	out("\ntraffic: %d connections with PROXY v2 headers claiming %d client addresses in %d countries, then %d spoof attempts from untrusted %s ...",
 		cfg.Count, len(srcs), len(names), cfg.Spoofs, spoofSource)
 	t0 := time.Now()
 	if err := traffic(ctx, listen, srcs, cfg.Count, cfg.Concurrency, res.Tally); err != nil {
-		return interrupted(err)
+		return res, interrupted(err)
 	}
 	if err := spoofs(ctx, listen, srcs, cfg.Spoofs, res.Tally); err != nil {
-		return interrupted(err)
+		return res, interrupted(err)
 	}
 	if ctx.Err() != nil {
-		return interrupted(nil)
+		return res, interrupted(nil)
 	}
 	out("traffic done in %s", time.Since(t0).Round(time.Millisecond))
 
@@ -250,21 +290,28 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		if n, err := topicRecords(ctx, brokers); err == nil && before >= 0 {
 			res.Produced = n - before
 		}
+		if countIndexed != nil && indexedBefore >= 0 {
+			if n, err := countIndexed(ctx); err == nil {
+				res.Indexed = n - indexedBefore
+				res.IndexedWhere = indexWhere
+			}
+		}
 		if ingestUI != "" {
 			if s, err := fetchHeatmap(ctx, ingestUI); err == nil {
-				res.Indexed = s.Totals.Events - indexedBefore
-				res.IndexedSource = s.Source
+				res.HeatmapEvents = s.Totals.Events - heatBefore
 				res.Heatmap = &s
 			}
 		}
-		done := res.Produced >= want && (ingestUI == "" || res.Indexed >= res.Produced)
+		done := res.Produced >= want &&
+			(countIndexed == nil || res.Indexed >= res.Produced) &&
+			(ingestUI == "" || res.HeatmapEvents >= res.Produced)
 		if done || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
 	if ctx.Err() != nil {
-		return interrupted(nil)
+		return res, interrupted(nil)
 	}
 	res.AppActions, res.AppSpoofs, _ = appMetrics(ctx, admin)
 
@@ -280,9 +327,9 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) (err error) 
 		}
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%d problems (see the summary)", len(problems))
+		return res, fmt.Errorf("%d problems (see the summary)", len(problems))
 	}
-	return nil
+	return res, nil
 }
 
 // anyExited returns a channel closed when any of ps exits. Its goroutines
@@ -357,6 +404,43 @@ func topicRecords(ctx context.Context, brokers string) (int64, error) {
 		n += last - first
 	}
 	return n, nil
+}
+
+// indexPattern matches ingest's daily indices (its --index-prefix default).
+const indexPattern = "conn-events-*"
+
+// openSearchCount returns the number of documents in indexPattern.
+func openSearchCount(ctx context.Context, base string) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/"+indexPattern+"/_count?allow_no_indices=true", nil)
+	if err != nil {
+		return 0, fmt.Errorf("counting documents: %w", err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("counting documents: %w", err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("counting documents: %s", res.Status)
+	}
+	var c struct {
+		Count int64 `json:"count"`
+	}
+	if err := json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(&c); err != nil {
+		return 0, fmt.Errorf("counting documents: %w", err)
+	}
+	return c.Count, nil
+}
+
+// redact removes credentials from a URL for printing.
+func redact(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return p.Redacted()
 }
 
 // fetchHeatmap reads ingest's /api/heatmap.

@@ -28,6 +28,9 @@ func (r result) problems(spoofs int) []string {
 	if r.Indexed >= 0 && r.Produced >= 0 && r.Indexed != r.Produced {
 		p = append(p, fmt.Sprintf("%d events indexed, want the %d produced", r.Indexed, r.Produced))
 	}
+	if r.HeatmapEvents >= 0 && r.Produced >= 0 && r.HeatmapEvents != r.Produced {
+		p = append(p, fmt.Sprintf("the heat map counted %d events, want the %d produced", r.HeatmapEvents, r.Produced))
+	}
 	return p
 }
 
@@ -51,13 +54,12 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 	}
 	indexed := "n/a: ingest not running"
 	if r.Indexed >= 0 {
-		where := "ingest's in-memory view"
-		if r.IndexedSource == "opensearch" {
-			where = "OpenSearch " + cfg.OpenSearchURL
-		}
-		indexed = fmt.Sprintf("%d (%s)", r.Indexed, where)
+		indexed = fmt.Sprintf("%d (%s)", r.Indexed, r.IndexedWhere)
 	}
 	fmt.Fprintf(tw, "  events\tproduced %s (Kafka topic %s), indexed %s\t\n", num(r.Produced, "unknown"), topic, indexed)
+	if r.HeatmapEvents >= 0 {
+		fmt.Fprintf(tw, "  heat map\t%d events, %d cells\t(ingest's live view)\n", r.HeatmapEvents, len(r.Heatmap.Cells))
+	}
 	tw.Flush()
 
 	// Per-country table: the probes' view, with what ingest counted.
@@ -90,13 +92,17 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 		width = max(width, len([]rune(name)))
 		rows = append(rows, row{name, c.ISO, idx, c.N, c.Serve, c.Redirect, c.Deny})
 	}
+	unplaced := 0
+	if _, ok := t.ByCountry["--"]; ok {
+		unplaced = 1
+	}
 	pad := func(s string) string { return s + strings.Repeat(" ", width-len([]rune(s))) }
 	fmt.Fprintf(w, "\n  %s  ISO  conns  serve  redirect  deny  indexed\n", pad("country"))
 	for _, x := range rows {
 		fmt.Fprintf(w, "  %s  %-3s  %5d  %5d  %8d  %4d  %7s\n", pad(x.name), x.iso, x.n, x.serve, x.redirect, x.deny, x.idx)
 	}
 	fmt.Fprintf(w, "(%d countries; denied: the embargo rule; redirected: EU data stays in the EU; refused: PROXY headers from %s, which is not a trusted proxy)\n",
-		len(t.ByCountry), spoofSource)
+		len(rows)-unplaced, spoofSource)
 
 	if p := r.problems(cfg.Spoofs); len(p) > 0 {
 		fmt.Fprintf(w, "\nWARNING: the numbers do not add up:\n  - %s\n", strings.Join(p, "\n  - "))

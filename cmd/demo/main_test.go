@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/originlens/originlens/internal/mmdb"
+)
+
+// buildPrograms builds the programs the demo starts into a temporary
+// directory; bin/ingest only when cmd/ingest exists.
+func buildPrograms(t *testing.T) (dir string, withIngest bool) {
+	t.Helper()
+	dir = t.TempDir()
+	pkgs := []string{"../app", "../devkafka"}
+	if _, err := os.Stat("../ingest/main.go"); err == nil {
+		pkgs = append(pkgs, "../ingest")
+		withIngest = true
+	}
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goBin, append([]string{"build", "-o", dir + "/"}, pkgs...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %v: %v\n%s", pkgs, err, out)
+	}
+	return dir, withIngest
+}
+
+// TestDemo runs the demo end to end twice in a row with a small traffic
+// count (the second run proves ports, files and processes were released)
+// and checks that the numbers add up: every connection is counted by the
+// probes, the app and Kafka, and by ingest when it is built.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: builds and runs the whole pipeline (-short)")
+	}
+	bin, withIngest := buildPrograms(t)
+	if !withIngest {
+		t.Log("cmd/ingest not present: running the demo without ingest")
+	}
+	work := t.TempDir()
+	const count, spoofs = 60, 6
+	for round := range 2 {
+		var stdout bytes.Buffer
+		cfg := Config{
+			BinDir: bin, WorkDir: work, Table: "../../deploy/demo/geo-table.tsv",
+			UI: "127.0.0.1:0", Count: count, Spoofs: spoofs, Concurrency: 4, Wait: 60 * time.Second,
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		res, err := runDemo(ctx, cfg, &stdout)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: runDemo() = %v\n%s", round, err, stdout.String())
+		}
+		tl := res.Tally
+		if tl.Served+tl.Redirect+tl.Denied != count || tl.Refused != spoofs || tl.Failed != 0 {
+			t.Errorf("round %d: probes served %d + redirected %d + denied %d, refused %d, failed %d; want %d, %d, 0",
+				round, tl.Served, tl.Redirect, tl.Denied, tl.Refused, tl.Failed, count, spoofs)
+		}
+		if tl.Served == 0 || tl.Redirect == 0 || tl.Denied == 0 {
+			t.Errorf("round %d: want some of each decision, got served %d redirected %d denied %d", round, tl.Served, tl.Redirect, tl.Denied)
+		}
+		if got, want := res.AppActions, map[string]int{
+			"connection-closed": tl.Served + tl.Redirect, "connection-denied": tl.Denied, "connection-refused": spoofs,
+		}; !cmp.Equal(got, want) || res.AppSpoofs != spoofs {
+			t.Errorf("round %d: app metrics %v spoofs %d, want %v spoofs %d", round, got, res.AppSpoofs, want, spoofs)
+		}
+		if res.Produced != count+spoofs {
+			t.Errorf("round %d: %d events produced, want %d", round, res.Produced, count+spoofs)
+		}
+		if withIngest {
+			if res.Indexed != res.Produced || res.HeatmapEvents != res.Produced || res.Heatmap == nil {
+				t.Errorf("round %d: %d events indexed, %d in the heat map; want %d", round, res.Indexed, res.HeatmapEvents, res.Produced)
+			} else {
+				for iso, c := range tl.ByCountry {
+					if iso == "--" {
+						continue
+					}
+					found := false
+					for _, hc := range res.Heatmap.Countries {
+						if hc.ISO == iso {
+							found = true
+							if hc.Count != int64(c.N) || hc.Decisions.Serve != int64(c.Serve) || hc.Decisions.Redirect != int64(c.Redirect) || hc.Decisions.Deny != int64(c.Deny) {
+								t.Errorf("round %d: heat map %s = %+v, probes saw %+v", round, iso, hc, *c)
+							}
+						}
+					}
+					if !found {
+						t.Errorf("round %d: heat map lacks %s", round, iso)
+					}
+				}
+			}
+		}
+		for _, want := range []string{"summary", "connections", "produced", "United States", "North Korea", "where to look"} {
+			if !strings.Contains(stdout.String(), want) {
+				t.Errorf("round %d: summary lacks %q:\n%s", round, want, stdout.String())
+			}
+		}
+		if strings.Contains(stdout.String(), "WARNING") {
+			t.Errorf("round %d: summary warns:\n%s", round, stdout.String())
+		}
+		// Every program the demo started is gone.
+		if len(res.PIDs) < 2 {
+			t.Errorf("round %d: %d programs started, want devkafka, app (and ingest)", round, len(res.PIDs))
+		}
+		for _, pid := range res.PIDs {
+			if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+				t.Errorf("round %d: process %d still exists after the demo (kill 0: %v)", round, pid, err)
+			}
+		}
+		if t.Failed() {
+			t.Logf("round %d output:\n%s", round, stdout.String())
+			return
+		}
+	}
+}
+
+// TestDemoInterrupted cancels the demo during its traffic run: it must stop
+// what it started and return without error.
+func TestDemoInterrupted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: builds and runs the pipeline (-short)")
+	}
+	bin, _ := buildPrograms(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	var res result
+	go func() {
+		var err error
+		res, err = runDemo(ctx, Config{BinDir: bin, WorkDir: t.TempDir(), Table: "../../deploy/demo/geo-table.tsv",
+			UI: "127.0.0.1:0", Count: 100000, Spoofs: 0, Concurrency: 2, Wait: time.Minute}, pw)
+		pw.Close()
+		done <- err
+	}()
+	var out bytes.Buffer
+	buf := make([]byte, 4096)
+	for !strings.Contains(out.String(), "traffic:") {
+		n, err := pr.Read(buf)
+		if err != nil {
+			t.Fatalf("demo ended before its traffic run:\n%s", out.String())
+		}
+		out.Write(buf[:n])
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	go io.Copy(&out, pr)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("interrupted runDemo() = %v", err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("demo did not stop within 90s of the interrupt")
+	}
+	for _, pid := range res.PIDs {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("process %d still exists after the interrupted demo", pid)
+		}
+	}
+}
+
+func TestSources(t *testing.T) {
+	f, err := os.Open("../../deploy/demo/geo-table.tsv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	table, err := mmdb.ParseTable(f)
+	if err != nil {
+		t.Fatalf("the demo table does not parse: %v", err)
+	}
+	srcs := sources(table)
+	seen := map[netip.AddrPort]bool{}
+	countries := map[string]bool{}
+	for i, s := range srcs {
+		if seen[s] {
+			t.Errorf("source %v repeated", s)
+		}
+		seen[s] = true
+		placed := false
+		for _, e := range table.City {
+			if e.Prefix.Contains(s.Addr()) {
+				placed = true
+				if i < len(table.City) {
+					countries[e.CountryISO] = true
+				}
+			}
+		}
+		if !placed && !netip.MustParsePrefix("192.0.2.240/28").Contains(s.Addr()) {
+			t.Errorf("source %v is in no table network", s)
+		}
+		if !s.Addr().IsGlobalUnicast() && !s.Addr().Is6() {
+			t.Errorf("source %v is not a unicast address", s)
+		}
+	}
+	// The first round of sources spans every country of the table.
+	want := map[string]bool{}
+	for _, e := range table.City {
+		want[e.CountryISO] = true
+	}
+	if len(countries) != len(want) || len(want) < 30 {
+		t.Errorf("first %d sources span %d countries, want all %d (>= 30)", len(table.City), len(countries), len(want))
+	}
+	for _, iso := range []string{"KP", "DE", "US"} {
+		if !want[iso] {
+			t.Errorf("the table lacks %s: the demo needs a denied, a redirected and a served country", iso)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	env := map[string]string{"DEMO_KEEP": "1", "GEOIP_DB": "/g.mmdb", "KAFKA_BROKERS": "k:9092", "DEMO_COUNT": "50"}
+	cfg, err := parseFlags([]string{"--spoofs", "3"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.Keep || cfg.GeoIPDB != "/g.mmdb" || cfg.KafkaBrokers != "k:9092" || cfg.Count != 50 || cfg.Spoofs != 3 || cfg.UI != "127.0.0.1:8088" {
+		t.Errorf("parseFlags = %+v", cfg)
+	}
+	for _, args := range [][]string{{"--count", "0"}, {"--spoofs", "x"}, {"--wait", "-1s"}, {"extra"}} {
+		if _, err := parseFlags(args, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("parseFlags(%q) = nil error, want one", args)
+		}
+	}
+}

@@ -440,3 +440,122 @@ func addrPortOf(t *testing.T, a net.Addr) netip.AddrPort {
 	}
 	return ap
 }
+
+// startBinary starts the built app with args and returns its client and
+// admin addresses from the "serving" log line; the process is killed at
+// cleanup. Further stderr goes to the returned buffer.
+func startBinary(t *testing.T, args ...string) (cmd *exec.Cmd, addr, admin string, stdout, stderr *syncBuffer) {
+	t.Helper()
+	cmd = exec.Command(appBinary(t), append([]string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"}, args...)...)
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	cmd.Stdout = stdout
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(pipe)
+	for addr == "" && sc.Scan() {
+		stderr.Write(append(sc.Bytes(), '\n'))
+		var rec struct{ Msg, Listen, Admin string }
+		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "serving" {
+			addr, admin = rec.Listen, rec.Admin
+		}
+	}
+	if addr == "" {
+		t.Fatalf("no serving log line:\n%s", stderr.String())
+	}
+	go io.Copy(stderr, pipe)
+	return cmd, addr, admin, stdout, stderr
+}
+
+// lineReport connects, sends a first line and returns the report.
+func lineReport(t *testing.T, addr string) report.Report {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "hello\n")
+	l, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := report.ParseLine(l)
+	if err != nil {
+		t.Fatalf("report %q: %v", l, err)
+	}
+	return r
+}
+
+// Ensure SIGHUP swaps in a changed --policy file, and keeps the current
+// rules (counting the error) when the new file is bad.
+func TestPolicyReloadOnSIGHUP(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("default: {decision: serve, region: us-east-2}\nrules:\n  - name: no-loopback\n    when: {class: [loopback]}\n    then: {decision: deny}\n")
+	cmd, addr, admin, _, stderr := startBinary(t, "--policy", path)
+	if r := lineReport(t, addr); r[report.KeyDecision] != "deny" || r[report.KeyRule] != "no-loopback" {
+		t.Fatalf("before reload: %v", r)
+	}
+	hup := func(wantLog string) {
+		t.Helper()
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(stderr.String(), wantLog); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q log after SIGHUP:\n%s", wantLog, stderr.String())
+			}
+		}
+	}
+	write("default: {decision: serve, region: us-east-2}\n")
+	hup("policy reloaded")
+	if r := lineReport(t, addr); r[report.KeyDecision] != "serve" {
+		t.Fatalf("after reload: %v", r)
+	}
+	write("default: {decision: maybe}\n")
+	hup("policy reload failed")
+	if r := lineReport(t, addr); r[report.KeyDecision] != "serve" {
+		t.Fatalf("after a bad reload: %v; want the previous rules", r)
+	}
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`originlens_policy_reloads_total{result="ok"} 1`, `originlens_policy_reloads_total{result="error"} 1`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// Ensure a bad --policy file is a configuration error: exit 2, one line.
+func TestBadPolicyFileExits2(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(path, []byte("rules: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(appBinary(t), "--listen", "127.0.0.1:0", "--admin", "", "--policy", path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 {
+		t.Fatalf("exit %v; want status 2\n%s", err, stderr.String())
+	}
+	if lines := strings.Count(stderr.String(), "\n"); lines != 1 || !strings.Contains(stderr.String(), "policy") {
+		t.Errorf("stderr %q; want one line about the policy", stderr.String())
+	}
+}

@@ -108,7 +108,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		compression  = fs.String("kafka-compression", "zstd", "Kafka compression: zstd, lz4 or none")
 		createTopic  = fs.Bool("kafka-create-topic", false, "create the topic at start when missing")
 		partitions   = fs.Int("kafka-partitions", 6, "partitions for --kafka-create-topic")
-		replication  = fs.Int("kafka-replication-factor", 3, "replication factor for --kafka-create-topic")
+		replication  = fs.Int("kafka-replication-factor", 0, "replication factor for --kafka-create-topic; 0: the broker's default")
 		kafkaTLS     = fs.Bool("kafka-tls", false, "connect to Kafka with TLS")
 		caFile       = fs.String("kafka-ca-file", "", "PEM CA bundle for --kafka-tls; empty: system roots")
 		sasl         = fs.String("kafka-sasl", "none", "Kafka SASL: none, scram-sha-512 or aws-msk-iam")
@@ -116,7 +116,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		password     = fs.String("kafka-password", "", "SCRAM password (prefer the environment variable)")
 		awsRegion    = fs.String("kafka-aws-region", "", "AWS region for aws-msk-iam; empty: from the AWS config chain")
 		queueSize    = fs.Int("queue-size", 65536, "in-memory event queue; when full, events go to the spool")
-		spoolDir     = fs.String("spool-dir", "", "directory for events Kafka cannot take; empty: no spool")
+		spoolDir     = fs.String("spool-dir", "", "directory for events Kafka cannot take; empty: /var/lib/originlens/spool when writable, else ./spool")
 		spoolMax     = fs.Int64("spool-max-bytes", 1<<30, "spool size limit in bytes")
 		spoolFsync   = fs.Duration("spool-fsync-interval", time.Second, "how often the spool is fsynced")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
@@ -228,7 +228,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	check("kafka-linger", notNegative(*linger))
 	check("kafka-compression", oneOf(*compression, "zstd", "lz4", "none"))
 	check("kafka-partitions", atLeast(*partitions, 1))
-	check("kafka-replication-factor", atLeast(*replication, 1))
+	check("kafka-replication-factor", atLeast(*replication, 0))
 	check("kafka-sasl", oneOf(*sasl, "none", "scram-sha-512", "aws-msk-iam"))
 	if *sasl == "none" {
 		cfg.KafkaSASL = ""

@@ -45,11 +45,16 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	// Components, in data-path order. Each failure here is a configuration
-	// error: nothing listens yet.
+	// Components. Each failure here is a configuration error: nothing
+	// listens yet. Files are checked before the geo databases open (which
+	// may log), so that a bad file is the only line on stderr.
 	resolver, err := origin.NewResolver(origin.Config{
 		Mode: cfg.ProxyMode, Trusted: cfg.TrustedProxies, HeaderTimeout: cfg.ProxyHeaderTimeout,
 	})
+	if err != nil {
+		return &configError{err}
+	}
+	rules, err := newLivePolicy(cfg.Policy, reg)
 	if err != nil {
 		return &configError{err}
 	}
@@ -58,10 +63,6 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return &configError{fmt.Errorf("opening geo databases: %w", err)}
 	}
 	defer db.Close()
-	rules, err := newLivePolicy(cfg.Policy, reg)
-	if err != nil {
-		return &configError{err}
-	}
 	limiter := limit.New(limit.Config{
 		MaxConnsPerIP: cfg.MaxConnsPerIP, RatePerIP: cfg.ConnRatePerIP, BurstPerIP: cfg.ConnBurstPerIP,
 	})
@@ -121,13 +122,16 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	g.Go(func() error {
 		err := srv.Serve(gctx, ln)
 		ready.Store(false)
-		stopPub()
-		<-pubDone
+		// Every event is published: flush and close the publisher (Kafka's
+		// Close stops its Run and hands what Kafka cannot take to the
+		// spool), then stop its delivery loop if it still runs.
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 		defer cancel()
 		if cerr := pub.close(cctx); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("closing the event publisher: %w", cerr))
 		}
+		stopPub()
+		<-pubDone
 		log.Info("stopped", "drained", err == nil)
 		return err
 	})

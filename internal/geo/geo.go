@@ -209,6 +209,9 @@ func (d *DB) open(s *source, verify bool) (*generation, error) {
 	}
 	g := &generation{r: r, country: strings.Contains(r.Metadata().DatabaseType, "Country")}
 	for _, a := range probes {
+		if a.Is6() && r.Metadata().IPVersion == 4 {
+			continue // an IPv4-only database refuses IPv6 lookups
+		}
 		if s.name == "asn" {
 			_, err = r.ASN(a)
 		} else if g.country {

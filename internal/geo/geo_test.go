@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/originlens/originlens/internal/geo"
@@ -446,5 +449,34 @@ func TestMmdblookupAgrees(t *testing.T) {
 		if want := `"` + got + `"`; got == "" || !strings.Contains(string(out), want) {
 			t.Errorf("Lookup(%s).CountryISO = %q, mmdblookup says %s", ip, got, strings.TrimSpace(string(out)))
 		}
+	}
+}
+
+// TestIPv4OnlyDatabase opens an IPv4-only City database (IPv6 lookups are
+// errors in it): it is accepted and IPv6 clients are classified.
+func TestIPv4OnlyDatabase(t *testing.T) {
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoIP2-City", IPVersion: 4, IncludeReservedNetworks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, n, _ := net.ParseCIDR("203.0.113.0/24")
+	if err := tree.Insert(n, mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("DE")}}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "v4.mmdb")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	db := open(t, geo.Config{CityPath: path})
+	if got := db.Lookup(netip.MustParseAddr("203.0.113.1")); got.CountryISO != "DE" || got.Class != "public" {
+		t.Errorf("Lookup(203.0.113.1) = %+v, want DE", got)
+	}
+	if got := db.Lookup(netip.MustParseAddr("2001:db8::1")); got != (geo.Location{Class: "documentation"}) {
+		t.Errorf("Lookup(2001:db8::1) in an IPv4-only database = %+v, want class only", got)
 	}
 }

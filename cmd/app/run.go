@@ -80,7 +80,10 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return &configError{err}
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	// No TCP keepalive probes (four setsockopt calls per accepted
+	// connection): --idle-timeout already closes idle connections.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(ctx, "tcp", cfg.Listen)
 	if err != nil {
 		pub.close(context.Background())
 		return fmt.Errorf("listening: %w", err)

@@ -78,10 +78,16 @@ func (s *Server) serveHTTP(c *conn, br *bufio.Reader, rep report.Report, d polic
 		}
 		c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		closeAfter := req.Close || s.draining.Load()
-		if req.Body != http.NoBody && req.Body != nil {
+		switch {
+		case req.Body == http.NoBody || req.Body == nil:
+		case strings.EqualFold(req.Header.Get("Expect"), "100-continue"):
+			// The client waits before sending the body we do not want:
+			// answer and close instead of asking for it.
+			closeAfter = true
+		default:
 			// Read a small unwanted body so the connection can be kept;
-			// close after a large one.
-			if m, _ := io.CopyN(io.Discard, req.Body, maxDiscardBody+1); m > maxDiscardBody {
+			// close after a large one or a broken one.
+			if m, err := io.CopyN(io.Discard, req.Body, maxDiscardBody+1); m > maxDiscardBody || err != nil && err != io.EOF {
 				closeAfter = true
 			}
 		}

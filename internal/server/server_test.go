@@ -298,6 +298,9 @@ func TestHTTPRawClient(t *testing.T) {
 		{"http10", "GET / HTTP/1.0\r\n\r\n", "HTTP/1.1 200 OK", true},
 		{"http10-keepalive", "GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "HTTP/1.1 200 OK", false},
 		{"http11-close", "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "HTTP/1.1 200 OK", true},
+		{"expect-continue", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", "HTTP/1.1 405 Method Not Allowed", true},
+		{"body-kept", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", "HTTP/1.1 405 Method Not Allowed", false},
+		{"chunked-get", "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "HTTP/1.1 200 OK", false},
 		{"bad-header", "GET / HTTP/1.1\r\nHost x\r\n\r\n", "HTTP/1.1 400 Bad Request", true},
 		{"header-too-large", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", server.MaxHeaderBytes+8192) + "\r\n\r\n", "HTTP/1.1 431 Request Header Fields Too Large", true},
 	}

@@ -234,7 +234,7 @@ func TestHAProxyInterop(t *testing.T) {
 			// Let haproxy run a few health checks, then stop everything.
 			time.Sleep(300 * time.Millisecond)
 			ts.stop(t)
-			evs := ts.rec.all()
+			evs := ts.rec.wait(int(ts.rec.published.Load()))
 			byID(t, evs)
 			src := bySource(evs)
 			for _, r := range results {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,13 +27,14 @@ import (
 // recorder collects published events. It round-trips every event through
 // the real JSON sink and event.Parse, so tests see what a consumer sees.
 type recorder struct {
-	t      testing.TB
-	mu     sync.Mutex
-	events []event.Event
-	notify chan struct{}
-	sink   *sink.JSONLines
-	pw     *io.PipeWriter
-	done   chan struct{}
+	t         testing.TB
+	published atomic.Int64 // Publish calls so far, counted synchronously
+	mu        sync.Mutex
+	events    []event.Event
+	notify    chan struct{}
+	sink      *sink.JSONLines
+	pw        *io.PipeWriter
+	done      chan struct{}
 }
 
 func newRecorder(t testing.TB) *recorder {
@@ -68,7 +70,10 @@ func newRecorder(t testing.TB) *recorder {
 	return r
 }
 
-func (r *recorder) Publish(ev event.Event) { r.sink.Publish(ev) }
+func (r *recorder) Publish(ev event.Event) {
+	r.published.Add(1)
+	r.sink.Publish(ev)
+}
 
 // wait returns the first n events, failing the test if they do not all
 // arrive within 5 s.

@@ -627,10 +627,10 @@ func TestDrain(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Serve did not return")
 	}
-	evs := bySource(ts.rec.all())
-	if len(evs) != 3 {
-		t.Fatalf("%d events after Serve returned; want 3", len(evs))
+	if n := ts.rec.published.Load(); n != 3 {
+		t.Fatalf("%d events published when Serve returned; want 3", n)
 	}
+	evs := bySource(ts.rec.wait(3))
 	for c, want := range map[net.Conn]string{talker: "served", stuck: "shutdown", keep: "served"} {
 		if ev := evs[addrOf(t, c.LocalAddr())]; ev.Event.Reason != want {
 			t.Errorf("%v: reason %q; want %q", c.LocalAddr(), ev.Event.Reason, want)

@@ -171,22 +171,28 @@ func startApp(tb testing.TB) (string, *syncBuf) {
 	return addr, logs
 }
 
-// startSocat relays a free port to target from relaySrc.
+// startSocat relays a free port on 127.0.0.1 to target from relaySrc.
 func startSocat(tb testing.TB, target string) string {
+	tb.Helper()
+	return startSocatFrom(tb, "127.0.0.1", target, relaySrc)
+}
+
+// startSocatFrom relays a free port on listenIP to target, dialing from src.
+func startSocatFrom(tb testing.TB, listenIP, target, src string) string {
 	tb.Helper()
 	if _, err := exec.LookPath("socat"); err != nil {
 		tb.Skip("socat not installed (.ci/run installs it): skipping the source-rewriting relay test")
 	}
 	port := freePort(tb)
 	logs := &syncBuf{}
-	cmd := exec.Command("socat", fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,fork,reuseaddr", port),
-		fmt.Sprintf("TCP:%s,bind=%s", target, relaySrc))
+	cmd := exec.Command("socat", fmt.Sprintf("TCP-LISTEN:%d,bind=%s,fork,reuseaddr", port, listenIP),
+		fmt.Sprintf("TCP:%s,bind=%s", target, src))
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("starting socat: %v", err)
 	}
 	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := net.JoinHostPort(listenIP, fmt.Sprint(port))
 	waitDial(tb, addr, "socat", logs)
 	return addr
 }
@@ -475,5 +481,53 @@ func TestProgress(t *testing.T) {
 	}
 	if isTerminal(&b) {
 		t.Error("isTerminal(buffer) = true")
+	}
+}
+
+// TestBehindNAT: in a network namespace of its own, the probe dials from a
+// private address (10.0.0.1) and a relay forwards from a public-looking
+// address (198.51.100.2), as a NAT gateway does. The probe cannot know its
+// public address: it exits 3 and asks for --expect-ip; told the gateway's
+// address it exits 0, told another one it exits 1.
+func TestBehindNAT(t *testing.T) {
+	const envNetns = "ORIGINLENS_TEST_NETNS"
+	if os.Getenv(envNetns) == "" {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root for a network namespace (unshare -n)")
+		}
+		for _, tool := range []string{"unshare", "ip", "socat"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				t.Skipf("%s not installed: skipping the behind-NAT test", tool)
+			}
+		}
+		cmd := exec.Command("unshare", "-n", os.Args[0], "-test.run", "^TestBehindNAT$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), envNetns+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestBehindNAT") {
+			t.Fatalf("behind-NAT test in a new network namespace: %v\n%s", err, out)
+		}
+		return
+	}
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up"},
+		{"addr", "add", "10.0.0.1/32", "dev", "lo"},
+		{"addr", "add", "198.51.100.2/32", "dev", "lo"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v\n%s", args, err, out)
+		}
+	}
+	addr, _ := startListen(t)
+	nat := startSocatFrom(t, "10.0.0.1", addr, "198.51.100.2")
+
+	code, out, _ := probeRun(t, "--bind", "10.0.0.1", nat)
+	if code != exitUnknown || !strings.Contains(out, "private (behind NAT)") || !strings.Contains(out, "--expect-ip") {
+		t.Errorf("probe from 10.0.0.1 through a NAT-like relay: exit %d, want 3 asking for --expect-ip; stdout:\n%s", code, out)
+	}
+	if code, out, _ := probeRun(t, "--bind", "10.0.0.1", "--expect-ip", "198.51.100.2", nat); code != exitPreserved {
+		t.Errorf("with --expect-ip 198.51.100.2: exit %d, want 0; stdout:\n%s", code, out)
+	}
+	if code, out, _ := probeRun(t, "--bind", "10.0.0.1", "--expect-ip", "203.0.113.7", nat); code != exitNotPreserved {
+		t.Errorf("with --expect-ip 203.0.113.7: exit %d, want 1; stdout:\n%s", code, out)
 	}
 }

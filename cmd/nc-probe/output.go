@@ -14,9 +14,9 @@ import (
 	"github.com/originlens/originlens/internal/report"
 )
 
-const gaNote = "note: connect is only the TCP handshake with the first box that answers; through Global Accelerator that is " +
-	"the edge, which terminates TCP, so it says nothing of the path to the server. report (probe line sent -> report line " +
-	"received) is the end-to-end time."
+const gaNote = "note: connect times only the TCP handshake with the first box that answers; through Global " +
+	"Accelerator that is the edge, which terminates TCP. report (probe line sent -> report line received) " +
+	"is the end-to-end time."
 
 func fmtMS(d time.Duration) string { return fmt.Sprintf("%.3f", ms(d)) }
 
@@ -32,7 +32,7 @@ func writeText(w io.Writer, cfg config, res probe.Result, interrupted bool) {
 	} else {
 		writeTarget(w, res.Targets[0], res.Elapsed)
 	}
-	fmt.Fprintln(w, gaNote)
+	fmt.Fprintln(w, wrap(gaNote, 96, "      "))
 	for _, t := range res.Targets {
 		fmt.Fprintln(w, shout(t.Explain()))
 	}

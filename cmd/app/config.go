@@ -129,8 +129,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(out, "Usage: app [flags]\n\nThe originlens TCP backend. Every flag also reads the environment variable shown.\n\nFlags:")
-			fs.SetOutput(out)
-			fs.PrintDefaults()
+			printFlags(out, fs)
 			return config{}, errExit
 		}
 		return config{}, err
@@ -304,4 +303,21 @@ func oneOf(s string, allowed ...string) error {
 		}
 	}
 	return fmt.Errorf("must be one of %s, got %q", strings.Join(allowed, ", "), s)
+}
+
+// printFlags lists the flags GNU-style (--name TYPE), each with its usage,
+// environment variable and default.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if typ != "" {
+			line += " " + typ
+		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, usage)
+		if def := f.DefValue; def != "" && def != "false" && def != "0" {
+			fmt.Fprintf(w, " (default %q)", def)
+		}
+		fmt.Fprintln(w)
+	})
 }

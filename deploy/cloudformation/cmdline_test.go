@@ -533,3 +533,53 @@ func TestPackage(t *testing.T) {
 		t.Errorf("VERSION = %q", v)
 	}
 }
+
+// TestUserDataShellSyntax renders each launch template's user data for
+// every value of the parameters that change it and has bash parse it.
+func TestUserDataShellSyntax(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash is not installed")
+	}
+	cases := []struct {
+		file, lt string
+		params   []map[string]string
+	}{
+		{"app.yaml", "AppLaunchTemplate", []map[string]string{
+			{"ProxyProtocolV2": "false"},
+			{"ProxyProtocolV2": "true", "PolicyKey": "originlens/policy.yaml",
+				"GeoIpDbKey": "originlens/GeoLite2-City.mmdb", "AsnDbKey": "originlens/GeoLite2-ASN.mmdb"},
+		}},
+		{"ingest.yaml", "IngestLaunchTemplate", []map[string]string{nil}},
+	}
+	for _, c := range cases {
+		for i, p := range c.params {
+			t.Run(fmt.Sprintf("%s/%d", strings.TrimSuffix(c.file, ".yaml"), i), func(t *testing.T) {
+				ud := renderUserData(t, load(t, c.file), c.lt, p)
+				if !strings.HasPrefix(ud, "#!/bin/bash\nset -euo pipefail\n") {
+					t.Errorf("user data does not start with a bash shebang and set -euo pipefail:\n%s", ud)
+				}
+				if strings.Contains(ud, "{{") {
+					t.Errorf("user data holds an unresolved value:\n%s", ud)
+				}
+				cmd := exec.Command(bash, "-n")
+				cmd.Stdin = strings.NewReader(ud)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Errorf("bash -n: %v\n%s\n--- user data:\n%s", err, out, ud)
+				}
+				if p["PolicyKey"] != "" {
+					env := envFile(t, heredoc(t, ud, "/etc/originlens/app.env"), map[string]string{"BROKERS": ""})
+					for k, want := range map[string]string{"APP_POLICY": "/etc/originlens/policy.yaml",
+						"APP_GEOIP_DB": "/etc/originlens/city.mmdb", "APP_ASN_DB": "/etc/originlens/asn.mmdb"} {
+						if env[k] != want {
+							t.Errorf("%s = %q, want %q", k, env[k], want)
+						}
+						if !strings.Contains(ud, " "+want+"\n") {
+							t.Errorf("user data does not download %s", want)
+						}
+					}
+				}
+			})
+		}
+	}
+}

@@ -64,6 +64,10 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	if len(args) > 0 && args[0] == "listen" {
 		return parseListen(args[1:], getenv, help)
 	}
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
+		fmt.Fprintln(help, "nc-probe", version)
+		return config{}, flag.ErrHelp
+	}
 	var cfg config
 	fs := flag.NewFlagSet("nc-probe", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)

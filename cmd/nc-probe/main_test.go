@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,7 +151,7 @@ func startApp(tb testing.TB) (string, *syncBuf) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(tb))
 	logs := &syncBuf{}
-	cmd := exec.Command(appBin, "--listen", addr, "--admin", "127.0.0.1:0",
+	cmd := exec.Command(appBin, "--listen", addr, "--admin", "127.0.0.1:0", "--drain-timeout", "2s",
 		"--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc+"/32")
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -188,10 +189,11 @@ func startSocatFrom(tb testing.TB, listenIP, target, src string) string {
 	cmd := exec.Command("socat", fmt.Sprintf("TCP-LISTEN:%d,bind=%s,fork,reuseaddr", port, listenIP),
 		fmt.Sprintf("TCP:%s,bind=%s", target, src))
 	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its fork children go with it
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("starting socat: %v", err)
 	}
-	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	tb.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
 	addr := net.JoinHostPort(listenIP, fmt.Sprint(port))
 	waitDial(tb, addr, "socat", logs)
 	return addr

@@ -21,6 +21,7 @@ import (
 	"github.com/originlens/originlens/internal/origin"
 	"github.com/originlens/originlens/internal/report"
 	"github.com/originlens/originlens/internal/server"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 const haproxyBin = "/usr/sbin/haproxy"
@@ -95,15 +96,22 @@ func startHAProxy(t *testing.T, fronts []haproxyFront) {
 	}
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
+// freeAddrs returns n distinct loopback addresses whose ports were free a
+// moment ago. The listeners stay open until all are picked, so no port
+// repeats (haproxy binds with SO_REUSEPORT: two frontends on one port would
+// share its connections).
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addrs []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 // dialFrom dials addr from the loopback source src (any 127.0.0.0/8
@@ -137,12 +145,14 @@ func TestHAProxyInterop(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ts := startServer(t, func(c *server.Config) { c.Resolver = res })
+			reg := prometheus.NewRegistry()
+			ts := startServer(t, func(c *server.Config) { c.Resolver = res; c.Registerer = reg })
+			ports := freeAddrs(t, 4)
 			fronts := []haproxyFront{
-				{"v1", freeAddr(t), ts.addr, "send-proxy"},
-				{"v2", freeAddr(t), ts.addr, "send-proxy-v2"},
-				{"v2crc", freeAddr(t), ts.addr, "send-proxy-v2 proxy-v2-options crc32c"},
-				{"v2check", freeAddr(t), ts.addr, "send-proxy-v2 check inter 100ms"},
+				{"v1", ports[0], ts.addr, "send-proxy"},
+				{"v2", ports[1], ts.addr, "send-proxy-v2"},
+				{"v2crc", ports[2], ts.addr, "send-proxy-v2 proxy-v2-options crc32c"},
+				{"v2check", ports[3], ts.addr, "send-proxy-v2 check inter 100ms"},
 			}
 			startHAProxy(t, fronts)
 
@@ -261,6 +271,16 @@ func TestHAProxyInterop(t *testing.T) {
 				if ev := src[addrOf(t, forger.LocalAddr())]; ev.Event.Reason != "proxy-header-spoof" || ev.Event.Action != event.ActionRefused {
 					t.Errorf("forged header: %s/%q; want connection-refused/proxy-header-spoof", ev.Event.Action, ev.Event.Reason)
 				}
+			}
+			wantKind := map[origin.Mode]string{origin.Trusted: "spoof", origin.Required: "missing"}[mode]
+			if v := metricValue(t, reg, "originlens_proxy_header_errors_total", map[string]string{"kind": wantKind}); v != 1 {
+				t.Errorf("originlens_proxy_header_errors_total{kind=%q} = %v; want 1", wantKind, v)
+			}
+			if v := metricValue(t, reg, "originlens_connections_total", map[string]string{"action": event.ActionClosed, "reason": "served", "via": event.ViaProxyV2}); v < 6 {
+				t.Errorf("originlens_connections_total{served, proxy-v2} = %v; want at least 6", v)
+			}
+			if v := metricValue(t, reg, "originlens_open_connections", nil); v != 0 {
+				t.Errorf("originlens_open_connections = %v after the drain; want 0", v)
 			}
 			checks := 0
 			for _, ev := range evs {

@@ -22,6 +22,7 @@ import (
 	"github.com/originlens/originlens/internal/report"
 	"github.com/originlens/originlens/internal/server"
 	"github.com/originlens/originlens/internal/sink"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // recorder collects published events. It round-trips every event through
@@ -299,4 +300,32 @@ func mustResolver(t testing.TB) *origin.Resolver {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// metricValue returns the value of the counter or gauge name{labels} in
+// reg, or -1 when it is absent.
+func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
+					continue metrics
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return -1
 }

@@ -6,6 +6,35 @@
 //
 // The client speaks first: nothing is written before the client's first
 // bytes (and its PROXY header, when one is expected) have arrived.
+//
+// # Events
+//
+// Each accepted connection ends with one event (event.action, outcome,
+// reason):
+//
+//	connection-closed   success  served                answered; ended by EOF, quit or keep-alive end
+//	connection-closed   success  redirect              report with decision=redirect, then closed
+//	connection-closed   success  idle-timeout          line protocol: no line within --idle-timeout
+//	connection-closed   success  health-check          PROXY v2 LOCAL / v1 UNKNOWN (load balancer check)
+//	connection-closed   unknown  empty                 closed (or reset) before any payload byte
+//	connection-closed   unknown  shutdown              still open at the end of the drain
+//	connection-closed   failure  line-too-long         an echo line over --max-line
+//	connection-closed   failure  bad-request           the first HTTP request was malformed (400/431)
+//	connection-closed   failure  io-error              read or write failed after the first line
+//	connection-denied   failure  denied:<rule>         report (HTTP 403) with decision=deny, then closed
+//	connection-denied   failure  rate-limited          per-source limit; closed without an answer
+//	connection-refused  failure  too-many-connections  over --max-conns; closed at accept
+//	connection-refused  failure  proxy-header-<kind>   kind: spoof, missing, malformed, crc, timeout, io
+//	connection-refused  failure  first-bytes-timeout   no complete first line within --first-bytes-timeout
+//	connection-refused  failure  line-too-long         a first line over --max-line
+//	connection-refused  failure  io-error              read failed before the first line
+//
+// Empty connections and health checks are logged at debug level only.
+// Once the origin is resolved the client is located and decided before its
+// first bytes are awaited, so residency fields are set even when it never
+// sent them. Connections refused on a PROXY header error carry the socket
+// peer as source (located, not decided); those refused at accept carry the
+// socket peer only.
 package server
 
 import (

@@ -327,6 +327,31 @@ func TestHTTPRawClient(t *testing.T) {
 	}
 }
 
+// Ensure pipelined requests are answered in order on one connection.
+func TestHTTPPipelined(t *testing.T) {
+	ts := startServer(t, nil)
+	c := newLineClient(t, ts.addr)
+	c.send(t, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nHEAD /nope HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	for _, want := range []struct {
+		method string
+		code   int
+	}{{"GET", 200}, {"HEAD", 404}, {"GET", 200}} {
+		resp, err := http.ReadResponse(c.br, &http.Request{Method: want.method})
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want.code {
+			t.Errorf("%s: status %d; want %d", want.method, resp.StatusCode, want.code)
+		}
+	}
+	expectEOF(t, c, c.br)
+	if ev := ts.rec.wait(1)[0]; ev.Event.Reason != "served" || ev.Network.Protocol != event.ProtocolHTTP {
+		t.Errorf("event %s/%s", ev.Event.Reason, ev.Network.Protocol)
+	}
+}
+
 // Ensure a first line that merely starts like HTTP is the line protocol.
 func TestSniffNotHTTP(t *testing.T) {
 	ts := startServer(t, nil)

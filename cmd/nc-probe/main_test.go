@@ -474,7 +474,7 @@ func TestProgress(t *testing.T) {
 	p.update(probe.Attempt{Timings: probe.Timings{Report: 1500 * time.Microsecond}})
 	p.update(probe.Attempt{Err: errors.New("x")})
 	p.update(probe.Attempt{Timings: probe.Timings{Report: 2 * time.Millisecond}})
-	if s := b.String(); !strings.Contains(s, "1/3 attempts  0 failed  last report 1.500") || !strings.HasSuffix(s, "3/3 attempts  1 failed  last report 2.000  (Ctrl-C stops with a summary)") {
+	if s := b.String(); !strings.Contains(s, "1/3 attempts  0 failed  last report 1.500 ms") || !strings.HasSuffix(s, "3/3 attempts  1 failed  last report 2.000 ms  (Ctrl-C stops with a summary)") {
 		t.Errorf("progress wrote %q, want the first and the final state", s)
 	}
 	p.clear()

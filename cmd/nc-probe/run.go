@@ -111,7 +111,7 @@ func (p *progress) update(a probe.Attempt) {
 	if p.total > 0 {
 		total = fmt.Sprint(p.total)
 	}
-	fmt.Fprintf(p.w, "\r\033[K%d/%s attempts  %d failed  last report %s  (Ctrl-C stops with a summary)", p.done, total, p.failed, fmtMS(p.last))
+	fmt.Fprintf(p.w, "\r\033[K%d/%s attempts  %d failed  last report %s ms  (Ctrl-C stops with a summary)", p.done, total, p.failed, fmtMS(p.last))
 }
 
 func (p *progress) clear() {

@@ -213,6 +213,10 @@ func (t *TargetResult) add(a Attempt) {
 	case t.Preserved > 0:
 		t.Verdict = Preserved
 	}
+}
+
+// summarize fills Connect, Report and Echo from the recorders.
+func (t *TargetResult) summarize() {
 	t.Connect, t.Report, t.Echo = t.connect.Summary(), t.report.Summary(), t.echo.Summary()
 }
 
@@ -333,6 +337,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 	wg.Wait()
+	for _, t := range res.Targets {
+		t.summarize()
+	}
 	res.Elapsed = time.Since(start)
 	return res, ctx.Err()
 }

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// sample is one server's measurements in one round.
+type sample struct {
+	Server  string
+	Round   int
+	OK      int64
+	Failed  int64
+	Wall    time.Duration
+	P50     time.Duration
+	P99     time.Duration
+	Max     time.Duration
+	CPU     time.Duration // server process CPU (utime+stime) during the round
+	GenCPU  time.Duration // load generator process CPU during the round
+	PeakRSS int64         // server VmHWM at the end of the round
+	RSS     int64         // server VmRSS at the end of the round
+}
+
+// ConnsPerSec is completed connections per wall-clock second.
+func (s sample) ConnsPerSec() float64 {
+	if s.Wall <= 0 {
+		return 0
+	}
+	return float64(s.OK) / s.Wall.Seconds()
+}
+
+// CPUPer10k is the server's CPU seconds per 10,000 connections.
+func (s sample) CPUPer10k() float64 {
+	if s.OK == 0 {
+		return 0
+	}
+	return s.CPU.Seconds() * 10000 / float64(s.OK)
+}
+
+// Util is the server's CPU use as a fraction of one core.
+func (s sample) Util() float64 { return frac(s.CPU, s.Wall) }
+
+// GenUtil is the generator's CPU use as a fraction of one core.
+func (s sample) GenUtil() float64 { return frac(s.GenCPU, s.Wall) }
+
+func frac(a, b time.Duration) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a.Seconds() / b.Seconds()
+}
+
+// ratio is a/b, or 0 when b is 0.
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+// median of xs (mean of the middle two for an even count); 0 when empty.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	m := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[m]
+	}
+	return (s[m-1] + s[m]) / 2
+}
+
+// summary is one server's medians over the rounds.
+type summary struct {
+	Server     string
+	ConnPerSec float64
+	P50, P99   float64 // milliseconds
+	CPUPer10k  float64
+	Util       float64
+	PeakRSS    float64 // bytes, the largest over the rounds
+	OK, Failed int64
+}
+
+// summarize takes the median of each metric over server's samples.
+func summarize(server string, ss []sample) summary {
+	var cps, p50, p99, cpu, util []float64
+	out := summary{Server: server}
+	for _, s := range ss {
+		if s.Server != server {
+			continue
+		}
+		cps = append(cps, s.ConnsPerSec())
+		p50 = append(p50, ms(s.P50))
+		p99 = append(p99, ms(s.P99))
+		cpu = append(cpu, s.CPUPer10k())
+		util = append(util, s.Util())
+		out.PeakRSS = max(out.PeakRSS, float64(s.PeakRSS))
+		out.OK += s.OK
+		out.Failed += s.Failed
+	}
+	out.ConnPerSec, out.P50, out.P99 = median(cps), median(p50), median(p99)
+	out.CPUPer10k, out.Util = median(cpu), median(util)
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// table writes a Markdown table with aligned columns.
+func table(w io.Writer, head []string, rows [][]string) {
+	width := make([]int, len(head))
+	for i, h := range head {
+		width[i] = len(h)
+	}
+	for _, r := range rows {
+		for i, c := range r {
+			width[i] = max(width[i], len([]rune(c)))
+		}
+	}
+	line := func(cells []string) {
+		var b strings.Builder
+		b.WriteString("|")
+		for i, c := range cells {
+			fmt.Fprintf(&b, " %s%s |", c, strings.Repeat(" ", width[i]-len([]rune(c))))
+		}
+		fmt.Fprintln(w, b.String())
+	}
+	line(head)
+	sep := make([]string, len(head))
+	for i := range sep {
+		sep[i] = strings.Repeat("-", width[i])
+	}
+	line(sep)
+	for _, r := range rows {
+		line(r)
+	}
+}
+
+// roundsTable writes one row per server and round.
+func roundsTable(w io.Writer, ss []sample) {
+	head := []string{"round", "server", "conns", "failed", "conn/s", "p50 ms", "p99 ms", "max ms",
+		"CPU s/10k conns", "server CPU", "generator CPU", "peak RSS MiB"}
+	var rows [][]string
+	for _, s := range ss {
+		rows = append(rows, []string{
+			fmt.Sprint(s.Round), s.Server, fmt.Sprint(s.OK), fmt.Sprint(s.Failed),
+			fmt.Sprintf("%.0f", s.ConnsPerSec()),
+			fmt.Sprintf("%.3f", ms(s.P50)), fmt.Sprintf("%.3f", ms(s.P99)), fmt.Sprintf("%.1f", ms(s.Max)),
+			fmt.Sprintf("%.3f", s.CPUPer10k()),
+			fmt.Sprintf("%.0f%%", 100*s.Util()), fmt.Sprintf("%.0f%%", 100*s.GenUtil()),
+			fmt.Sprintf("%.1f", float64(s.PeakRSS)/(1<<20)),
+		})
+	}
+	table(w, head, rows)
+}
+
+// summaryTable writes the medians of both servers and the ratio app/nginx.
+func summaryTable(w io.Writer, app, ngx summary) {
+	head := []string{"metric (median of rounds)", "nginx", "app", "app/nginx"}
+	row := func(name, f string, n, a float64) []string {
+		return []string{name, fmt.Sprintf(f, n), fmt.Sprintf(f, a), fmt.Sprintf("%.2fx", ratio(a, n))}
+	}
+	table(w, head, [][]string{
+		row("connections/s", "%.0f", ngx.ConnPerSec, app.ConnPerSec),
+		row("reply latency p50 (ms)", "%.3f", ngx.P50, app.P50),
+		row("reply latency p99 (ms)", "%.3f", ngx.P99, app.P99),
+		row("CPU seconds per 10,000 connections", "%.3f", ngx.CPUPer10k, app.CPUPer10k),
+		row("server CPU (share of one core)", "%.2f", ngx.Util, app.Util),
+		row("peak RSS (MiB, max of rounds)", "%.1f", ngx.PeakRSS/(1<<20), app.PeakRSS/(1<<20)),
+	})
+}
+
+// goal is one stated goal and whether the run met it.
+type goal struct {
+	Name, Result string
+	Met          bool
+}
+
+func (g goal) String() string {
+	v := "NOT MET"
+	if g.Met {
+		v = "met"
+	}
+	return fmt.Sprintf("- %s: %s (%s)", g.Name, v, g.Result)
+}
+
+// throughputGoals judges the goals on the summaries.
+func throughputGoals(app, ngx summary) []goal {
+	r := ratio(app.ConnPerSec, ngx.ConnPerSec)
+	return []goal{
+		{"app connections/s >= 1.0x nginx", fmt.Sprintf("%.2fx", r), r >= 1.0},
+		{"app p99 no worse than nginx", fmt.Sprintf("%.3f ms vs %.3f ms", app.P99, ngx.P99), app.P99 <= ngx.P99},
+	}
+}

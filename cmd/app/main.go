@@ -32,6 +32,8 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// The first signal drains; a second one during the drain kills at once.
+	context.AfterFunc(ctx, stop)
 	if err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "app:", err)
 		if errors.As(err, new(*configError)) {

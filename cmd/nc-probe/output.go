@@ -33,8 +33,12 @@ func writeText(w io.Writer, cfg config, res probe.Result, interrupted bool) {
 		writeTarget(w, res.Targets[0], res.Elapsed)
 	}
 	fmt.Fprintln(w, wrap(gaNote, 96, "      "))
-	for _, t := range res.Targets {
-		fmt.Fprintln(w, shout(t.Explain()))
+	for i, t := range res.Targets {
+		prefix := ""
+		if len(res.Targets) == 2 {
+			prefix = fmt.Sprintf("%c %s: ", 'A'+i, t.Target)
+		}
+		fmt.Fprintln(w, prefix+shout(t.Explain()))
 	}
 }
 

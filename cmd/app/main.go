@@ -6,7 +6,10 @@
 //
 // Every flag also reads an environment variable APP_<NAME> (see --help).
 // Logs go to stderr. A bad flag value exits with status 2 before anything
-// listens; SIGTERM and SIGINT drain and exit 0; SIGHUP reloads --policy.
+// listens; other failures exit 1. SIGTERM and SIGINT stop accepting, let
+// open connections finish within --drain-timeout, flush the events and exit
+// 0 (a second signal exits at once). SIGHUP reloads --policy, keeping the
+// current rules when the file is bad.
 package main
 
 import (

@@ -352,6 +352,27 @@ func TestHTTPPipelined(t *testing.T) {
 	}
 }
 
+// Ensure that in mode off a PROXY header is ordinary payload: the first
+// line of the line protocol, never an address.
+func TestProxyHeaderInModeOff(t *testing.T) {
+	ts := startServer(t, nil)
+	for _, hdr := range []string{
+		"PROXY TCP4 192.0.2.1 198.51.100.1 1234 80\r\n",
+		string(v2Header(netip.MustParseAddrPort("192.0.2.7:5555"), netip.MustParseAddrPort("198.51.100.1:80"))) + "\n",
+	} {
+		c := newLineClient(t, ts.addr)
+		c.send(t, hdr)
+		l := c.readLine(t)
+		r, err := report.ParseLine(l)
+		if err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		if r[report.KeyClient] != c.LocalAddr().String() || r[report.KeyVia] != event.ViaDirect {
+			t.Errorf("header %q in mode off: client=%s via=%s; want %s direct", hdr, r[report.KeyClient], r[report.KeyVia], c.LocalAddr())
+		}
+	}
+}
+
 // Ensure a first line that merely starts like HTTP is the line protocol.
 func TestSniffNotHTTP(t *testing.T) {
 	ts := startServer(t, nil)

@@ -301,3 +301,22 @@ func BenchmarkRecorder(b *testing.B) {
 	}
 	_ = r.Summary()
 }
+
+func TestOnceIPv6(t *testing.T) {
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- listener.New(listener.Config{}).Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	res, err := probe.Run(context.Background(), probe.Config{Target: ln.Addr().String(), Count: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := res.Targets[0]
+	if tr.Verdict != probe.Preserved || len(tr.Seen) != 1 || tr.Seen[0] != netip.IPv6Loopback() {
+		t.Errorf("IPv6 probe: verdict %v, seen %v; want preserved ::1 (%s)", tr.Verdict, tr.Seen, tr.Explain())
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -185,5 +186,41 @@ func waitFor(tb testing.TB, cond func() bool, what string) {
 			tb.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestDualStackUnmapped: an IPv4 client of a dual-stack wildcard listener
+// is reported as plain IPv4, not ::ffff:a.b.c.d, with and without a
+// resolver.
+func TestDualStackUnmapped(t *testing.T) {
+	off, err := origin.NewResolver(origin.Config{Mode: origin.Off})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, res := range map[string]*origin.Resolver{"NoResolver": nil, "ModeOff": off} {
+		t.Run(name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", ":0")
+			if err != nil {
+				t.Skipf("no dual-stack wildcard listener here: %v", err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- listener.New(listener.Config{Resolver: res}).Serve(ctx, ln) }()
+			defer func() { cancel(); <-done }()
+			c, br := dial(t, net.JoinHostPort("127.0.0.1", fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)))
+			io.WriteString(c, "hi\n")
+			line, _ := br.ReadString('\n')
+			rep, err := report.ParseLine(line)
+			if err != nil {
+				t.Fatalf("report %q: %v", line, err)
+			}
+			ap, err := netip.ParseAddrPort(rep["client"])
+			if err != nil || !ap.Addr().Is4() || rep["client"] != c.LocalAddr().String() {
+				t.Errorf("client = %q, want plain IPv4 %s", rep["client"], c.LocalAddr())
+			}
+			if sp, err := netip.ParseAddrPort(rep["server"]); err != nil || !sp.Addr().Is4() {
+				t.Errorf("server = %q, want plain IPv4", rep["server"])
+			}
+		})
 	}
 }

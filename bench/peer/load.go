@@ -17,15 +17,22 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 )
 
-// firstLine is what the generator says after the PROXY header: the app
-// consumes it (line protocol) and nginx's stream `return` ignores it.
-const firstLine = "bench\n"
+// firstLine is what a generator client says after the PROXY header: the
+// app consumes it (line protocol) and nginx's stream `return` ignores it.
+// quitLine follows it in the same write, so that the app, like nginx,
+// closes the session itself after its reply (report, greeting) instead of
+// waiting for more lines to echo.
+const (
+	firstLine = "bench\n"
+	quitLine  = "quit\n"
+)
 
 // client is one simulated client: the bytes it sends and what the reply
 // line must say.
 type client struct {
 	src     netip.AddrPort
-	hello   []byte // PROXY v2 header + firstLine, written in one call
+	hello   []byte // PROXY v2 header + firstLine + quitLine, written in one call
+	idle    []byte // PROXY v2 header + firstLine: a client that stays
 	prefix  []byte // the reply must start with this: "client=IP:PORT via=proxy-v2 "
 	country string // the reply's country=
 }
@@ -49,7 +56,8 @@ func newClients(n int, nets []geoNet, dst netip.AddrPort) ([]client, error) {
 		}
 		cs = append(cs, client{
 			src:     src,
-			hello:   append(b, firstLine...),
+			hello:   append(append(b, firstLine...), quitLine...),
+			idle:    append(b[:len(b):len(b)], firstLine...),
 			prefix:  []byte("client=" + src.String() + " via=proxy-v2 "),
 			country: g.Country,
 		})
@@ -88,9 +96,9 @@ func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMa
 
 // runLoad runs cfg.Concurrency closed-loop workers against cfg.Target until
 // cfg.Duration has passed, cfg.MaxConns connections have been started or ctx
-// is done. Each connection: dial, write the PROXY v2 header and a line, read
-// the reply line (the latency sample: dial start to the line's end), check
-// it, half-close, read to EOF, close. It blocks until every worker is done.
+// is done. Each connection: dial, write the PROXY v2 header, a line and
+// "quit", read the reply line (the latency sample: dial start to the line's
+// end), check it, read to the server's close, close. It blocks until every worker is done.
 func runLoad(ctx context.Context, cfg loadConfig) loadResult {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -191,14 +199,12 @@ func oneConn(raddr *net.TCPAddr, c *client, buf []byte, timeout time.Duration, c
 	if err := checkReply(buf[:nl], c, check); err != nil {
 		return 0, err
 	}
-	// Half-close and wait for the server to finish, so that the app does
-	// not see a reset for the greeting it sent. nginx's stream `return`
-	// never reads the first line, so its close resets the connection:
-	// errors after the reply line are the servers' close styles, not
-	// failures.
-	if conn.CloseWrite() == nil {
-		_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
-	}
+	// Read to the server's close (the app after the greeting and "quit",
+	// nginx right after its line), so that the close is the server's, as
+	// in a one-shot session. nginx never reads the first line, so its close
+	// resets the connection: errors here are the servers' close styles,
+	// not failures.
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
 	return d, nil
 }
 

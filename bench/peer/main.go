@@ -520,7 +520,7 @@ func writeHeader(ctx context.Context, w io.Writer, cfg config, cpus cpuPlan, ngi
 	fmt.Fprintf(w, "- go: %s (generator); app: %s\n", runtime.Version(), cmdOut(appBin, "--version"))
 	fmt.Fprintf(w, "- nginx: %s, one worker, stream + geoip2 modules\n", strings.TrimPrefix(cmdOut(nginxBin, "-v"), "nginx version: "))
 	fmt.Fprintf(w, "- CPUs: %s (nginx worker allowed %s, app allowed %s); app GOMAXPROCS=1\n", cpus.desc, cpusAllowed(ngx.pid), cpusAllowed(app.pid))
-	fmt.Fprintf(w, "- load: %d rounds x %s per server, concurrency %d, warm-up %s per server; each connection: PROXY v2 header + one line, read the reply line, half-close, read to EOF, close\n",
+	fmt.Fprintf(w, "- load: %d rounds x %s per server, concurrency %d, warm-up %s per server; each connection: PROXY v2 header + `bench` + `quit` lines in one write, read the reply line, read to the server's close, close\n",
 		cfg.Rounds, cfg.Duration, cfg.Concurrency, cfg.Warmup)
 	fmt.Fprintf(w, "- command: bench-peer %s\n\n", strings.Join(os.Args[1:], " "))
 }

@@ -140,8 +140,9 @@ func TestNewClients(t *testing.T) {
 		if !g.Prefix.Contains(c.src.Addr()) || c.country != g.Country {
 			t.Errorf("client %d: %s (%s) outside %s (%s)", i, c.src, c.country, g.Prefix, g.Country)
 		}
-		if !bytes.HasSuffix(c.hello, []byte(firstLine)) {
-			t.Errorf("client %d: hello does not end with the first line", i)
+		if !bytes.HasSuffix(c.hello, []byte(firstLine+quitLine)) || !bytes.HasSuffix(c.idle, []byte(firstLine)) ||
+			len(c.idle) != len(c.hello)-len(quitLine) {
+			t.Errorf("client %d: hello %q, idle %q; want the header, then first line and quit, or first line only", i, c.hello, c.idle)
 		}
 		seen[c.src.String()] = true
 	}

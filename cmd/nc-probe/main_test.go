@@ -431,6 +431,7 @@ func TestParseArgs(t *testing.T) {
 		{"ProxyNoSrc", []string{"--proxy", "v2", "h:1"}, nil, nil, "--proxy-src"},
 		{"ProxyBadVersion", []string{"--proxy", "v3", "--proxy-src", "1.2.3.4:5", "h:1"}, nil, nil, "v1 or v2"},
 		{"SrcWithoutProxy", []string{"--proxy-src", "1.2.3.4:5", "h:1"}, nil, nil, "need --proxy"},
+		{"HTTPLine", []string{"--line", "GET / HTTP/1.1", "h:1"}, nil, nil, "HTTP"},
 		{"ZeroConcurrency", []string{"-c", "0", "h:1"}, nil, nil, "concurrency"},
 		{"ListenBadMode", []string{"listen", "--proxy-protocol", "maybe", ":1"}, nil, nil, "--proxy-protocol"},
 		{"ListenTrustedWithoutPrefixes", []string{"listen", "--proxy-protocol", "trusted", ":1"}, nil, nil, "trusted"},

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -99,6 +100,9 @@ func (o Options) Validate() error {
 	}
 	if bytes.ContainsAny([]byte(o.Line), "\r\n") {
 		return errors.New("probe: the probe line must not contain a newline")
+	}
+	if f := strings.Fields(o.Line); len(f) == 3 && strings.HasPrefix(f[2], "HTTP/") {
+		return errors.New("probe: the probe line must not look like an HTTP request line (the server would answer HTTP)")
 	}
 	if len(o.Line) > MaxLine {
 		return fmt.Errorf("probe: the probe line is longer than %d bytes", MaxLine)

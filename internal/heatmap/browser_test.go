@@ -15,8 +15,56 @@ import (
 	"testing"
 	"time"
 
+	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/geo"
 	"github.com/originlens/originlens/internal/heatmap"
+	"github.com/originlens/originlens/internal/mmdb"
+	"github.com/originlens/originlens/internal/policy"
 )
+
+// demoTable is the demo's GeoIP table: the browser test shows what
+// `make demo` shows.
+const demoTable = "../../deploy/demo/geo-table.tsv"
+
+// tableAggregator feeds an aggregator with events from every city of the
+// demo's table, decided by the default residency rules, plus refused
+// connections; busier cities first so the heat layer has contrast.
+func tableAggregator(t *testing.T) *heatmap.Aggregator {
+	t.Helper()
+	f, err := os.Open(demoTable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	table, err := mmdb.ParseTable(f)
+	if err != nil {
+		t.Fatalf("%s: %v", demoTable, err)
+	}
+	rules := policy.Default()
+	a := heatmap.NewAggregator()
+	busy := map[string]int{"US": 12, "DE": 8, "GB": 8, "JP": 8, "IN": 8, "BR": 5, "FR": 5, "SG": 5, "AU": 5}
+	for _, e := range table.City {
+		if !e.Prefix.Addr().Is4() {
+			continue // the IPv6 rows repeat the cities
+		}
+		d := rules.Decide(e.Prefix.Addr(), geo.Location{
+			Class: "public", CountryISO: e.CountryISO, CountryName: e.CountryName, ContinentCode: e.ContinentCode,
+			City: e.City, HasLocation: true, Lat: e.Lat, Lon: e.Lon,
+		})
+		action := event.ActionClosed
+		if d.Decision == policy.Deny {
+			action = event.ActionDenied
+		}
+		n := max(2, busy[e.CountryISO])
+		for range n {
+			a.Add(ev(t, e.CountryISO, e.CountryName, e.Lat, e.Lon, action, d.Decision))
+		}
+	}
+	for range 20 {
+		a.Add(ev(t, "", "", 0, 0, event.ActionRefused, ""))
+	}
+	return a
+}
 
 var updateDocs = flag.Bool("update-docs", false, "copy the heat-map screenshot to docs/heatmap.png")
 
@@ -80,8 +128,11 @@ func outputDir(t *testing.T) string {
 // countries; then takes a screenshot.
 func TestBrowser(t *testing.T) {
 	bin := chromium(t)
-	a := demoAggregator(t)
+	a := tableAggregator(t)
 	snap := snapshot(t, a)
+	if len(snap.Countries) < 30 {
+		t.Fatalf("the demo table gives %d countries, want >= 30", len(snap.Countries))
+	}
 	srv := httptest.NewServer(heatmap.Handler(a))
 	defer srv.Close()
 
@@ -103,8 +154,13 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("country table lacks the row for %s (%+v)", c.ISO, c)
 		}
 	}
-	if !bytes.Contains(dom, []byte(`<b id="c-events">212</b>`)) || !bytes.Contains(dom, []byte(`<b id="c-refused">7</b>`)) {
-		t.Errorf("counters not filled in: want events 212, refused 7")
+	for id, want := range map[string]int64{"events": snap.Totals.Events, "refused": 20, "denied": snap.Totals.Denied, "redirected": snap.Totals.Redirected} {
+		if !bytes.Contains(dom, fmt.Appendf(nil, `<b id="c-%s">%d</b>`, id, want)) {
+			t.Errorf("counter %s not filled in with %d", id, want)
+		}
+	}
+	if snap.Totals.Denied == 0 || snap.Totals.Redirected == 0 {
+		t.Errorf("totals %+v: want denied and redirected clients from the default rules", snap.Totals)
 	}
 	if bytes.Contains(dom, []byte("unavailable")) {
 		t.Errorf("page reports missing data or outlines")

@@ -21,6 +21,13 @@
 // type. The optional ASN database is GeoLite2-ASN or DB-IP's ASN Lite.
 // With no City database the DB only classifies and [Open] logs one warning.
 //
+// Files are read with maxminddb-golang (memory-mapped) and records decoded
+// with geoip2-golang's models and their generated decoders. A decoded
+// record is cached by its offset in the data section (as maxminddb-golang
+// suggests), so a lookup of a network seen recently costs a tree walk and
+// a map read, with no allocation; the cache holds at most 16384 records
+// per database.
+//
 // # Hot reload
 //
 // [DB.Watch] polls the files (os.Stat every [Config.ReloadInterval]; no
@@ -119,10 +126,18 @@ type source struct {
 // reading while they use r; retiring takes it for writing, so it waits for
 // them, then closes r and sets it to nil.
 type generation struct {
-	mu      sync.RWMutex
-	r       *geoip2.Reader // nil once retired
-	country bool           // a Country database: use Reader.Country
+	mu    sync.RWMutex
+	r     *maxminddb.Reader // nil once retired
+	kind  int               // kindCity, kindCountry or kindASN
+	cache recordCache       // decoded records by data offset
 }
+
+// Database kinds, from the metadata's database type.
+const (
+	kindCity = iota
+	kindCountry
+	kindASN
+)
 
 // Open opens the configured databases. With no paths it returns a DB that
 // only classifies addresses, and logs one warning saying so. A database
@@ -159,7 +174,7 @@ func Open(cfg Config) (*DB, error) {
 		}
 		s.seen = fi
 		s.cur.Store(g)
-		md := g.r.Metadata()
+		md := g.r.Metadata
 		d.log.Info("GeoIP database opened", "database", s.name, "path", s.path,
 			"type", md.DatabaseType, "built", md.BuildTime().UTC())
 	}
@@ -186,47 +201,50 @@ var probes = []netip.Addr{
 	netip.MustParseAddr("2a00:1450::1"),
 }
 
-// open opens and checks s.path. verify adds maxminddb's full structural
-// verification (reloads do it, to refuse a corrupted replacement).
+// open opens and checks s.path: the database type must suit the source
+// (City or Country for "city", ASN or ISP for "asn") and test lookups must
+// decode. verify adds maxminddb's full structural verification (reloads do
+// it, to refuse a corrupted replacement).
 func (d *DB) open(s *source, verify bool) (*generation, error) {
-	if verify {
-		m, err := maxminddb.Open(s.path)
-		if err != nil {
-			return nil, fmt.Errorf("geo: opening %s database %s: %w", s.name, s.path, err)
-		}
-		err = m.Verify()
-		m.Close()
-		if err != nil {
-			return nil, fmt.Errorf("geo: verifying %s database %s: %w", s.name, s.path, err)
-		}
-	}
-	r, err := geoip2.Open(s.path)
+	r, err := maxminddb.Open(s.path)
 	if err != nil {
-		if r != nil {
-			r.Close()
-		}
 		return nil, fmt.Errorf("geo: opening %s database %s: %w", s.name, s.path, err)
 	}
-	g := &generation{r: r, country: strings.Contains(r.Metadata().DatabaseType, "Country")}
+	g := &generation{r: r}
+	fail := func(format string, args ...any) (*generation, error) {
+		r.Close()
+		return nil, fmt.Errorf("geo: %s database %s (type %q): "+format,
+			append([]any{s.name, s.path, r.Metadata.DatabaseType}, args...)...)
+	}
+	t := r.Metadata.DatabaseType
+	switch {
+	case s.name == "asn" && (strings.Contains(t, "ASN") || strings.Contains(t, "ISP")):
+		g.kind = kindASN
+	case s.name == "asn":
+		return fail("not an ASN database")
+	case strings.Contains(t, "City") || strings.Contains(t, "Enterprise"):
+		g.kind = kindCity
+	case strings.Contains(t, "Country"):
+		g.kind = kindCountry
+	default:
+		return fail("not a City or Country database")
+	}
+	if verify {
+		if err := r.Verify(); err != nil {
+			return fail("verifying: %w", err)
+		}
+	}
 	for _, a := range probes {
-		if a.Is6() && r.Metadata().IPVersion == 4 {
+		if a.Is6() && r.Metadata.IPVersion == 4 {
 			continue // an IPv4-only database refuses IPv6 lookups
 		}
-		if s.name == "asn" {
-			_, err = r.ASN(a)
-		} else if g.country {
-			_, err = r.Country(a)
-		} else {
-			_, err = r.City(a)
-		}
-		if err != nil {
-			r.Close()
-			return nil, fmt.Errorf("geo: %s database %s (type %q): test lookup: %w",
-				s.name, s.path, r.Metadata().DatabaseType, err)
+		var loc Location
+		if err := g.decode(r.Lookup(a), &loc); err != nil {
+			return fail("test lookup of %v: %w", a, err)
 		}
 	}
 	if d.builds != nil {
-		d.builds.WithLabelValues(s.name).Set(float64(r.Metadata().BuildEpoch))
+		d.builds.WithLabelValues(s.name).Set(float64(r.Metadata.BuildEpoch))
 	}
 	return g, nil
 }
@@ -267,16 +285,13 @@ func (d *DB) Lookup(addr netip.Addr) Location {
 	placed := false
 	if d.city != nil {
 		if g := d.city.acquire(); g != nil {
-			placed = g.lookupCity(addr, &loc)
+			placed = g.lookup(addr, &loc)
 			g.mu.RUnlock()
 		}
 	}
 	if d.asn != nil {
 		if g := d.asn.acquire(); g != nil {
-			if a, err := g.r.ASN(addr); err == nil && a.AutonomousSystemNumber != 0 {
-				loc.ASN = uint32(a.AutonomousSystemNumber)
-				loc.ASOrg = a.AutonomousSystemOrganization
-			}
+			g.lookup(addr, &loc)
 			g.mu.RUnlock()
 		}
 	}
@@ -288,21 +303,55 @@ func (d *DB) Lookup(addr netip.Addr) Location {
 	return loc
 }
 
-// lookupCity fills loc from the City or Country record of addr and
-// reports whether the database has a country or continent for it.
-func (g *generation) lookupCity(addr netip.Addr, loc *Location) bool {
-	if g.country {
-		c, err := g.r.Country(addr)
-		if err != nil {
+// lookup fills loc with what g knows of addr and reports whether g placed
+// it (a country or continent). Decoded records are cached by their offset
+// in the data section, which identifies a record within one database file.
+func (g *generation) lookup(addr netip.Addr, loc *Location) bool {
+	res := g.r.Lookup(addr)
+	if !res.Found() {
+		return false
+	}
+	off := res.Offset()
+	rec, ok := g.cache.get(off)
+	if !ok {
+		if err := g.decode(res, &rec); err != nil {
 			return false
+		}
+		g.cache.put(off, rec)
+	}
+	if g.kind == kindASN {
+		loc.ASN, loc.ASOrg = rec.ASN, rec.ASOrg
+		return false
+	}
+	asn, asOrg := loc.ASN, loc.ASOrg
+	*loc = rec
+	loc.ASN, loc.ASOrg = asn, asOrg
+	return loc.CountryISO != "" || loc.ContinentCode != ""
+}
+
+// decode decodes the record of res with geoip2-golang's models (and their
+// generated decoders) into loc.
+func (g *generation) decode(res maxminddb.Result, loc *Location) error {
+	switch g.kind {
+	case kindASN:
+		var a geoip2.ASN
+		if err := res.Decode(&a); err != nil {
+			return err
+		}
+		loc.ASN, loc.ASOrg = uint32(a.AutonomousSystemNumber), a.AutonomousSystemOrganization
+		return nil
+	case kindCountry:
+		var c geoip2.Country
+		if err := res.Decode(&c); err != nil {
+			return err
 		}
 		loc.CountryISO, loc.CountryName = c.Country.ISOCode, c.Country.Names.English
 		loc.ContinentCode = c.Continent.Code
-		return loc.CountryISO != "" || loc.ContinentCode != ""
+		return nil
 	}
-	c, err := g.r.City(addr)
-	if err != nil {
-		return false
+	var c geoip2.City
+	if err := res.Decode(&c); err != nil {
+		return err
 	}
 	loc.CountryISO, loc.CountryName = c.Country.ISOCode, c.Country.Names.English
 	loc.ContinentCode = c.Continent.Code
@@ -315,7 +364,7 @@ func (g *generation) lookupCity(addr netip.Addr, loc *Location) bool {
 	}
 	loc.AccuracyRadius = c.Location.AccuracyRadius
 	loc.TimeZone = c.Location.TimeZone
-	return loc.CountryISO != "" || loc.ContinentCode != ""
+	return nil
 }
 
 // Watch reloads the databases when their files are replaced, checking
@@ -381,7 +430,7 @@ func (d *DB) Reload() error {
 		if old := s.cur.Swap(g); old != nil {
 			old.retire()
 		}
-		md := g.r.Metadata()
+		md := g.r.Metadata
 		d.log.Info("GeoIP database reloaded", "database", s.name, "path", s.path,
 			"type", md.DatabaseType, "built", md.BuildTime().UTC())
 	}

@@ -3,6 +3,7 @@ package geo_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -158,8 +159,10 @@ func TestOpenErrors(t *testing.T) {
 		{"MissingCity", geo.Config{CityPath: filepath.Join(dir, "nope.mmdb")}, "no such file"},
 		{"MissingASN", geo.Config{CityPath: city, ASNPath: filepath.Join(dir, "nope.mmdb")}, "no such file"},
 		{"Garbage", geo.Config{CityPath: garbage}, "opening city database"},
-		{"ASNAsCity", geo.Config{CityPath: asn}, "test lookup"},
-		{"CityAsASN", geo.Config{ASNPath: city}, "test lookup"},
+		{"ASNAsCity", geo.Config{CityPath: asn}, "not a City or Country database"},
+		{"CityAsASN", geo.Config{ASNPath: city}, "not an ASN database"},
+		{"OtherType", geo.Config{CityPath: otherType(t, dir)}, `(type "GeoIP2-Domain"): not a City or Country database`},
+		{"BadRecord", geo.Config{CityPath: badRecord(t, dir)}, "test lookup of"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -478,5 +481,64 @@ func TestIPv4OnlyDatabase(t *testing.T) {
 	}
 	if got := db.Lookup(netip.MustParseAddr("2001:db8::1")); got != (geo.Location{Class: "documentation"}) {
 		t.Errorf("Lookup(2001:db8::1) in an IPv4-only database = %+v, want class only", got)
+	}
+}
+
+// writeTree writes an mmdbwriter tree into dir/name.
+func writeTree(t *testing.T, dir, name string, tree *mmdbwriter.Tree) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func otherType(t *testing.T, dir string) string {
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoIP2-Domain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeTree(t, dir, "domain.mmdb", tree)
+}
+
+// badRecord is a City database whose record for 1.1.1.1 (a test lookup)
+// does not fit the City schema.
+func badRecord(t *testing.T, dir string) string {
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoIP2-City"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, n, _ := net.ParseCIDR("1.1.1.0/24")
+	if err := tree.Insert(n, mmdbtype.Map{"country": mmdbtype.String("not a map")}); err != nil {
+		t.Fatal(err)
+	}
+	return writeTree(t, dir, "bad-record.mmdb", tree)
+}
+
+// TestCacheChurn looks up thousands of distinct records twice (decoded,
+// then cached) and checks every answer against the database's contents;
+// cache_test.go covers the eviction of a full cache.
+func TestCacheChurn(t *testing.T) {
+	var es []mmdb.Entry
+	for i := range 3000 {
+		es = append(es, mmdb.Entry{
+			Prefix:     netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(20 + i>>16), byte(i >> 8), byte(i), 0}), 24),
+			CountryISO: "DE", City: fmt.Sprintf("city-%d", i), ContinentCode: "EU",
+		})
+	}
+	db := open(t, geo.Config{CityPath: writeCity(t, t.TempDir(), es, built)})
+	for round := range 2 {
+		for i := range 3000 {
+			a := netip.AddrFrom4([4]byte{byte(20 + i>>16), byte(i >> 8), byte(i), 7})
+			if got, want := db.Lookup(a).City, fmt.Sprintf("city-%d", i); got != want {
+				t.Fatalf("round %d: Lookup(%v).City = %q, want %q", round, a, got, want)
+			}
+		}
 	}
 }

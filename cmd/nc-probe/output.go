@@ -83,7 +83,7 @@ func writeTarget(w io.Writer, t *probe.TargetResult, elapsed time.Duration) {
 	for _, row := range []struct {
 		name string
 		s    probe.Summary
-	}{{"connect", t.Connect}, {"report", t.Report}, {"echo", t.Echo}} {
+	}{{"dns", t.DNS}, {"connect", t.Connect}, {"report", t.Report}, {"echo", t.Echo}} {
 		if row.s.Count == 0 {
 			continue
 		}
@@ -224,6 +224,7 @@ type jsonTarget struct {
 	ConnectMS       jsonSummary    `json:"connect_ms"`
 	ReportMS        jsonSummary    `json:"report_ms"`
 	EchoMS          jsonSummary    `json:"echo_ms"`
+	DNSMS           *jsonSummary   `json:"dns_ms,omitempty"` // when the target is a name
 	EchoSkipped     string         `json:"echo_skipped,omitempty"`
 	Via             string         `json:"via"`
 	Peer            string         `json:"peer"`
@@ -248,6 +249,10 @@ func toJSONTarget(t *probe.TargetResult) jsonTarget {
 		Preserved: t.Verdict == probe.Preserved, Attempts: t.Attempts, Failures: t.Failures, LossPct: t.LossPct(),
 		FailuresByStage: map[string]int{}, ConnectMS: toJSONSummary(t.Connect), ReportMS: toJSONSummary(t.Report),
 		EchoMS: toJSONSummary(t.Echo), EchoSkipped: t.EchoSkipped, Report: t.Last,
+	}
+	if t.DNS.Count > 0 {
+		d := toJSONSummary(t.DNS)
+		j.DNSMS = &d
 	}
 	for s, n := range t.FailuresByStage {
 		j.FailuresByStage[string(s)] = n

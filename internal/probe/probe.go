@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -116,6 +117,9 @@ func (o Options) Validate() error {
 // Timings are the measurements of one attempt. Durations that were not
 // measured are zero.
 type Timings struct {
+	// DNS is the name lookup of the target's host (zero for an IP literal),
+	// kept out of Connect.
+	DNS time.Duration
 	// Connect is the TCP handshake with the first box that answers. Through
 	// Global Accelerator that is the edge, which terminates TCP: it says
 	// nothing of the path to the server.
@@ -196,12 +200,22 @@ func Once(ctx context.Context, target string, opts Options) (report.Report, Timi
 	if opts.Bind.IsValid() {
 		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(opts.Bind, 0))
 	}
-	start := time.Now()
-	conn, err := d.DialContext(ctx, "tcp", target)
+	addrs, err := resolve(ctx, target, &tm)
 	if err != nil {
 		return nil, tm, &Error{StageConnect, ctxCause(ctx, err)}
 	}
-	tm.Connect = time.Since(start)
+	var conn net.Conn
+	for _, a := range addrs { // in the resolver's order, first that answers
+		start := time.Now()
+		conn, err = d.DialContext(ctx, "tcp", a.String())
+		if err == nil {
+			tm.Connect = time.Since(start)
+			break
+		}
+	}
+	if err != nil {
+		return nil, tm, &Error{StageConnect, ctxCause(ctx, err)}
+	}
 	defer conn.Close()
 	tm.Local = addrPort(conn.LocalAddr())
 	tm.Remote = addrPort(conn.RemoteAddr())
@@ -268,6 +282,40 @@ func Once(ctx context.Context, target string, opts Options) (report.Report, Timi
 		tm.Echo = append(tm.Echo, time.Since(t))
 	}
 	return rep, tm, nil
+}
+
+// resolve turns target (host:port) into addresses, timing the DNS lookup
+// in tm.DNS when host is a name, so that Connect times only the handshake.
+func resolve(ctx context.Context, target string, tm *Timings) ([]netip.AddrPort, error) {
+	host, portStr, err := net.SplitHostPort(target)
+	if err != nil {
+		return nil, fmt.Errorf("target %q: %w", target, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		p, lerr := net.DefaultResolver.LookupPort(ctx, "tcp", portStr)
+		if lerr != nil {
+			return nil, fmt.Errorf("target %q: port: %w", target, lerr)
+		}
+		port = uint64(p)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return []netip.AddrPort{netip.AddrPortFrom(ip.Unmap(), uint16(port))}, nil
+	}
+	start := time.Now()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	tm.DNS = time.Since(start)
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", host, err)
+	}
+	out := make([]netip.AddrPort, 0, len(ips))
+	for _, ip := range ips {
+		out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(port)))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("resolving %s: no addresses", host)
+	}
+	return out, nil
 }
 
 // ctxCause prefers the context's reason (timeout, cancellation) over the

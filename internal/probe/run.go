@@ -108,6 +108,8 @@ type TargetResult struct {
 	// Connect, Report and Echo summarise the timings of the attempts that
 	// got that far.
 	Connect, Report, Echo Summary
+	// DNS summarises name lookups (empty when the target is an IP literal).
+	DNS Summary
 	// EchoSkipped is set when echo lines were asked for and the server's
 	// decision made them impossible (not a failure).
 	EchoSkipped string
@@ -128,7 +130,7 @@ type TargetResult struct {
 
 	examples map[Verdict]Attempt // the first attempt per verdict
 
-	connect, report, echo *Recorder
+	connect, report, echo, dns *Recorder
 }
 
 // LossPct is the failed attempts in percent.
@@ -161,7 +163,7 @@ func (t *TargetResult) Explain() string {
 func newTargetResult(target string) *TargetResult {
 	return &TargetResult{
 		Target: target, FailuresByStage: map[Stage]int{}, examples: map[Verdict]Attempt{},
-		connect: NewRecorder(), report: NewRecorder(), echo: NewRecorder(),
+		connect: NewRecorder(), report: NewRecorder(), echo: NewRecorder(), dns: NewRecorder(),
 	}
 }
 
@@ -173,6 +175,9 @@ func (t *TargetResult) add(a Attempt) {
 		t.LastError = a.Err
 	}
 	tm := a.Timings
+	if tm.DNS > 0 {
+		t.dns.Record(tm.DNS)
+	}
 	if tm.Remote.IsValid() {
 		t.connect.Record(tm.Connect)
 		if !t.Expected.IsValid() && a.Expected.IsValid() {
@@ -218,6 +223,7 @@ func (t *TargetResult) add(a Attempt) {
 // summarize fills Connect, Report and Echo from the recorders.
 func (t *TargetResult) summarize() {
 	t.Connect, t.Report, t.Echo = t.connect.Summary(), t.report.Summary(), t.echo.Summary()
+	t.DNS = t.dns.Summary()
 }
 
 func containsAddr(s []netip.Addr, a netip.Addr) bool {

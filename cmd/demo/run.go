@@ -322,6 +322,7 @@ func runDemo(ctx context.Context, cfg Config, stdout io.Writer) (res result, err
 		out("\n--keep: everything keeps running; Ctrl-C stops it.")
 		select {
 		case <-ctx.Done():
+			out("stopping everything the demo started")
 		case <-anyExited(st.procs):
 			out("a program exited; stopping the rest (logs in %s/)", logDir)
 		}

@@ -320,3 +320,20 @@ func TestOnceIPv6(t *testing.T) {
 		t.Errorf("IPv6 probe: verdict %v, seen %v; want preserved ::1 (%s)", tr.Verdict, tr.Seen, tr.Explain())
 	}
 }
+
+// TestOnceHostName: a name is resolved apart from the handshake (DNS
+// timed separately) and every address is tried in turn.
+func TestOnceHostName(t *testing.T) {
+	addr, _ := startListener(t, nil)
+	_, port, _ := net.SplitHostPort(addr)
+	rep, tm, err := probe.Once(context.Background(), net.JoinHostPort("localhost", port), probe.Options{})
+	if err != nil {
+		t.Skipf("localhost does not resolve to 127.0.0.1 here: %v", err)
+	}
+	if tm.DNS <= 0 || tm.Connect <= 0 || rep[report.KeyClient] != tm.Local.String() {
+		t.Errorf("Once(localhost:%s) = %v, %+v; want DNS and connect timed and the report of the probe's address", port, rep, tm)
+	}
+	if _, _, err := probe.Once(context.Background(), "nosuch.invalid:80", probe.Options{Timeout: 2 * time.Second}); probe.StageOf(err) != probe.StageConnect {
+		t.Errorf("Once(nosuch.invalid) = %v, want a connect-stage error", err)
+	}
+}

@@ -167,3 +167,36 @@ func TestHandlerPageAndAssets(t *testing.T) {
 		t.Errorf("POST /api/heatmap = %d, want 405", post.StatusCode)
 	}
 }
+
+func TestFallback(t *testing.T) {
+	a := demoAggregator(t)
+	down := failingSource{errors.New("opensearch down")}
+	tests := []struct {
+		name       string
+		src        heatmap.Source
+		wantSource string
+		wantNote   bool
+		wantErr    bool
+	}{
+		{"primary_ok", heatmap.Fallback(a, down), "memory", false, false},
+		{"primary_down", heatmap.Fallback(down, a), "memory", true, false},
+		{"both_down", heatmap.Fallback(down, down), "", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := tt.src.Snapshot(context.Background())
+			if (err != nil) != tt.wantErr || s.Source != tt.wantSource || (s.Note != "") != tt.wantNote {
+				t.Errorf("Snapshot() = source %q note %q, %v; want source %q, note %v, error %v", s.Source, s.Note, err, tt.wantSource, tt.wantNote, tt.wantErr)
+			}
+			if err == nil && s.Totals.Events != 212 {
+				t.Errorf("Snapshot() events = %d, want the aggregator's 212", s.Totals.Events)
+			}
+		})
+	}
+	// A cancelled request does not fall back.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := heatmap.Fallback(failingSource{context.Canceled}, a).Snapshot(ctx); err == nil {
+		t.Errorf("Fallback with a cancelled ctx answered from the secondary")
+	}
+}

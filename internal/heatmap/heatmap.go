@@ -25,6 +25,8 @@ import (
 type Snapshot struct {
 	// Source names where the data comes from: "memory" or "opensearch".
 	Source string `json:"source"`
+	// Note, when set, says why the data comes from a fallback source.
+	Note string `json:"note,omitempty"`
 	// GeneratedAt is when the snapshot was taken.
 	GeneratedAt time.Time `json:"generated_at"`
 	// Cells is the connection density: one entry per grid cell that holds
@@ -149,4 +151,26 @@ func (h *handler) serveData(w http.ResponseWriter, r *http.Request) {
 		snap.Countries = []Country{}
 	}
 	_ = json.NewEncoder(w).Encode(snap)
+}
+
+// Fallback returns a Source that answers from primary and, when primary
+// fails (but ctx is not done), from secondary, noting primary's failure in
+// Snapshot.Note. The page then keeps showing data, and says where it comes
+// from. cmd/ingest uses it with OpenSearch aggregations first and its
+// in-memory [Aggregator] second.
+func Fallback(primary, secondary Source) Source { return fallback{primary, secondary} }
+
+type fallback struct{ primary, secondary Source }
+
+func (f fallback) Snapshot(ctx context.Context) (Snapshot, error) {
+	s, err := f.primary.Snapshot(ctx)
+	if err == nil || ctx.Err() != nil {
+		return s, err
+	}
+	s, err2 := f.secondary.Snapshot(ctx)
+	if err2 != nil {
+		return Snapshot{}, errors.Join(err, err2)
+	}
+	s.Note = "primary source unavailable; showing " + s.Source
+	return s, nil
 }

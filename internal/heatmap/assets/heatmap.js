@@ -129,7 +129,7 @@
       table(s.countries);
       for (const k of ["events", "served", "redirected", "denied", "refused", "unplaced"]) text("c-" + k, s.totals[k]);
       status.className = "";
-      status.textContent = "source: " + s.source + ", updated " + new Date(s.generated_at).toLocaleTimeString() +
+      status.textContent = "source: " + s.source + (s.note ? " (" + s.note + ")" : "") + ", updated " + new Date(s.generated_at).toLocaleTimeString() +
         ", " + s.cells.length + " cells, refreshing every " + REFRESH_MS / 1000 + " s";
     } catch (e) {
       status.className = "error";

@@ -149,7 +149,11 @@ func (t *TargetResult) Explain() string {
 	a, ok := t.Example()
 	if !ok {
 		if t.LastError != nil {
-			return fmt.Sprintf("failed: %s: %v", t.Target, t.LastError)
+			hint := ""
+			if StageOf(t.LastError) == StageReport && errors.Is(t.LastError, ErrClosed) {
+				hint = " (a server with --proxy-protocol required or trusted closes a connection whose PROXY header is missing or comes from an untrusted address)"
+			}
+			return fmt.Sprintf("failed: %s: %v%s", t.Target, t.LastError, hint)
 		}
 		return "failed: " + t.Target + ": no attempt finished"
 	}

@@ -113,7 +113,11 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 		fmt.Fprintf(w, "  heat map     %s  (live: refreshes every 3 s%s)\n", ui, map[bool]string{true: "", false: "; gone when the demo ends, use --keep"}[cfg.Keep])
 	}
 	if cfg.DashboardsURL != "" {
-		fmt.Fprintf(w, "  dashboards   %s  (imported by ingest: the connection heat map)\n", cfg.DashboardsURL)
+		fmt.Fprintf(w, "  dashboards   %s/app/dashboards#/view/%s  (imported by ingest; time range: last 15 minutes)\n",
+			strings.TrimRight(redact(cfg.DashboardsURL), "/"), dashboardID)
 	}
 	fmt.Fprintf(w, "  logs         %s/ (devkafka.log, app.log, ingest.log)\n", logDir)
 }
+
+// dashboardID is the id of the dashboard in deploy/dashboards/originlens.ndjson.
+const dashboardID = "originlens-connections"

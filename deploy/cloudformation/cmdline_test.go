@@ -200,7 +200,7 @@ func TestAppCommandLine(t *testing.T) {
 					continue
 				}
 				flag = strings.ToLower(strings.ReplaceAll(flag, "_", "-"))
-				if !regexp.MustCompile(`(?m)^\s+-` + regexp.QuoteMeta(flag) + `\b`).Match(help) {
+				if !regexp.MustCompile(`(?m)^\s+--?` + regexp.QuoteMeta(flag) + `(\s|$)`).Match(help) {
 					t.Errorf("%s sets --%s, which `app --help` does not list", k, flag)
 				}
 			}

@@ -21,6 +21,9 @@ type Config struct {
 	// Count is the number of attempts per target; 0 runs until ctx is done.
 	Count int
 	// Concurrency is the number of attempts in flight at once (default 1).
+	// Samples are recorded in completion order, so with more than one
+	// attempt in flight "consecutive" (for jitter) means consecutive to
+	// finish.
 	Concurrency int
 	// Interval is the time between the starts of consecutive rounds (one
 	// attempt per target); 0 starts each as soon as a worker is free.
@@ -96,7 +99,8 @@ type Attempt struct {
 	Verdict  Verdict
 }
 
-// TargetResult aggregates the attempts against one target.
+// TargetResult aggregates the attempts against one target. Run fills it
+// from its own goroutine; read it once Run has returned.
 type TargetResult struct {
 	Target   string
 	Attempts int // finished attempts, interrupted ones excluded

@@ -27,6 +27,9 @@ type Config struct {
 	Group        string
 	DLQTopic     string
 	Security     kafka.Security
+	// SessionTimeout is how long the group waits for a silent member (a
+	// crashed ingest) before giving its partitions to the others.
+	SessionTimeout time.Duration
 
 	OpenSearch    opensearch.Config
 	IndexPrefix   string
@@ -89,6 +92,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		brokers      = fs.String("kafka-brokers", "", "Kafka bootstrap brokers host:port[,...] (required to consume)")
 		topic        = fs.String("kafka-topic", "conn-events", "Kafka topic of connection events")
 		group        = fs.String("group", "originlens-ingest", "Kafka consumer group")
+		session      = fs.Duration("kafka-session-timeout", 30*time.Second, "consumer-group session timeout: how long a crashed member keeps its partitions (the broker allows 6s to 30m by default)")
 		dlq          = fs.String("dlq-topic", "conn-events-dlq", "Kafka dead-letter topic for messages OpenSearch can never accept")
 		kafkaTLS     = fs.Bool("kafka-tls", false, "connect to Kafka with TLS")
 		kafkaCA      = fs.String("kafka-ca-file", "", "PEM CA bundle for --kafka-tls; empty: system roots")
@@ -160,7 +164,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	}
 
 	cfg.KafkaBrokers = splitList(*brokers)
-	cfg.KafkaTopic, cfg.Group, cfg.DLQTopic = *topic, *group, *dlq
+	cfg.KafkaTopic, cfg.Group, cfg.DLQTopic, cfg.SessionTimeout = *topic, *group, *dlq, *session
 	cfg.Security = kafka.Security{TLS: *kafkaTLS, CAFile: *kafkaCA, SASL: *sasl, Username: *kUser, Password: *kPass, AWSRegion: *kRegion}
 	if cfg.Security.SASL == "none" {
 		cfg.Security.SASL = ""
@@ -240,6 +244,9 @@ func (c *Config) validate() error {
 	}
 	if c.RetryMaxBackoff < 100*time.Millisecond {
 		bad("--retry-max-backoff must be at least 100ms")
+	}
+	if c.SessionTimeout < time.Second {
+		bad("--kafka-session-timeout must be at least 1s")
 	}
 	if c.ShutdownGrace < 0 {
 		bad("--shutdown-grace must not be negative")

@@ -333,7 +333,7 @@ func TestCrash(t *testing.T) {
 	start := func(name string) (*exec.Cmd, *syncBuffer) {
 		logs := &syncBuffer{}
 		cmd := exec.Command(bin, "--kafka-brokers", strings.Join(k.brokers, ","), "--opensearch-url", srv.URL,
-			"--admin", "127.0.0.1:0", "--ui", "", "--flush-interval", "20ms", "--bulk-bytes", "32KiB", "--retry-max-backoff", "200ms")
+			"--admin", "127.0.0.1:0", "--ui", "", "--kafka-session-timeout", "6s", "--flush-interval", "20ms", "--bulk-bytes", "32KiB", "--retry-max-backoff", "200ms")
 		cmd.Stdout, cmd.Stderr = logs, logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -186,19 +186,9 @@ func consume(ctx context.Context, cfg Config, log *slog.Logger, metrics *ingest.
 	if err != nil {
 		return fmt.Errorf("kafka transport: %w", err)
 	}
-	reader := kafkago.NewReader(kafkago.ReaderConfig{
-		Brokers:        cfg.KafkaBrokers,
-		GroupID:        cfg.Group,
-		Topic:          cfg.KafkaTopic,
-		Dialer:         dialer,
-		MinBytes:       1,
-		MaxBytes:       16 << 20,
-		MaxWait:        250 * time.Millisecond,
-		QueueCapacity:  4096,
-		CommitInterval: 0, // synchronous commits, only of acknowledged offsets
-		StartOffset:    kafkago.FirstOffset,
-		ErrorLogger:    kafkago.LoggerFunc(func(msg string, args ...any) { log.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) }),
-	})
+	rc := ingest.ReaderConfig(cfg.KafkaBrokers, cfg.KafkaTopic, cfg.Group, dialer, cfg.SessionTimeout)
+	rc.ErrorLogger = kafkago.LoggerFunc(func(msg string, args ...any) { log.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) })
+	reader := kafkago.NewReader(rc)
 	defer reader.Close()
 	dlq := &kafkago.Writer{
 		Addr:         kafkago.TCP(cfg.KafkaBrokers...),

@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,7 @@ type Config struct {
 	BulkDocs         int           // or this many documents [20000]
 	FlushInterval    time.Duration // or when the oldest document waited this long [1s]
 	Workers          int           // concurrent bulk requests [2]
+	ParseWorkers     int           // goroutines decoding events [GOMAXPROCS]
 	MaxInFlightBytes int64         // fetched, unacknowledged bytes [4 × BulkBytes]
 	BackoffMin       time.Duration // first retry delay [100ms]
 	BackoffMax       time.Duration // retry delay cap [30s]
@@ -93,6 +95,9 @@ func (c *Config) defaults() {
 	}
 	if c.Workers <= 0 {
 		c.Workers = 2
+	}
+	if c.ParseWorkers <= 0 {
+		c.ParseWorkers = runtime.GOMAXPROCS(0)
 	}
 	if c.MaxInFlightBytes <= 0 {
 		c.MaxInFlightBytes = 4 * int64(c.BulkBytes)
@@ -182,6 +187,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	p.running.Store(true)
 	defer p.running.Store(false)
 
+	fetched := make(chan *item, 1024)
 	items := make(chan *item, 4096)
 	work := make(chan *batch)
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -189,7 +195,16 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	workersDone := make(chan struct{})
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return p.fetch(gctx, items) })
+	g.Go(func() error { defer close(fetched); return p.fetch(gctx, fetched) })
+	var parsers sync.WaitGroup
+	for i := 0; i < p.cfg.ParseWorkers; i++ {
+		parsers.Add(1)
+		g.Go(func() error {
+			defer parsers.Done()
+			p.parseLoop(gctx, fetched, items)
+			return nil
+		})
+	}
 	g.Go(func() error { p.batch(gctx, workCtx, items, work); return nil })
 	var wg sync.WaitGroup
 	for i := 0; i < p.cfg.Workers; i++ {
@@ -257,8 +272,19 @@ func (p *Pipeline) fetch(ctx context.Context, out chan<- *item) error {
 		}
 		p.m.InFlightBytes.Add(float64(w))
 		it := &item{msg: msg, weight: w}
-		it.ent = p.tracker.add(&it.msg)
-		ev, err := parse(&msg)
+		it.ent = p.tracker.add(&it.msg) // in fetch order; parsing may reorder
+		select {
+		case out <- it:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// parseLoop decodes fetched messages; several run in parallel.
+func (p *Pipeline) parseLoop(ctx context.Context, in <-chan *item, out chan<- *item) {
+	for it := range in {
+		ev, err := parse(&it.msg)
 		if err != nil {
 			it.err = err
 		} else {
@@ -267,7 +293,7 @@ func (p *Pipeline) fetch(ctx context.Context, out chan<- *item) error {
 		select {
 		case out <- it:
 		case <-ctx.Done():
-			return nil
+			return
 		}
 	}
 }
@@ -637,5 +663,30 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// ReaderConfig returns the kafka-go consumer-group reader configuration the
+// pipeline is built for: explicit synchronous commits only (CommitInterval
+// 0: the pipeline commits what OpenSearch acknowledged), start at the
+// earliest offset for a new group, large fetches. dialer may be nil.
+func ReaderConfig(brokers []string, topic, group string, dialer *kafka.Dialer, sessionTimeout time.Duration) kafka.ReaderConfig {
+	if sessionTimeout <= 0 {
+		sessionTimeout = 30 * time.Second
+	}
+	return kafka.ReaderConfig{
+		Brokers:           brokers,
+		GroupID:           group,
+		Topic:             topic,
+		Dialer:            dialer,
+		MinBytes:          1,
+		MaxBytes:          16 << 20,
+		MaxWait:           250 * time.Millisecond,
+		QueueCapacity:     4096,
+		CommitInterval:    0,
+		StartOffset:       kafka.FirstOffset,
+		SessionTimeout:    sessionTimeout,
+		HeartbeatInterval: sessionTimeout / 10,
+		RebalanceTimeout:  sessionTimeout,
 	}
 }

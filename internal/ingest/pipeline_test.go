@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	kafka "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -294,7 +296,9 @@ func TestPipeline(t *testing.T) {
 	}
 }
 
-func contains(s, sub string) bool { return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0) }
+func contains(s, sub string) bool {
+	return len(sub) == 0 || (len(s) >= len(sub) && indexOf(s, sub) >= 0)
+}
 
 func indexOf(s, sub string) int {
 	for i := 0; i+len(sub) <= len(s); i++ {
@@ -390,4 +394,58 @@ func TestShutdownAbandonsUnacknowledged(t *testing.T) {
 			t.Errorf("_id %s stored %d times", id, c)
 		}
 	}
+}
+
+// TestBackpressure: while OpenSearch is slow, the pipeline fetches no more
+// than its in-flight byte budget; Kafka keeps the rest.
+func TestBackpressure(t *testing.T) {
+	e := newEnv(t, 1)
+	const n = 400
+	for i := 0; i < n; i++ {
+		e.produce(t, eventRecord(t, opensearchtest.SampleEvent(i, time.Now())))
+	}
+	e.srv.SetDelay(400 * time.Millisecond)
+	r := e.reader()
+	defer r.Close()
+	w := e.dlqWriter()
+	defer w.Close()
+	m := ingest.NewMetrics(nil)
+	const budget = 24 << 10
+	p := ingest.New(ingest.Config{BulkBytes: 8 << 10, MaxInFlightBytes: budget, FlushInterval: 10 * time.Millisecond, Logger: testLogger(t), Metrics: m}, r, e.os, w, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	maxInFlight, maxAhead := 0.0, 0.0
+	deadline := time.Now().Add(60 * time.Second)
+	for e.srv.Count("*") < n && time.Now().Before(deadline) {
+		inflight := value(m.InFlightBytes)
+		ahead := value(m.Fetched) - float64(e.srv.Count("*"))
+		maxInFlight, maxAhead = max(maxInFlight, inflight), max(maxAhead, ahead)
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if got := e.srv.Count("*"); got != n {
+		t.Fatalf("indexed %d of %d", got, n)
+	}
+	if maxInFlight > budget {
+		t.Errorf("in-flight bytes reached %v, budget %d", maxInFlight, budget)
+	}
+	// each message weighs its size plus 256 bytes: the budget holds at most
+	// budget/256 of them, plus the one the fetcher waits with.
+	if maxAhead > budget/256+1 {
+		t.Errorf("fetched up to %v messages ahead of OpenSearch, want at most %d", maxAhead, budget/256+1)
+	}
+	t.Logf("max in-flight bytes %v (budget %d), max messages fetched ahead %v", maxInFlight, budget, maxAhead)
+}
+
+func value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Gauge != nil {
+		return d.Gauge.GetValue()
+	}
+	return d.Counter.GetValue()
 }

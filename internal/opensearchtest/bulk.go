@@ -195,9 +195,7 @@ func parseBulk(body []byte, defIndex string) ([]bulkOp, *apiError) {
 			continue
 		}
 		var a bulkAction
-		dec := json.NewDecoder(bytes.NewReader(act))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&a); err != nil {
+		if err := decodeAction(act, &a); err != nil {
 			return nil, &apiError{"illegal_argument_exception", fmt.Sprintf("Malformed action/metadata line [%d], expected START_OBJECT or END_OBJECT but found [%s]", line, strings.SplitN(err.Error(), ":", 2)[0])}
 		}
 		var op bulkOp
@@ -342,4 +340,22 @@ func (s *Server) applyLocked(op bulkOp, pre *docError) itemResult {
 	s.seqNo++
 	res.seqNo, res.version = s.seqNo, 1
 	return res
+}
+
+// decodeAction decodes an action line strictly: one JSON object, no
+// unknown keys.
+func decodeAction(line []byte, a *bulkAction) error {
+	if err := json.Unmarshal(line, a); err != nil {
+		return err
+	}
+	// json.Unmarshal ignores unknown keys; OpenSearch does not.
+	if a.Create == nil && a.Index == nil && a.Update == nil && a.Delete == nil {
+		dec := json.NewDecoder(bytes.NewReader(line))
+		dec.DisallowUnknownFields()
+		var strict bulkAction
+		if err := dec.Decode(&strict); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -298,8 +298,7 @@ func (s *Server) refuseAtAccept(raw net.Conn, start time.Time) {
 	s.cfg.Publisher.Publish(ev)
 }
 
-// track registers c for the drain; it reports false when the server is
-// already draining hard.
+// track registers c so that the drain can close it.
 func (s *Server) track(c *conn) {
 	s.mu.Lock()
 	s.conns[c] = struct{}{}

@@ -10,6 +10,7 @@ package listener
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -82,14 +83,16 @@ func New(cfg Config) *Server {
 
 // Serve accepts connections on ln until ctx is done, then closes ln, closes
 // every open connection and waits for their goroutines. It blocks until
-// then and returns nil after a cancellation, or the accept error that
-// stopped it (ln is closed either way).
+// then and returns nil after a cancellation, or an error when ln was closed
+// by someone else. Other accept errors (out of file descriptors) are
+// printed and retried with a backoff of up to a second.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	sem := make(chan struct{}, s.cfg.MaxConns)
+	var backoff time.Duration
 	for {
 		select {
 		case sem <- struct{}{}:
@@ -98,12 +101,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		conn, err := ln.Accept()
 		if err != nil {
-			_ = ln.Close()
-			if ctx.Err() != nil {
+			<-sem
+			switch {
+			case ctx.Err() != nil:
 				return nil
+			case errors.Is(err, net.ErrClosed):
+				return fmt.Errorf("accept: %w", err)
 			}
-			return fmt.Errorf("accept: %w", err)
+			// Out of file descriptors and the like: wait and retry.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.printf("%s accept: %v (retrying in %v)", stamp(), err, backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			continue
 		}
+		backoff = 0
 		wg.Go(func() {
 			defer func() { <-sem }()
 			defer conn.Close()

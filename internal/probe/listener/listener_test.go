@@ -224,3 +224,24 @@ func TestDualStackUnmapped(t *testing.T) {
 		})
 	}
 }
+
+// TestServeListenerClosed: a listener closed under Serve ends it with an
+// error; cancelling ctx ends it with nil.
+func TestServeListenerClosed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- listener.New(listener.Config{}).Serve(context.Background(), ln) }()
+	time.Sleep(20 * time.Millisecond)
+	ln.Close()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "accept") {
+			t.Errorf("Serve after ln.Close() = %v, want an accept error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its listener was closed")
+	}
+}

@@ -55,40 +55,63 @@ func requireCmd(tb testing.TB, name string) {
 }
 
 var (
-	appOnce sync.Once
-	appBin  string
-	appErr  error
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]error{}
 )
 
-// buildApp builds cmd/app once per test binary.
-func buildApp(tb testing.TB) string {
+// buildCmd builds ./cmd/<name> once per test binary and returns its path.
+func buildCmd(tb testing.TB, name string) string {
 	tb.Helper()
-	requireCmd(tb, "app")
-	appOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "originlens-cfn-app")
+	requireCmd(tb, name)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir == "" {
+		dir, err := os.MkdirTemp("", "originlens-cfn-bin")
 		if err != nil {
-			appErr = err
-			return
+			tb.Fatal(err)
 		}
-		appBin = filepath.Join(dir, "app")
-		cmd := exec.Command(goTool(tb), "build", "-o", appBin, "./cmd/app")
-		cmd.Dir = repoRoot
-		if out, err := cmd.CombinedOutput(); err != nil {
-			appErr = fmt.Errorf("go build ./cmd/app: %v\n%s", err, out)
-		}
-	})
-	if appErr != nil {
-		tb.Fatal(appErr)
+		buildDir = dir
 	}
-	return appBin
+	bin := filepath.Join(buildDir, name)
+	err, done := built[name]
+	if !done {
+		cmd := exec.Command(goTool(tb), "build", "-o", bin, "./cmd/"+name)
+		cmd.Dir = repoRoot
+		if out, cerr := cmd.CombinedOutput(); cerr != nil {
+			err = fmt.Errorf("go build ./cmd/%s: %v\n%s", name, cerr, out)
+		}
+		built[name] = err
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bin
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if appBin != "" {
-		os.RemoveAll(filepath.Dir(appBin))
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
 	}
 	os.Exit(code)
+}
+
+// checkEnvFlags fails for every PREFIX_NAME variable whose --name flag the
+// program's --help output does not list.
+func checkEnvFlags(t *testing.T, help []byte, prefix string, env map[string]string) {
+	t.Helper()
+	for k := range env {
+		flag, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			t.Errorf("%s is no %s variable", k, prefix)
+			continue
+		}
+		flag = strings.ToLower(strings.ReplaceAll(flag, "_", "-"))
+		if !regexp.MustCompile(`(?m)^\s+--?` + regexp.QuoteMeta(flag) + `(\s|$)`).Match(help) {
+			t.Errorf("%s sets --%s, which --help does not list", k, flag)
+		}
+	}
 }
 
 // unit is the part of a systemd unit file the tests use.
@@ -152,7 +175,7 @@ func freeAddr(tb testing.TB) string {
 // and the admin port, a temporary spool. A client then speaks the line
 // protocol to it, with a PROXY v2 header when the NLB would send one.
 func TestAppCommandLine(t *testing.T) {
-	bin := buildApp(t)
+	bin := buildCmd(t, "app")
 	u := parseUnit(t, filepath.Join(repoRoot, "deploy/systemd/originlens-app.service"))
 	if u.execStart[0] != "/opt/originlens/bin/app" {
 		t.Fatalf("ExecStart runs %s, the user data unpacks the release into /opt/originlens", u.execStart[0])
@@ -193,17 +216,7 @@ func TestAppCommandLine(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			env := envFile(t, c.lines, map[string]string{"BROKERS": ""})
-			for k := range env {
-				flag, ok := strings.CutPrefix(k, "APP_")
-				if !ok {
-					t.Errorf("%s is no APP_ variable", k)
-					continue
-				}
-				flag = strings.ToLower(strings.ReplaceAll(flag, "_", "-"))
-				if !regexp.MustCompile(`(?m)^\s+--?` + regexp.QuoteMeta(flag) + `(\s|$)`).Match(help) {
-					t.Errorf("%s sets --%s, which `app --help` does not list", k, flag)
-				}
-			}
+			checkEnvFlags(t, help, "APP_", env)
 			if env["APP_PROXY_PROTOCOL"] != c.mode {
 				t.Fatalf("APP_PROXY_PROTOCOL = %q, want %q", env["APP_PROXY_PROTOCOL"], c.mode)
 			}
@@ -582,4 +595,30 @@ func TestUserDataShellSyntax(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestIngestEnvironment checks the ingest's environment, as the user data
+// writes it and as the tarball's default ingest.env has it, against the
+// flags of the real cmd/ingest binary.
+func TestIngestEnvironment(t *testing.T) {
+	bin := buildCmd(t, "ingest")
+	help, err := exec.Command(bin, "--help").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ingest --help: %v\n%s", err, help)
+	}
+	u := parseUnit(t, filepath.Join(repoRoot, "deploy/systemd/originlens-ingest.service"))
+	if u.execStart[0] != "/opt/originlens/bin/ingest" || len(u.execStart) != 1 {
+		t.Errorf("ExecStart = %v, want /opt/originlens/bin/ingest configured by its environment file", u.execStart)
+	}
+	ud := renderUserData(t, load(t, "ingest.yaml"), "IngestLaunchTemplate", nil)
+	if !strings.Contains(ud, "install -m 0644 /opt/originlens/systemd/originlens-ingest.service /etc/systemd/system/originlens-ingest.service") ||
+		!strings.Contains(ud, "systemctl enable --now originlens-ingest.service") {
+		t.Errorf("the user data does not install and start originlens-ingest.service:\n%s", ud)
+	}
+	checkEnvFlags(t, help, "INGEST_", envFile(t, heredoc(t, ud, u.envFile), map[string]string{"BROKERS": "b-1.example:9098"}))
+	def, err := os.ReadFile(filepath.Join(repoRoot, "deploy/systemd/ingest.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEnvFlags(t, help, "INGEST_", envFile(t, strings.Split(string(def), "\n"), nil))
 }

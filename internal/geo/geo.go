@@ -39,7 +39,10 @@
 // after every lookup that started on it has finished. A file that fails
 // verification is refused: the error is logged, counted in
 // originlens_geo_reload_errors_total and the old database keeps serving;
-// the broken file is not retried until it changes again.
+// the broken file is not retried until it changes again. Replace files by
+// renaming a complete new file over them, as geoipupdate does: the open
+// database is memory-mapped, and writing into that same file in place
+// changes it under the lookups in flight.
 //
 // # Metrics
 //

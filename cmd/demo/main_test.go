@@ -17,6 +17,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/originlens/originlens/internal/mmdb"
+	"github.com/originlens/originlens/internal/opensearchtest"
+	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // buildPrograms builds the programs the demo starts into a temporary
@@ -65,53 +67,7 @@ func TestDemo(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: runDemo() = %v\n%s", round, err, stdout.String())
 		}
-		tl := res.Tally
-		if tl.Served+tl.Redirect+tl.Denied != count || tl.Refused != spoofs || tl.Failed != 0 {
-			t.Errorf("round %d: probes served %d + redirected %d + denied %d, refused %d, failed %d; want %d, %d, 0",
-				round, tl.Served, tl.Redirect, tl.Denied, tl.Refused, tl.Failed, count, spoofs)
-		}
-		if tl.Served == 0 || tl.Redirect == 0 || tl.Denied == 0 {
-			t.Errorf("round %d: want some of each decision, got served %d redirected %d denied %d", round, tl.Served, tl.Redirect, tl.Denied)
-		}
-		if got, want := res.AppActions, map[string]int{
-			"connection-closed": tl.Served + tl.Redirect, "connection-denied": tl.Denied, "connection-refused": spoofs,
-		}; !cmp.Equal(got, want) || res.AppSpoofs != spoofs {
-			t.Errorf("round %d: app metrics %v spoofs %d, want %v spoofs %d", round, got, res.AppSpoofs, want, spoofs)
-		}
-		if res.Produced != count+spoofs {
-			t.Errorf("round %d: %d events produced, want %d", round, res.Produced, count+spoofs)
-		}
-		if withIngest {
-			if res.Indexed != res.Produced || res.HeatmapEvents != res.Produced || res.Heatmap == nil {
-				t.Errorf("round %d: %d events indexed, %d in the heat map; want %d", round, res.Indexed, res.HeatmapEvents, res.Produced)
-			} else {
-				for iso, c := range tl.ByCountry {
-					if iso == "--" {
-						continue
-					}
-					found := false
-					for _, hc := range res.Heatmap.Countries {
-						if hc.ISO == iso {
-							found = true
-							if hc.Count != int64(c.N) || hc.Decisions.Serve != int64(c.Serve) || hc.Decisions.Redirect != int64(c.Redirect) || hc.Decisions.Deny != int64(c.Deny) {
-								t.Errorf("round %d: heat map %s = %+v, probes saw %+v", round, iso, hc, *c)
-							}
-						}
-					}
-					if !found {
-						t.Errorf("round %d: heat map lacks %s", round, iso)
-					}
-				}
-			}
-		}
-		for _, want := range []string{"summary", "connections", "produced", "United States", "North Korea", "where to look"} {
-			if !strings.Contains(stdout.String(), want) {
-				t.Errorf("round %d: summary lacks %q:\n%s", round, want, stdout.String())
-			}
-		}
-		if strings.Contains(stdout.String(), "WARNING") {
-			t.Errorf("round %d: summary warns:\n%s", round, stdout.String())
-		}
+		checkResult(t, round, res, stdout.String(), count, spoofs, withIngest)
 		// Every program the demo started is gone.
 		if len(res.PIDs) < 2 {
 			t.Errorf("round %d: %d programs started, want devkafka, app (and ingest)", round, len(res.PIDs))
@@ -125,6 +81,105 @@ func TestDemo(t *testing.T) {
 			t.Logf("round %d output:\n%s", round, stdout.String())
 			return
 		}
+	}
+}
+
+// checkResult asserts that a demo run's numbers add up.
+func checkResult(t *testing.T, round int, res result, stdout string, count, spoofs int, withIngest bool) {
+	t.Helper()
+	tl := res.Tally
+	if tl.Served+tl.Redirect+tl.Denied != count || tl.Refused != spoofs || tl.Failed != 0 {
+		t.Errorf("round %d: probes served %d + redirected %d + denied %d, refused %d, failed %d; want %d, %d, 0",
+			round, tl.Served, tl.Redirect, tl.Denied, tl.Refused, tl.Failed, count, spoofs)
+	}
+	if tl.Served == 0 || tl.Redirect == 0 || tl.Denied == 0 {
+		t.Errorf("round %d: want some of each decision, got served %d redirected %d denied %d", round, tl.Served, tl.Redirect, tl.Denied)
+	}
+	if got, want := res.AppActions, map[string]int{
+		"connection-closed": tl.Served + tl.Redirect, "connection-denied": tl.Denied, "connection-refused": spoofs,
+	}; !cmp.Equal(got, want) || res.AppSpoofs != spoofs {
+		t.Errorf("round %d: app metrics %v spoofs %d, want %v spoofs %d", round, got, res.AppSpoofs, want, spoofs)
+	}
+	if res.Produced != int64(count+spoofs) {
+		t.Errorf("round %d: %d events produced, want %d", round, res.Produced, count+spoofs)
+	}
+	if withIngest {
+		if res.Indexed != res.Produced || res.HeatmapEvents != res.Produced || res.Heatmap == nil {
+			t.Errorf("round %d: %d events indexed, %d in the heat map; want %d", round, res.Indexed, res.HeatmapEvents, res.Produced)
+		} else {
+			for iso, c := range tl.ByCountry {
+				if iso == "--" {
+					continue
+				}
+				found := false
+				for _, hc := range res.Heatmap.Countries {
+					if hc.ISO == iso {
+						found = true
+						if hc.Count != int64(c.N) || hc.Decisions.Serve != int64(c.Serve) || hc.Decisions.Redirect != int64(c.Redirect) || hc.Decisions.Deny != int64(c.Deny) {
+							t.Errorf("round %d: heat map %s = %+v, probes saw %+v", round, iso, hc, *c)
+						}
+					}
+				}
+				if !found {
+					t.Errorf("round %d: heat map lacks %s", round, iso)
+				}
+			}
+		}
+	}
+	for _, want := range []string{"summary", "connections", "produced", "United States", "North Korea", "where to look"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("round %d: summary lacks %q:\n%s", round, want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "WARNING") {
+		t.Errorf("round %d: summary warns:\n%s", round, stdout)
+	}
+}
+
+// TestDemoExternal runs the demo the way the Compose setup does: against
+// an external Kafka (a kfake cluster started here, topic created by the
+// app), an external OpenSearch and Dashboards (the in-process stand-in,
+// reached only through its URL).
+func TestDemoExternal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipping: builds and runs the whole pipeline (-short)")
+	}
+	bin, withIngest := buildPrograms(t)
+	if !withIngest {
+		t.Skip("skipping: cmd/ingest not present")
+	}
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	stand := opensearchtest.NewServer()
+	defer stand.Close()
+	const count, spoofs = 40, 4
+	var stdout bytes.Buffer
+	cfg := Config{
+		BinDir: bin, WorkDir: t.TempDir(), Table: "../../deploy/demo/geo-table.tsv", UI: "127.0.0.1:0",
+		KafkaBrokers: strings.Join(kc.ListenAddrs(), ","), OpenSearchURL: stand.URL, DashboardsURL: stand.URL,
+		Count: count, Spoofs: spoofs, Concurrency: 4, Wait: 60 * time.Second,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := runDemo(ctx, cfg, &stdout)
+	if err != nil {
+		t.Fatalf("runDemo() = %v\n%s", err, stdout.String())
+	}
+	checkResult(t, 0, res, stdout.String(), count, spoofs, true)
+	if got := stand.Count(indexPattern); got != count+spoofs {
+		t.Errorf("OpenSearch holds %d documents, want %d", got, count+spoofs)
+	}
+	if _, ok := stand.SavedObject("dashboard", dashboardID); !ok {
+		t.Errorf("dashboard %s not imported into Dashboards", dashboardID)
+	}
+	if !strings.Contains(stdout.String(), "/app/dashboards#/view/"+dashboardID) {
+		t.Errorf("summary does not point at the dashboard:\n%s", stdout.String())
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", stdout.String())
 	}
 }
 

@@ -69,7 +69,7 @@ func (b *byteSize) Set(s string) error {
 		}
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
-	if err != nil || n < 0 {
+	if err != nil || n < 0 || n > (1<<62)/mult {
 		return fmt.Errorf("want a size like 5MiB, 512KiB or 1048576")
 	}
 	*b = byteSize(n * mult)

@@ -401,3 +401,22 @@ func tail(s string, n int) string {
 	}
 	return "..." + s[len(s)-n:]
 }
+
+func FuzzByteSize(f *testing.F) {
+	for _, s := range []string{"5MiB", "512KiB", "1048576", "1GB", "-1", "9999999999999GiB", "MiB", " 7 KiB"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var b byteSize
+		if err := b.Set(s); err != nil {
+			return
+		}
+		if b < 0 {
+			t.Errorf("Set(%q) = %d, want non-negative", s, b)
+		}
+		var again byteSize
+		if err := again.Set(b.String()); err != nil || again != b {
+			t.Errorf("Set(String()) of %q = %d, %v; want %d", s, again, err, b)
+		}
+	})
+}

@@ -230,14 +230,19 @@ func TestAppCommandLine(t *testing.T) {
 			if _, ok := env["APP_SPOOL_DIR"]; ok {
 				env["APP_SPOOL_DIR"] = filepath.Join(t.TempDir(), "spool")
 			}
-			runApp(t, bin, u.execStart[1:], env, listen, c.mode)
+			var probe func(string)
+			if c.mode == "off" {
+				probe = func(listen string) { runProbeCommand(t, listen) }
+			}
+			runApp(t, bin, u.execStart[1:], env, listen, c.mode, probe)
 		})
 	}
 }
 
 // runApp starts the app, exchanges with it, stops it with SIGTERM and
 // checks that it exits cleanly and wrote the connection's event to stdout.
-func runApp(t *testing.T, bin string, args []string, env map[string]string, listen, mode string) {
+// probe, when set, runs against the app before it is stopped.
+func runApp(t *testing.T, bin string, args []string, env map[string]string, listen, mode string, probe func(listen string)) {
 	dir := t.TempDir()
 	stdout, err := os.Create(filepath.Join(dir, "stdout"))
 	if err != nil {
@@ -317,6 +322,9 @@ func runApp(t *testing.T, bin string, args []string, env map[string]string, list
 		t.Fatalf("no exchange for mode %q", mode)
 	}
 
+	if probe != nil {
+		probe(listen)
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -621,4 +629,37 @@ func TestIngestEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkEnvFlags(t, help, "INGEST_", envFile(t, strings.Split(string(def), "\n"), nil))
+}
+
+// runProbeCommand runs the stack's ProbeCommand output with the real
+// nc-probe against the app on loopback: the accelerator's address becomes
+// the app's listener, the public address lookup the loopback address.
+func runProbeCommand(t *testing.T, listen string) {
+	t.Helper()
+	if files, _ := filepath.Glob(filepath.Join(repoRoot, "cmd/nc-probe/*.go")); len(files) == 0 {
+		t.Log("cmd/nc-probe has no Go files yet; ProbeCommand not run")
+		return
+	}
+	a := load(t, "app.yaml")
+	e := newEnv(a, withRequired("app.yaml", nil))
+	e.attrs = map[string]any{"Accelerator.Ipv4Addresses": []any{"192.0.2.10", "192.0.2.11"}}
+	cmdline := fmt.Sprint(e.mustEval(t, dig(a.section("Outputs"), "ProbeCommand", "Value")))
+	lookup := `"$(curl -s https://checkip.amazonaws.com)"`
+	if !strings.Contains(cmdline, lookup) {
+		t.Fatalf("ProbeCommand %q no longer looks the public address up as expected", cmdline)
+	}
+	cmdline = strings.Replace(cmdline, lookup, "127.0.0.1", 1)
+	args := strings.Fields(cmdline)
+	if args[0] != "./bin/nc-probe" || args[len(args)-1] != "192.0.2.10:8080" {
+		t.Fatalf("ProbeCommand = %q, want ./bin/nc-probe ... <first accelerator IP>:8080", cmdline)
+	}
+	args[len(args)-1] = listen
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, buildCmd(t, "nc-probe"), args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Errorf("ProbeCommand %v against the app: %v (exit 0 means the client address was preserved)\n%s", args, err, out)
+		return
+	}
+	t.Logf("ProbeCommand %v:\n%s", args, out)
 }

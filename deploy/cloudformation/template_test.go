@@ -212,6 +212,7 @@ var noValue = noValueT{}
 type env struct {
 	t      *tmpl
 	params map[string]any
+	attrs  map[string]any // "Resource.Attribute" -> value, for GetAtt
 }
 
 // newEnv starts from the parameters' defaults, then applies overrides.
@@ -393,6 +394,9 @@ func (e *env) intrinsic(fn string, arg any) (any, error) {
 		res, _ := args[0].(string)
 		if _, ok := e.t.section("Resources")[res]; !ok {
 			return nil, fmt.Errorf("GetAtt of unknown resource %q", res)
+		}
+		if v, ok := e.attrs[fmt.Sprintf("%s.%v", res, args[1])]; ok {
+			return v, nil
 		}
 		return fmt.Sprintf("{{GetAtt %s.%v}}", res, args[1]), nil
 	case "Fn::Sub":

@@ -75,7 +75,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	fs.StringVar(&cfg.Table, "table", or(getenv("DEMO_TABLE"), "deploy/demo/geo-table.tsv"), "GeoIP table the demo database is built from (env DEMO_TABLE)")
 	fs.StringVar(&cfg.GeoIPDB, "geoip-db", getenv("GEOIP_DB"), "use this City database instead of building one (env GEOIP_DB)")
 	fs.StringVar(&cfg.KafkaBrokers, "kafka-brokers", getenv("KAFKA_BROKERS"), "use these brokers instead of starting bin/devkafka (env KAFKA_BROKERS)")
-	fs.StringVar(&cfg.OpenSearchURL, "opensearch-url", getenv("OPENSEARCH_URL"), "OpenSearch for ingest (env OPENSEARCH_URL); empty: ingest's in-memory view")
+	fs.StringVar(&cfg.OpenSearchURL, "opensearch-url", getenv("OPENSEARCH_URL"), "OpenSearch for ingest (env OPENSEARCH_URL); empty: an in-process stand-in (internal/opensearchtest)")
 	fs.StringVar(&cfg.DashboardsURL, "dashboards-url", getenv("DASHBOARDS_URL"), "OpenSearch Dashboards for ingest's import (env DASHBOARDS_URL)")
 	fs.StringVar(&cfg.UI, "ui", or(getenv("DEMO_UI"), "127.0.0.1:8088"), "address of ingest's heat-map page; a free port if busy (env DEMO_UI)")
 	count := fs.String("count", or(getenv("DEMO_COUNT"), "300"), "probe connections from simulated clients (env DEMO_COUNT)")

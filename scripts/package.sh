@@ -7,6 +7,8 @@
 #       systemd/originlens-app.service      units installed by the user data
 #       systemd/originlens-ingest.service
 #       etc/app.env etc/ingest.env          default configuration
+#       etc/policy.example.yaml             the app's embedded rules, to edit
+#                                           and upload as the stack's PolicyKey
 #       VERSION
 #
 # VERSION overrides `git describe`, GO the go command, DIST the output
@@ -41,6 +43,7 @@ for cmd in app ingest nc-probe; do
 done
 install -m 0644 deploy/systemd/*.service "$root/systemd/"
 install -m 0644 deploy/systemd/*.env "$root/etc/"
+install -m 0644 internal/policy/default.yaml "$root/etc/policy.example.yaml"
 echo "$VERSION" >"$root/VERSION"
 
 mkdir -p "$DIST"

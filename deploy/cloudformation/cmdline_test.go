@@ -539,7 +539,7 @@ func TestPackage(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"bin/app", "bin/ingest", "bin/nc-probe", "systemd/originlens-app.service",
-		"systemd/originlens-ingest.service", "etc/app.env", "etc/ingest.env", "VERSION"} {
+		"systemd/originlens-ingest.service", "etc/app.env", "etc/ingest.env", "etc/policy.example.yaml", "VERSION"} {
 		if _, ok := files[want]; !ok {
 			t.Errorf("the tarball lacks %s", want)
 		}

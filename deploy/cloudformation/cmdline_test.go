@@ -663,3 +663,157 @@ func runProbeCommand(t *testing.T, listen string) {
 	}
 	t.Logf("ProbeCommand %v:\n%s", args, out)
 }
+
+// TestUserDataRuns executes each fleet's rendered user data with bash, in a
+// temporary root (its absolute paths rewritten under it), with stand-ins
+// for the two programs that need AWS: `aws` copies a release tarball built
+// here and returns fixed bootstrap brokers, `systemctl` records what it is
+// asked. Then the app is started from the files the script installed: the
+// unit's ExecStart with the environment file it wrote.
+func TestUserDataRuns(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash is not installed")
+	}
+	if _, err := exec.LookPath("tar"); err != nil {
+		t.Skip("tar is not installed")
+	}
+	app := buildCmd(t, "app")
+	const brokers = "b-1.originlens.example:9098,b-2.originlens.example:9098"
+
+	// The release tarball, laid out as scripts/package.sh lays it out.
+	tarball := filepath.Join(t.TempDir(), "release.tar.gz")
+	writeRelease(t, tarball, map[string]string{
+		"bin/app":                           app,
+		"bin/ingest":                        app, // a stand-in: the ingest is not started here
+		"systemd/originlens-app.service":    filepath.Join(repoRoot, "deploy/systemd/originlens-app.service"),
+		"systemd/originlens-ingest.service": filepath.Join(repoRoot, "deploy/systemd/originlens-ingest.service"),
+	})
+
+	for _, c := range []struct{ file, lt, unit, envPath string }{
+		{"app.yaml", "AppLaunchTemplate", "originlens-app.service", "/etc/originlens/app.env"},
+		{"ingest.yaml", "IngestLaunchTemplate", "originlens-ingest.service", "/etc/originlens/ingest.env"},
+	} {
+		t.Run(strings.TrimSuffix(c.file, ".yaml"), func(t *testing.T) {
+			root := t.TempDir()
+			rewrite := strings.NewReplacer(
+				"/opt/originlens", root+"/opt/originlens",
+				"/etc/originlens", root+"/etc/originlens",
+				"/etc/systemd/system/", root+"/etc/systemd/system/",
+				"/var/log/", root+"/var/log/",
+				"/tmp/originlens.tar.gz", root+"/tmp/originlens.tar.gz",
+			)
+			for _, d := range []string{"etc/systemd/system", "var/log", "tmp", "fake"} {
+				if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fake := filepath.Join(root, "fake")
+			calls := filepath.Join(root, "calls")
+			writeScript(t, filepath.Join(fake, "aws"), `#!/bin/bash
+echo "aws $*" >>"`+calls+`"
+case "$1 $2" in
+"s3 cp") cp "`+tarball+`" "${@: -1}" ;;
+"kafka get-bootstrap-brokers") echo "`+brokers+`" ;;
+*) echo "unexpected aws call: $*" >&2; exit 1 ;;
+esac
+`)
+			writeScript(t, filepath.Join(fake, "systemctl"), `#!/bin/bash
+echo "systemctl $*" >>"`+calls+`"
+`)
+			ud := rewrite.Replace(renderUserData(t, load(t, c.file), c.lt, nil))
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bash, "-s")
+			cmd.Stdin = strings.NewReader(ud)
+			cmd.Env = []string{"PATH=" + fake + ":/usr/bin:/bin", "HOME=" + root}
+			out, err := cmd.CombinedOutput()
+			log, _ := os.ReadFile(filepath.Join(root, "var/log/originlens-bootstrap.log"))
+			if err != nil {
+				t.Fatalf("user data: %v\n%s\nbootstrap log:\n%s", err, out, log)
+			}
+			got, _ := os.ReadFile(calls)
+			want := "systemctl daemon-reload\nsystemctl enable --now " + c.unit + "\n"
+			if !strings.HasSuffix(string(got), want) || !strings.Contains(string(got), "aws kafka get-bootstrap-brokers") {
+				t.Errorf("calls:\n%s\nwant the broker lookup and, last:\n%s", got, want)
+			}
+			installed := filepath.Join(root, "etc/systemd/system", c.unit)
+			u := parseUnit(t, installed)
+			exe, envPath := rewrite.Replace(u.execStart[0]), rewrite.Replace(u.envFile)
+			if envPath != root+c.envPath {
+				t.Errorf("the unit reads %s, the user data writes %s", u.envFile, c.envPath)
+			}
+			if st, err := os.Stat(exe); err != nil || st.Mode()&0o111 == 0 {
+				t.Fatalf("the unit's ExecStart %s is not an installed executable: %v", u.execStart[0], err)
+			}
+			data, err := os.ReadFile(envPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			env := envFile(t, strings.Split(string(data), "\n"), nil)
+			prefix := map[string]string{"app.yaml": "APP_", "ingest.yaml": "INGEST_"}[c.file]
+			if env[prefix+"KAFKA_BROKERS"] != brokers {
+				t.Errorf("%sKAFKA_BROKERS = %q, want the brokers the MSK API returned", prefix, env[prefix+"KAFKA_BROKERS"])
+			}
+			if c.file != "app.yaml" {
+				return
+			}
+			// Placeholders for what only an instance has: no Kafka (events
+			// to stdout), loopback instead of :80, a spool under the root.
+			env["APP_KAFKA_BROKERS"] = ""
+			listen := freeAddr(t)
+			env["APP_LISTEN"] = listen
+			env["APP_ADMIN"] = freeAddr(t)
+			env["APP_SPOOL_DIR"] = filepath.Join(root, "var/lib/originlens-app/spool")
+			runApp(t, exe, u.execStart[1:], env, listen, env["APP_PROXY_PROTOCOL"], nil)
+		})
+	}
+}
+
+func writeScript(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeRelease writes a gzipped tarball with one top directory holding
+// the given files (name in the archive -> file on disk).
+func writeRelease(t *testing.T, path string, files map[string]string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	gz := gzip.NewWriter(f)
+	tw := tar.NewWriter(gz)
+	for _, name := range slices.Sorted(func(yield func(string) bool) {
+		for k := range files {
+			if !yield(k) {
+				return
+			}
+		}
+	}) {
+		b, err := os.ReadFile(files[name])
+		if err != nil {
+			t.Fatal(err)
+		}
+		mode := int64(0o644)
+		if strings.HasPrefix(name, "bin/") {
+			mode = 0o755
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: "originlens-test-linux-amd64/" + name, Mode: mode, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

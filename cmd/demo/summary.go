@@ -56,7 +56,7 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 	if r.Indexed >= 0 {
 		indexed = fmt.Sprintf("%d (%s)", r.Indexed, r.IndexedWhere)
 	}
-	fmt.Fprintf(tw, "  events\tproduced %s (Kafka topic %s), indexed %s\t\n", num(r.Produced, "unknown"), topic, indexed)
+	fmt.Fprintf(tw, "  events\tproduced %s (Kafka topic %s), indexed %s\t(one per connection)\n", num(r.Produced, "unknown"), topic, indexed)
 	if r.HeatmapEvents >= 0 {
 		fmt.Fprintf(tw, "  heat map\t%d events, %d cells\t(ingest's live view)\n", r.HeatmapEvents, len(r.Heatmap.Cells))
 	}

@@ -10,6 +10,11 @@ cd "$(dirname "$0")/.."
 if [ ! -x bin/demo ] || [ ! -x bin/app ] || [ ! -x bin/devkafka ]; then
 	make build
 fi
-# ARGS lets `make demo ARGS=--keep` pass options through the Makefile.
-# shellcheck disable=SC2086
-exec ./bin/demo ${ARGS:-} "$@"
+# `make demo ARGS=--keep`: make exports command-line variables to the
+# recipe, so ARGS arrives here in the environment (used only when no
+# arguments are given, so a Makefile passing $(ARGS) too is fine).
+if [ $# -eq 0 ] && [ -n "${ARGS:-}" ]; then
+	# shellcheck disable=SC2086
+	set -- $ARGS
+fi
+exec ./bin/demo "$@"

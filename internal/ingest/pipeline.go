@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"runtime"
 	"strconv"
 	"sync"
@@ -431,42 +432,55 @@ func (p *Pipeline) process(ctx context.Context, b *batch) {
 		}
 	}
 	defer setBlocked(false)
+	limit := len(pending) // documents per request; halved on 413
+	retryNow := false     // resend at once (after a split), no backoff
 	for len(pending) > 0 {
+		send := pending
+		if len(send) > limit {
+			send = send[:limit]
+		}
 		if attempt > 0 {
-			if !sleep(ctx, p.backoff(attempt)) {
+			if !retryNow && !sleep(ctx, p.backoff(attempt)) {
 				return
 			}
-			if len(pending) != b.docs {
-				body = make([]byte, 0, len(b.buf))
-				for _, i := range pending {
-					body = append(body, b.buf[b.items[i].start:b.items[i].end]...)
-				}
+			retryNow = false
+			body = make([]byte, 0, len(b.buf))
+			for _, i := range send {
+				body = append(body, b.buf[b.items[i].start:b.items[i].end]...)
 			}
 		}
 		attempt++
 		start := time.Now()
 		resp, err := p.idx.Bulk(ctx, body)
 		p.m.BulkDuration.Observe(time.Since(start).Seconds())
-		p.m.BulkDocs.Observe(float64(len(pending)))
+		p.m.BulkDocs.Observe(float64(len(send)))
 		if err != nil {
 			if ctx.Err() != nil {
 				p.m.BulkRequests.WithLabelValues("abandoned").Inc()
 				return
 			}
+			var se *opensearch.StatusError
+			if errors.As(err, &se) && se.Status == http.StatusRequestEntityTooLarge && limit > 1 {
+				limit = max(1, len(send)/2)
+				retryNow = true
+				p.m.BulkRequests.WithLabelValues("too_large").Inc()
+				p.log.Warn("bulk request too large for the cluster; splitting (lower --bulk-bytes)", "docs", len(send), "bytes", len(body), "now", limit)
+				continue
+			}
 			out := opensearch.ClassifyError(err)
 			p.m.BulkRequests.WithLabelValues("error_" + out.String()).Inc()
-			p.m.Retried.WithLabelValues("request").Add(float64(len(pending)))
+			p.m.Retried.WithLabelValues("request").Add(float64(len(send)))
 			if out == opensearch.Blocked {
 				setBlocked(true)
-				p.log.Error("OPENSEARCH REFUSES WRITES: bulk request blocked; retrying, nothing is committed until an operator lifts the block", "err", err, "docs", len(pending), "attempt", attempt)
+				p.log.Error("OPENSEARCH REFUSES WRITES: bulk request blocked; retrying, nothing is committed until an operator lifts the block", "err", err, "docs", len(send), "attempt", attempt)
 			} else {
-				p.log.Warn("bulk request failed; retrying", "err", err, "docs", len(pending), "attempt", attempt)
+				p.log.Warn("bulk request failed; retrying", "err", err, "docs", len(send), "attempt", attempt)
 			}
 			continue
 		}
-		if len(resp.Items) != len(pending) {
+		if len(resp.Items) != len(send) {
 			p.m.BulkRequests.WithLabelValues("error_item_count").Inc()
-			p.log.Error("bulk answer has the wrong number of items; retrying the batch", "sent", len(pending), "items", len(resp.Items))
+			p.log.Error("bulk answer has the wrong number of items; retrying the batch", "sent", len(send), "items", len(resp.Items))
 			continue
 		}
 		var next []int
@@ -474,7 +488,7 @@ func (p *Pipeline) process(ctx context.Context, b *batch) {
 		retried := 0
 		for k := range resp.Items {
 			it := &resp.Items[k]
-			i := pending[k]
+			i := send[k]
 			switch opensearch.Classify(*it) {
 			case opensearch.Indexed:
 				b.items[i].state = 1
@@ -509,7 +523,11 @@ func (p *Pipeline) process(ctx context.Context, b *batch) {
 		} else {
 			setBlocked(false)
 		}
-		pending = next
+		rest := pending[len(send):]
+		if len(next) == 0 && len(rest) > 0 {
+			retryNow = true // the split's next part: no failure, no backoff
+		}
+		pending = append(next, rest...)
 	}
 	if len(dead) > 0 && !p.deadLetter(ctx, b, dead) {
 		return

@@ -449,3 +449,26 @@ func value(m prometheus.Metric) float64 {
 	}
 	return d.Counter.GetValue()
 }
+
+// TestTooLarge: a cluster with a smaller http.max_content_length than
+// --bulk-bytes answers 413; the pipeline splits the request and delivers.
+func TestTooLarge(t *testing.T) {
+	e := newEnv(t, 1)
+	e.srv.SetMaxContentLength(10 << 10)
+	const n = 120
+	for i := 0; i < n; i++ {
+		e.produce(t, eventRecord(t, opensearchtest.SampleEvent(i, time.Now())))
+	}
+	r := e.reader()
+	defer r.Close()
+	w := e.dlqWriter()
+	defer w.Close()
+	p := ingest.New(ingest.Config{BulkBytes: 256 << 10, FlushInterval: 50 * time.Millisecond, Logger: testLogger(t)}, r, e.os, w, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitFor(t, "every event indexed in split requests", 30*time.Second, func() bool { return e.srv.Count("*") == n })
+	waitFor(t, "commit to the end", 10*time.Second, func() bool { return e.committed(t)[0] == n })
+	cancel()
+	<-done
+}

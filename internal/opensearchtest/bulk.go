@@ -64,8 +64,15 @@ func (s *Server) serveBulk(w http.ResponseWriter, r *http.Request, defIndex stri
 		writeError(w, 400, "parse_exception", err.Error())
 		return
 	}
-	if len(body) > 100<<20 {
-		writeError(w, 413, "content_too_long_exception", "request body is larger than http.max_content_length [100mb]")
+	s.mu.Lock()
+	maxBody := s.maxBody
+	s.mu.Unlock()
+	if maxBody <= 0 {
+		maxBody = 100 << 20
+	}
+	if len(body) > maxBody {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(413) // OpenSearch's HTTP layer answers before any JSON
 		return
 	}
 

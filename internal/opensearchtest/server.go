@@ -57,6 +57,7 @@ type Server struct {
 	delay       time.Duration // added to every bulk answer
 	blockStatus int           // 0, or the status of write-blocked items (403 or 429)
 	fast        bool          // skip source validation (benchmarks)
+	maxBody     int           // http.max_content_length; 0: 100 MiB
 
 	// counters
 	bulkRequests  int
@@ -120,6 +121,11 @@ func (s *Server) SetDelay(d time.Duration) { s.mu.Lock(); s.delay = d; s.mu.Unlo
 // bulk item fails with a cluster_block_exception and the given status
 // (403 as in older versions, 429 as in current ones). 0 lifts the block.
 func (s *Server) SetWriteBlock(status int) { s.mu.Lock(); s.blockStatus = status; s.mu.Unlock() }
+
+// SetMaxContentLength answers bulk bodies above n bytes with 413, as
+// http.max_content_length does (Amazon OpenSearch Service: 10 MiB on small
+// instance types). 0 restores the default, 100 MiB.
+func (s *Server) SetMaxContentLength(n int) { s.mu.Lock(); s.maxBody = n; s.mu.Unlock() }
 
 // SetFast skips the validation of document sources against the mapping
 // (action lines are still checked). For benchmarks only.

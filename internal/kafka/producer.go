@@ -85,6 +85,10 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// kafka-go transports cache the cluster layout (and a failure to get
+	// it) until a refresh at a random point within MetadataTTL; refresh
+	// as often as a degraded producer probes, so recovery is noticed.
+	wt.MetadataTTL, ct.MetadataTTL = cfg.RetryInterval, cfg.RetryInterval
 	comp, _ := compressionCodec(cfg.Compression)
 	p := &Producer{
 		cfg:     cfg,
@@ -103,7 +107,10 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 			BatchSize:       cfg.BatchSize,
 			// Batches are formed by the delivery goroutine; kafka-go must
 			// send a partition's share at once instead of lingering again.
-			BatchTimeout: time.Millisecond,
+			// (Zero means kafka-go's default of 1s; the timer cannot fire
+			// before WriteMessages has added all of its messages, since
+			// both take the partition writer's lock.)
+			BatchTimeout: time.Nanosecond,
 			ReadTimeout:  cfg.WriteTimeout,
 			WriteTimeout: cfg.WriteTimeout,
 			RequiredAcks: kafkago.RequireAll,

@@ -722,6 +722,10 @@ esac
 echo "systemctl $*" >>"`+calls+`"
 `)
 			ud := rewrite.Replace(renderUserData(t, load(t, c.file), c.lt, nil))
+			// Never let the script touch the real system's directories.
+			if m := regexp.MustCompile(`(^|[\s=>"'])/(opt|etc|var|usr|tmp|root|home)/`).FindString(strings.ReplaceAll(ud, root, "ROOT")); m != "" {
+				t.Fatalf("the user data uses a path this test does not move under its root (%q); extend the rewrite:\n%s", m, ud)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, bash, "-s")

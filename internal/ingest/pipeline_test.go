@@ -472,3 +472,72 @@ func TestTooLarge(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestRebalance scales the group out and back in while events stream: the
+// partitions move between consumers, and the index still ends with each
+// event exactly once.
+func TestRebalance(t *testing.T) {
+	e := newEnv(t, 4)
+	e.srv.SetRejectRate(0.1)
+	const n = 3000
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for i := 0; i < n; i += 50 {
+			var recs []*kgo.Record
+			for j := i; j < min(i+50, n); j++ {
+				recs = append(recs, eventRecord(t, opensearchtest.SampleEvent(j, time.Now())))
+			}
+			if err := e.prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	w := e.dlqWriter()
+	defer w.Close()
+	start := func() (context.CancelFunc, chan error, *kafka.Reader) {
+		r := e.reader()
+		p := ingest.New(ingest.Config{BulkBytes: 32 << 10, FlushInterval: 20 * time.Millisecond, BackoffMin: 10 * time.Millisecond, BackoffMax: 100 * time.Millisecond, Logger: testLogger(t)}, r, e.os, w, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		return cancel, done, r
+	}
+	stop := func(cancel context.CancelFunc, done chan error, r *kafka.Reader) {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run = %v", err)
+		}
+		r.Close() // leaves the group: the other member takes over
+	}
+	c1, d1, r1 := start()
+	waitFor(t, "a first part indexed", 30*time.Second, func() bool { return e.srv.Count("*") >= n/4 })
+	c2, d2, r2 := start() // scale out: partitions are split
+	waitFor(t, "a second part indexed", 30*time.Second, func() bool { return e.srv.Count("*") >= n/2 })
+	stop(c1, d1, r1) // scale in: the second takes everything
+	<-produced
+	waitFor(t, "every event indexed", 60*time.Second, func() bool { return e.srv.Count("*") == n })
+	end := e.endOffsets(t)
+	waitFor(t, "offsets committed to the end", 20*time.Second, func() bool {
+		c := e.committed(t)
+		for part, off := range end {
+			if c[part] != off {
+				return false
+			}
+		}
+		return true
+	})
+	stop(c2, d2, r2)
+	ids := e.srv.IDs("*")
+	if len(ids) != n {
+		t.Errorf("distinct _ids = %d, want %d", len(ids), n)
+	}
+	for id, c := range ids {
+		if c != 1 {
+			t.Errorf("_id %s stored %d times", id, c)
+		}
+	}
+	t.Logf("redelivered creates answered 409: %d", e.srv.Conflicts())
+}

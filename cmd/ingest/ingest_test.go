@@ -226,9 +226,12 @@ func TestRun(t *testing.T) {
 	var logs syncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, io.Discard, &logs) }()
+	stopped := false
 	defer func() {
-		cancel()
-		<-done
+		if !stopped {
+			cancel()
+			<-done
+		}
 	}()
 
 	waitFor(t, "every event indexed", 30*time.Second, func() bool { return srv.Count("conn-events-*") == n })
@@ -263,10 +266,10 @@ func TestRun(t *testing.T) {
 		t.Errorf("requests the stand-in does not implement: %v", u)
 	}
 	cancel()
+	stopped = true
 	if err := <-done; err != nil {
 		t.Errorf("run = %v after cancel, want nil", err)
 	}
-	done <- nil
 }
 
 func get(t testing.TB, url string) (int, string) {

@@ -199,9 +199,15 @@ func reservePort(t testing.TB) int {
 // readers (no consumer group, so nothing is committed).
 func readTopic(t testing.TB, addr, topic string) []kafkago.Message {
 	t.Helper()
+	return readTopicWith(t, &kafkago.Dialer{Timeout: 10 * time.Second}, addr, topic)
+}
+
+// readTopicWith is readTopic through a given dialer (TLS, SASL).
+func readTopicWith(t testing.TB, d *kafkago.Dialer, addr, topic string) []kafkago.Message {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	conn, err := kafkago.DialContext(ctx, "tcp", addr)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
@@ -212,7 +218,7 @@ func readTopic(t testing.TB, addr, topic string) []kafkago.Message {
 	}
 	var out []kafkago.Message
 	for _, part := range parts {
-		lc, err := kafkago.DialLeader(ctx, "tcp", addr, topic, part.ID)
+		lc, err := d.DialLeader(ctx, "tcp", addr, topic, part.ID)
 		if err != nil {
 			t.Fatalf("DialLeader: %v", err)
 		}
@@ -225,7 +231,7 @@ func readTopic(t testing.TB, addr, topic string) []kafkago.Message {
 			continue
 		}
 		r := kafkago.NewReader(kafkago.ReaderConfig{
-			Brokers: []string{addr}, Topic: topic, Partition: part.ID,
+			Brokers: []string{addr}, Topic: topic, Partition: part.ID, Dialer: d,
 			MaxWait: 100 * time.Millisecond, StartOffset: kafkago.FirstOffset,
 		})
 		for {
@@ -630,4 +636,33 @@ func TestRunTwiceAndAfterClose(t *testing.T) {
 	if err := h.p.Run(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Errorf("Run after Close = %v, want ErrClosed", err)
 	}
+}
+
+// TestProducerOverTLSAndSCRAM: the whole path (probe, writes, read back)
+// against a broker that requires TLS and SCRAM-SHA-512.
+func TestProducerOverTLSAndSCRAM(t *testing.T) {
+	ca := newTestCA(t, "ca")
+	c := startCluster(t, kfake.TLS(ca.serverTLS(t)), kfake.EnableSASL(),
+		kfake.Superuser("SCRAM-SHA-512", "app", "app-secret"), kfake.SeedTopics(2, testTopic))
+	addr := c.ListenAddrs()[0]
+	sec := Security{TLS: true, CAFile: ca.pemPath, SASL: SASLSCRAM512, Username: "app", Password: "app-secret"}
+	h := newHarness(t, addr, ProducerConfig{Security: sec})
+	h.run(t)
+	ids := publishN(h.p, 0, 100)
+	waitFor(t, "acknowledged", func() bool { return h.metric(t, "originlens_kafka_events_sent_total") == 100 })
+	h.close(t)
+	d, err := sec.Dialer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDelivered(t, ids, checkMessages(t, readTopicWith(t, d, addr, testTopic)))
+
+	// A wrong password degrades to the spool instead of losing events.
+	bad := sec
+	bad.Password = "wrong"
+	h2 := newHarness(t, addr, ProducerConfig{Security: bad})
+	h2.run(t)
+	publishN(h2.p, 100, 10)
+	waitFor(t, "degraded on bad credentials", h2.p.Degraded)
+	waitFor(t, "spooled", func() bool { return h2.metric(t, "originlens_kafka_events_spooled_total") == 10 })
 }

@@ -308,3 +308,58 @@ func TestKafkaCorruptSpoolTail(t *testing.T) {
 		t.Errorf("%d events replayed, want the %d before the bad one", len(evs), m-1)
 	}
 }
+
+// TestKafkaOutageThenBroker: the broker is absent while M connections are
+// served (each answered without waiting for Kafka), then it appears: every
+// event arrives without restarting the app.
+func TestKafkaOutageThenBroker(t *testing.T) {
+	port := freePort(t)
+	broker := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	_, listen, admin, _, stderr := startBinary(t, "--kafka-brokers", broker, "--spool-dir", t.TempDir(), "--kafka-linger", "10ms")
+	const m = 50
+	start := time.Now()
+	ports := serveLines(t, listen, m)
+	t.Logf("%d connections served with the broker absent in %s (%s each)", m, time.Since(start), time.Since(start)/m)
+	waitUntil(t, "events spooled", func() bool {
+		_, body := adminGet(t, admin, "/metrics")
+		return metricValue(body, "originlens_kafka_events_spooled_total") == m
+	})
+	if code, _ := adminGet(t, admin, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz during the outage = %d, want 200", code)
+	}
+
+	c := kafkaCluster(t, port)
+	waitUntil(t, "the spool replayed", func() bool {
+		_, body := adminGet(t, admin, "/metrics")
+		return metricValue(body, "originlens_kafka_events_replayed_total") >= m &&
+			metricValue(body, "originlens_kafka_spool_records") == 0 &&
+			metricValue(body, "originlens_kafka_degraded") == 0
+	})
+	if !strings.Contains(stderr.String(), "sink recovered") {
+		t.Errorf("no recovered log line:\n%s", stderr.String())
+	}
+	checkEvents(t, kafkaEvents(t, c.ListenAddrs()[0]), ports)
+}
+
+// TestKafkaCreateTopic: with --kafka-create-topic the app creates the
+// missing topic with the given partitions and delivers to it.
+func TestKafkaCreateTopic(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	addr := c.ListenAddrs()[0]
+	_, listen, admin, _, _ := startBinary(t, "--kafka-brokers", addr, "--spool-dir", t.TempDir(), "--kafka-linger", "10ms",
+		"--kafka-create-topic", "--kafka-partitions", "4", "--kafka-replication-factor", "1")
+	const n = 10
+	ports := serveLines(t, listen, n)
+	waitUntil(t, "events acknowledged", func() bool {
+		_, body := adminGet(t, admin, "/metrics")
+		return metricValue(body, "originlens_kafka_events_sent_total")+metricValue(body, "originlens_kafka_events_replayed_total") == n
+	})
+	if parts := c.PartitionInfos(e2eTopic); len(parts) != 4 {
+		t.Errorf("created topic has %d partitions, want 4", len(parts))
+	}
+	checkEvents(t, kafkaEvents(t, addr), ports)
+}

@@ -36,6 +36,12 @@
 // segments are deleted and their events counted in
 // originlens_kafka_events_dropped_total{reason="spool_cap"} and logged.
 //
+// The spool directory defaults (SpoolDir empty) to /var/lib/originlens/spool
+// when it exists or can be created and is writable, else ./spool under the
+// working directory (spool.DefaultDir). One process at a time may use a
+// spool directory (flock on its LOCK file); a restarted process replays what
+// the previous one left.
+//
 // # Metrics
 //
 // All prefixed originlens_kafka_: events_queued_total, events_sent_total

@@ -110,6 +110,14 @@ func TestSummarizeAndGoals(t *testing.T) {
 	if g := throughputGoals(a, n); g[1].Met {
 		t.Errorf("throughputGoals with a worse p99 = %v; want the p99 goal not met", g)
 	}
+	// Unsaturated servers: the goal line says so and gives the CPU ratio.
+	a.CPUPer10k, n.CPUPer10k, a.Util, n.Util = 1.0, 0.4, 0.3, 0.2
+	if got := throughputGoals(a, n)[0].Result; !strings.Contains(got, "not saturated") || !strings.Contains(got, "0.40x") {
+		t.Errorf("throughputGoals unsaturated result = %q; want a note and 0.40x per CPU-second", got)
+	}
+	if got := a.PerCPUSecond(); got != 10000 {
+		t.Errorf("PerCPUSecond = %v, want 10000", got)
+	}
 }
 
 func TestTable(t *testing.T) {

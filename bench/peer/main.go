@@ -337,22 +337,23 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	progress("stopping the app and counting its events in Kafka")
 	stopErr := app.stop(60 * time.Second)
 	appStopped = true
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	records, cerr := countRecords(cctx, brk.addr, brokerTopic)
+	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	tc, cerr := countEvents(cctx, brk.addr, brokerTopic)
 	cancel()
 	fmt.Fprintln(out, "### Events")
 	fmt.Fprintln(out)
+	const evName = "events flowing to Kafka (one per app connection)"
 	var evGoal goal
 	switch {
 	case cerr != nil:
-		fmt.Fprintf(out, "Counting the records on %s failed: %v\n", brokerTopic, cerr)
-		evGoal = goal{"events flowing to Kafka (one per app connection)", cerr.Error(), false}
+		fmt.Fprintf(out, "Reading the records on %s failed: %v\n", brokerTopic, cerr)
+		evGoal = goal{evName, cerr.Error(), false}
 	default:
-		fmt.Fprintf(out, "%d records on topic %s for %d app connections answered (%d attempted); app exit: %v.\n",
-			records, brokerTopic, appOK, appTried, errString(stopErr))
-		evGoal = goal{"events flowing to Kafka (one per app connection)",
-			fmt.Sprintf("%d records for %d answered connections", records, appOK),
-			records >= appOK && records <= appTried}
+		fmt.Fprintf(out, "%d records on topic %s, %d distinct event ids (%d duplicates, %d without an id), for %d app connections answered (%d attempted); app exit: %s.\n",
+			tc.Records, brokerTopic, tc.Distinct, tc.Records-tc.Distinct-tc.BadJSON, tc.BadJSON, appOK, appTried, errString(stopErr))
+		evGoal = goal{evName,
+			fmt.Sprintf("%d distinct events for %d answered connections; %d duplicate records", tc.Distinct, appOK, tc.Records-tc.Distinct-tc.BadJSON),
+			tc.Distinct >= appOK && tc.Distinct <= appTried && tc.BadJSON == 0}
 	}
 	fmt.Fprintln(out)
 	goals = append(goals, evGoal)

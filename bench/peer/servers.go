@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -368,30 +369,74 @@ func (b *broker) stop() {
 	}
 }
 
-// countRecords sums the end offsets of every partition of topic: the
-// number of records produced to it (kfake numbers every record).
-func countRecords(ctx context.Context, addr, topic string) (int64, error) {
+// topicCount is what the topic holds.
+type topicCount struct {
+	Records  int64 // sum of the partitions' end offsets
+	Distinct int64 // distinct event.id values among them
+	BadJSON  int64 // records whose value has no event.id
+}
+
+// countEvents reads every record of topic and counts them and their
+// distinct event ids (the producer is at-least-once: a retried batch shows
+// up as duplicates, which the ingest absorbs by using the id as _id).
+func countEvents(ctx context.Context, addr, topic string) (topicCount, error) {
 	conn, err := kafka.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return 0, fmt.Errorf("dialing the broker: %w", err)
+		return topicCount{}, fmt.Errorf("dialing the broker: %w", err)
 	}
 	defer conn.Close()
 	parts, err := conn.ReadPartitions(topic)
 	if err != nil {
-		return 0, fmt.Errorf("reading partitions: %w", err)
+		return topicCount{}, fmt.Errorf("reading partitions: %w", err)
 	}
-	var total int64
+	var tc topicCount
+	ids := make(map[string]struct{})
 	for _, p := range parts {
 		pc, err := kafka.DialLeader(ctx, "tcp", addr, topic, p.ID)
 		if err != nil {
-			return 0, fmt.Errorf("dialing the leader of partition %d: %w", p.ID, err)
+			return tc, fmt.Errorf("dialing the leader of partition %d: %w", p.ID, err)
 		}
 		last, err := pc.ReadLastOffset()
 		pc.Close()
 		if err != nil {
-			return 0, fmt.Errorf("reading the end offset of partition %d: %w", p.ID, err)
+			return tc, fmt.Errorf("reading the end offset of partition %d: %w", p.ID, err)
 		}
-		total += last
+		tc.Records += last
+		if last == 0 {
+			continue
+		}
+		if err := readPartition(ctx, addr, topic, p.ID, last, ids, &tc); err != nil {
+			return tc, err
+		}
 	}
-	return total, nil
+	tc.Distinct = int64(len(ids))
+	return tc, nil
+}
+
+// readPartition reads offsets [0, end) of one partition into ids.
+func readPartition(ctx context.Context, addr, topic string, part int, end int64, ids map[string]struct{}, tc *topicCount) error {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: []string{addr}, Topic: topic, Partition: part,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 200 * time.Millisecond,
+	})
+	defer r.Close()
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("reading partition %d: %w", part, err)
+		}
+		var v struct {
+			Event struct {
+				ID string `json:"id"`
+			} `json:"event"`
+		}
+		if json.Unmarshal(m.Value, &v) != nil || v.Event.ID == "" {
+			tc.BadJSON++
+		} else {
+			ids[v.Event.ID] = struct{}{}
+		}
+		if m.Offset >= end-1 {
+			return nil
+		}
+	}
 }

@@ -138,6 +138,10 @@ type Pipeline struct {
 	running atomic.Bool
 	blocked atomic.Int32 // workers currently seeing a write block
 
+	// bufs recycles bulk bodies whose requests all completed (never one a
+	// failed or abandoned request might still be reading).
+	bufs sync.Pool
+
 	commitMu      sync.Mutex
 	commitPending map[partKey]kafka.Message
 	commitNotify  chan struct{}
@@ -340,7 +344,12 @@ func (p *Pipeline) batch(ctx, workCtx context.Context, in <-chan *item, work cha
 		select {
 		case it := <-in:
 			if cur == nil {
-				cur = &batch{buf: make([]byte, 0, p.cfg.BulkBytes+p.cfg.BulkBytes/8)}
+				cur = &batch{}
+				if bp, ok := p.bufs.Get().(*[]byte); ok {
+					cur.buf = (*bp)[:0]
+				} else {
+					cur.buf = make([]byte, 0, p.cfg.BulkBytes+p.cfg.BulkBytes/8)
+				}
 				timer = time.NewTimer(p.cfg.FlushInterval)
 				timerC = timer.C
 			}
@@ -432,6 +441,7 @@ func (p *Pipeline) process(ctx context.Context, b *batch) {
 		}
 	}
 	defer setBlocked(false)
+	reusable := true      // no request failed: b.buf can be recycled
 	limit := len(pending) // documents per request; halved on 413
 	retryNow := false     // resend at once (after a split), no backoff
 	for len(pending) > 0 {
@@ -459,6 +469,7 @@ func (p *Pipeline) process(ctx context.Context, b *batch) {
 				p.m.BulkRequests.WithLabelValues("abandoned").Inc()
 				return
 			}
+			reusable = false
 			var se *opensearch.StatusError
 			if errors.As(err, &se) && se.Status == http.StatusRequestEntityTooLarge && limit > 1 {
 				limit = max(1, len(send)/2)
@@ -543,6 +554,10 @@ func (p *Pipeline) process(ctx context.Context, b *batch) {
 		}
 	}
 	p.queueCommits(p.tracker.done(keys, ents))
+	if reusable {
+		buf := b.buf[:0]
+		p.bufs.Put(&buf)
+	}
 }
 
 // deadLetter writes the items to the DLQ, retrying until the broker acks

@@ -24,6 +24,6 @@ fi
 
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 mkdir -p bin
-go build -o bin/bench-peer ./bench/peer
+"${GO:-go}" build -o bin/bench-peer ./bench/peer
 # shellcheck disable=SC2086
 exec ./bin/bench-peer -app bin/app -nginx "$nginx_bin" -modules "$modules" ${BENCH_PEER_FLAGS:-} "$@"

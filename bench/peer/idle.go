@@ -65,7 +65,7 @@ func openIdle(ctx context.Context, p *proc, clients []client, n, concurrency int
 }
 
 func openOneIdle(raddr *net.TCPAddr, c *client) (net.Conn, error) {
-	conn, err := net.DialTCP("tcp", nil, raddr)
+	conn, err := dial(raddr, 10*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}

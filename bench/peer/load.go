@@ -167,7 +167,7 @@ var errBadReply = errors.New("bad reply")
 // the end of the reply line.
 func oneConn(raddr *net.TCPAddr, c *client, buf []byte, timeout time.Duration, check bool) (time.Duration, error) {
 	t0 := time.Now()
-	conn, err := net.DialTCP("tcp", nil, raddr)
+	conn, err := dial(raddr, timeout)
 	if err != nil {
 		return 0, fmt.Errorf("dial: %w", err)
 	}
@@ -240,7 +240,7 @@ func clipBytes(b []byte) string {
 
 // dialHello connects to p and sends c's PROXY header and first line.
 func dialHello(p *proc, c *client) (*net.TCPConn, error) {
-	conn, err := net.DialTCP("tcp", nil, net.TCPAddrFromAddrPort(p.addr))
+	conn, err := dial(net.TCPAddrFromAddrPort(p.addr), 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
@@ -260,4 +260,16 @@ func hostsIn(p netip.Prefix) int {
 		return 250
 	}
 	return max(1<<bits-2, 1)
+}
+
+// dial connects to raddr within timeout. (net.DialTCP has no timeout, and
+// a connect to a server whose accept queue overflows retries its SYN for
+// minutes.)
+func dial(raddr *net.TCPAddr, timeout time.Duration) (*net.TCPConn, error) {
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.Dial("tcp", raddr.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
 }

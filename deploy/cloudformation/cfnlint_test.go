@@ -28,6 +28,7 @@ type cfnLintFinding struct {
 // schemas (they differ per region) and fails on any finding, warnings
 // included.
 func TestCfnLint(t *testing.T) {
+	t.Parallel() // a slow external process; the other tests need not wait
 	bin, err := exec.LookPath("cfn-lint")
 	if err != nil {
 		t.Skip("cfn-lint is not installed (pip install cfn-lint==1.51.0); schema conformance unchecked")

@@ -476,6 +476,7 @@ func TestPackage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds three linux/amd64 binaries; skipped with -short")
 	}
+	t.Parallel() // a slow external build; the other tests need not wait
 	for _, c := range []string{"app", "ingest", "nc-probe"} {
 		requireCmd(t, c)
 	}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -79,13 +80,17 @@ func dig(v any, path ...string) any {
 }
 
 var (
+	loadMu   sync.Mutex
 	loaded   = map[string]*tmpl{}
 	loadErrs = map[string]error{}
 )
 
-// load decodes a template of this directory once per test binary.
+// load decodes a template of this directory once per test binary. The
+// result is shared: callers must not modify it.
 func load(tb testing.TB, name string) *tmpl {
 	tb.Helper()
+	loadMu.Lock()
+	defer loadMu.Unlock()
 	if t, ok := loaded[name]; ok {
 		return t
 	}

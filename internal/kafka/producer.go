@@ -59,13 +59,15 @@ type Producer struct {
 	replay      *replayState
 	resumeSeq   uint64 // segment whose first resumeAcked records Kafka has
 	resumeAcked int64
+	resumeRead  int64 // records of resumeSeq read before: their skips are already counted
 }
 
 // replayState is the segment being replayed.
 type replayState struct {
 	seg   *spool.Segment
 	r     *spool.Reader
-	acked int64 // records of seg Kafka acknowledged
+	acked int64 // leading records of seg done: acknowledged by Kafka or skipped as undecodable
+	read  int64 // records of seg read so far
 	eof   bool
 }
 
@@ -467,11 +469,16 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 					break
 				}
 				p.replay.acked++
+				p.replay.read++
 			}
 		}
 	}
 	rs := p.replay
 	var msgs []kafkago.Message
+	// Undecodable records have nothing to send, but count as done only
+	// together with the batch they are in: resuming past them while records
+	// before them failed would lose those.
+	var skipped int64
 	for len(msgs) < p.cfg.BatchSize && !rs.eof {
 		payload, err := rs.r.Next()
 		if err == io.EOF {
@@ -482,24 +489,32 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			p.endReplay()
 			return fmt.Errorf("reading the spool: %w", err)
 		}
+		rs.read++
 		m, err := decodeMessage(payload)
 		if err != nil {
-			p.m.dropped.WithLabelValues(spool.LossCorrupt).Inc()
-			p.log.Warn("kafka: undecodable spool record skipped", "segment", rs.seg.Path, "err", err)
-			rs.acked++ // nothing to send; counts as done for resuming
+			skipped++
+			if rs.seg.Seq != p.resumeSeq || rs.read > p.resumeRead {
+				// Not counted by an earlier attempt at this batch.
+				p.m.dropped.WithLabelValues(spool.LossCorrupt).Inc()
+				p.log.Warn("kafka: undecodable spool record skipped", "segment", rs.seg.Path, "err", err)
+			}
 			continue
 		}
 		msgs = append(msgs, m)
 	}
 	if len(msgs) > 0 {
 		if err := p.write(ctx, msgs); err != nil {
-			p.resumeSeq, p.resumeAcked = rs.seg.Seq, rs.acked
+			read := rs.read
+			if p.resumeSeq == rs.seg.Seq {
+				read = max(read, p.resumeRead)
+			}
+			p.resumeSeq, p.resumeAcked, p.resumeRead = rs.seg.Seq, rs.acked, read
 			p.endReplay()
 			return err
 		}
-		rs.acked += int64(len(msgs))
 		p.m.replayed.Add(float64(len(msgs)))
 	}
+	rs.acked += int64(len(msgs)) + skipped
 	if rs.eof {
 		p.endReplay()
 		if err := p.spool.Ack(rs.seg); err != nil {
@@ -507,7 +522,7 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			// replay later, not a loss.
 			p.logLimited("kafka: deleting a replayed spool segment", "err", err)
 		}
-		p.resumeSeq, p.resumeAcked = 0, 0
+		p.resumeSeq, p.resumeAcked, p.resumeRead = 0, 0, 0
 		if p.spool.Records() == 0 {
 			p.log.Info("kafka: spool replayed")
 		}

@@ -103,6 +103,8 @@ func TestParseConfig(t *testing.T) {
 		{"bad log format", []string{"--log-format", "xml"}, nil, "--log-format", nil},
 		{"positional", []string{"extra"}, nil, "unexpected argument", nil},
 		{"unknown flag", []string{"--nope"}, nil, "nope", nil},
+		{"nan rate", []string{"--conn-rate-per-ip", "NaN"}, nil, "--conn-rate-per-ip", nil},
+		{"inf rate", []string{"--conn-rate-per-ip", "+Inf"}, nil, "--conn-rate-per-ip", nil},
 	}
 	for _, tt := range tests {
 		t.Run(strings.ReplaceAll(tt.name, " ", "_"), func(t *testing.T) {

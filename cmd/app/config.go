@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -210,8 +211,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	check("first-bytes-timeout", positive(*firstTO))
 	check("drain-timeout", positive(*drainTO))
 	check("max-conns-per-ip", atLeast(*perIP, 0))
-	if *ratePerIP < 0 {
-		check("conn-rate-per-ip", errors.New("must not be negative"))
+	if r := *ratePerIP; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		// NaN and Inf parse as floats but would silently disable the limit.
+		check("conn-rate-per-ip", fmt.Errorf("must be a finite number, not negative, got %v", r))
 	}
 	check("conn-burst-per-ip", atLeast(*burstPerIP, 0))
 	for b := range strings.SplitSeq(*brokers, ",") {

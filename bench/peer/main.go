@@ -347,13 +347,13 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	switch {
 	case cerr != nil:
 		fmt.Fprintf(out, "Reading the records on %s failed: %v\n", brokerTopic, cerr)
-		evGoal = goal{evName, cerr.Error(), false}
+		evGoal = goal{Name: evName, Result: cerr.Error()}
 	default:
 		fmt.Fprintf(out, "%d records on topic %s, %d distinct event ids (%d duplicates, %d without an id), for %d app connections answered (%d attempted); app exit: %s.\n",
 			tc.Records, brokerTopic, tc.Distinct, tc.Records-tc.Distinct-tc.BadJSON, tc.BadJSON, appOK, appTried, errString(stopErr))
-		evGoal = goal{evName,
-			fmt.Sprintf("%d distinct events for %d answered connections; %d duplicate records", tc.Distinct, appOK, tc.Records-tc.Distinct-tc.BadJSON),
-			tc.Distinct >= appOK && tc.Distinct <= appTried && tc.BadJSON == 0}
+		evGoal = goal{Name: evName,
+			Result: fmt.Sprintf("%d distinct events for %d answered connections; %d duplicate records", tc.Distinct, appOK, tc.Records-tc.Distinct-tc.BadJSON),
+			Met:    tc.Distinct >= appOK && tc.Distinct <= appTried && tc.BadJSON == 0}
 	}
 	fmt.Fprintln(out)
 	goals = append(goals, evGoal)
@@ -366,9 +366,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		}
 		writeIdle(out, cfg, ir)
 		per := ir.PerConn()
-		goals = append(goals, goal{"app memory per idle open connection < 16 KiB",
-			fmt.Sprintf("%.1f KiB (RSS delta %.1f MiB over %d connections)", per/1024, float64(ir.After.RSS-ir.Before.RSS)/(1<<20), ir.Open),
-			per < 16*1024 && ir.Open == cfg.Idle})
+		goals = append(goals, goal{Name: "app memory per idle open connection < 16 KiB",
+			Result: fmt.Sprintf("%.1f KiB (RSS delta %.1f MiB over %d connections)", per/1024, float64(ir.After.RSS-ir.Before.RSS)/(1<<20), ir.Open),
+			Met:    per < 16*1024 && ir.Open == cfg.Idle})
 	}
 	fmt.Fprintln(out, "### Goals")
 	fmt.Fprintln(out)

@@ -102,9 +102,13 @@ func TestSummarizeAndGoals(t *testing.T) {
 	if a.ConnPerSec != 1200 || a.P99 != 2 || a.PeakRSS != 70<<20 || a.OK != 3600 {
 		t.Errorf("summarize(app) = %+v; want 1200 conn/s, p99 2 ms, peak 70 MiB, 3600 ok", a)
 	}
+	if a.BestCPS != 1500 {
+		t.Errorf("summarize(app).BestCPS = %v, want 1500", a.BestCPS)
+	}
+	a.Util, n.Util = 0.95, 0.99
 	g := throughputGoals(a, n)
-	if len(g) != 2 || !g[0].Met || !g[1].Met {
-		t.Errorf("throughputGoals = %v; want both met (1.2x, 2 ms <= 2 ms)", g)
+	if len(g) != 2 || !g[0].Met || !g[1].Met || g[0].Inconclusive || g[1].Inconclusive {
+		t.Errorf("throughputGoals = %v; want both met (1.2x, 2 ms <= 2 ms), saturated", g)
 	}
 	a.P99 = 2.5
 	if g := throughputGoals(a, n); g[1].Met {
@@ -112,8 +116,12 @@ func TestSummarizeAndGoals(t *testing.T) {
 	}
 	// Unsaturated servers: the goal line says so and gives the CPU ratio.
 	a.CPUPer10k, n.CPUPer10k, a.Util, n.Util = 1.0, 0.4, 0.3, 0.2
-	if got := throughputGoals(a, n)[0].Result; !strings.Contains(got, "not saturated") || !strings.Contains(got, "0.40x") {
+	g = throughputGoals(a, n)
+	if got := g[0].Result; !strings.Contains(got, "not saturated") || !strings.Contains(got, "0.40x") {
 		t.Errorf("throughputGoals unsaturated result = %q; want a note and 0.40x per CPU-second", got)
+	}
+	if !g[0].Inconclusive || !g[1].Inconclusive || !strings.Contains(g[0].String(), "INCONCLUSIVE") {
+		t.Errorf("throughputGoals unsaturated = %v; want both inconclusive", g)
 	}
 	if got := a.PerCPUSecond(); got != 10000 {
 		t.Errorf("PerCPUSecond = %v, want 10000", got)

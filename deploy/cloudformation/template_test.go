@@ -140,7 +140,10 @@ var intrinsics = map[string]string{
 
 func convert(n *yaml.Node) (any, error) {
 	if n.Kind == yaml.AliasNode {
-		return convert(n.Alias)
+		// Refused rather than expanded: an alias can refer to its own
+		// ancestor or multiply a document exponentially, and the
+		// templates have no use for them.
+		return nil, fmt.Errorf("line %d: YAML aliases are not supported", n.Line)
 	}
 	if strings.HasPrefix(n.Tag, "!") && !strings.HasPrefix(n.Tag, "!!") {
 		key, ok := intrinsics[n.Tag]
@@ -576,7 +579,7 @@ G: !Join [",", !GetAtt Acc.Ipv4Addresses]
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("decodeTemplate =\n%v\nwant\n%v", got, want)
 	}
-	for _, bad := range []string{"A: 1\nA: 2\n", "A: !Bogus x\n", "A: !GetAtt NoDot\n"} {
+	for _, bad := range []string{"A: 1\nA: 2\n", "A: !Bogus x\n", "A: !GetAtt NoDot\n", "a: &x [1]\nb: *x\n"} {
 		if _, err := decodeTemplate([]byte(bad)); err == nil {
 			t.Errorf("decodeTemplate(%q) succeeded, want an error", bad)
 		}
@@ -667,4 +670,27 @@ func TestTemplatesLoad(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzDecodeTemplate feeds the loader arbitrary YAML: it must never panic,
+// and a document it accepts decodes the same way twice.
+func FuzzDecodeTemplate(f *testing.F) {
+	// Seeds are fragments: whole templates make each execution slow.
+	f.Add([]byte("Resources:\n  A:\n    Type: X\n    Properties:\n      P: !If [C, !Ref B, !Ref AWS::NoValue]\n"))
+	f.Add([]byte("UserData:\n  Fn::Base64: !Sub\n    - |\n      echo ${A} $B\n    - A: !Select [0, !Split [\"/\", !Ref X]]\n"))
+	f.Add([]byte("A: !GetAtt B.C.D\nE: !Sub [\"${X}\", {X: !Ref Y}]\n"))
+	f.Add([]byte("a: &x !Ref Y\nb: *x\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) > 4096 {
+			return
+		}
+		v, err := decodeTemplate(data)
+		if err != nil {
+			return
+		}
+		w, err := decodeTemplate(data)
+		if err != nil || fmt.Sprint(v) != fmt.Sprint(w) {
+			t.Fatalf("decodeTemplate is not deterministic: %v / %v (%v)", v, w, err)
+		}
+	})
 }

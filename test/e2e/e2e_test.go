@@ -390,15 +390,21 @@ func (tp *topology) capture() func() netip.Addr {
 	c := exec.CommandContext(ctx, "ip", "netns", "exec", tp.ns("target"),
 		"tcpdump", "-i", "t-n", "-nn", "-l", "-c", "1", "-q",
 		"tcp dst port 80 and (tcp[tcpflags] & tcp-syn != 0 or ip6[53] & 2 != 0)")
+	var mu sync.Mutex
 	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
+	c.Stdout, c.Stderr = lockedWriter{&mu, &out}, lockedWriter{&mu, &errb}
 	if err := c.Start(); err != nil {
 		cancel()
 		tp.t.Fatalf("starting tcpdump: %v", err)
 	}
 	// tcpdump says "listening on" once the capture is armed.
+	armed := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Contains(errb.String(), "listening on")
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(errb.String(), "listening on") && time.Now().Before(deadline) {
+	for !armed() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return func() netip.Addr {

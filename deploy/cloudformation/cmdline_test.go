@@ -686,7 +686,7 @@ func TestUserDataRuns(t *testing.T) {
 	tarball := filepath.Join(t.TempDir(), "release.tar.gz")
 	writeRelease(t, tarball, map[string]string{
 		"bin/app":                           app,
-		"bin/ingest":                        app, // a stand-in: the ingest is not started here
+		"bin/ingest":                        filepath.Join(repoRoot, "deploy/systemd/ingest.env"), // a stand-in: the ingest is not started here
 		"systemd/originlens-app.service":    filepath.Join(repoRoot, "deploy/systemd/originlens-app.service"),
 		"systemd/originlens-ingest.service": filepath.Join(repoRoot, "deploy/systemd/originlens-ingest.service"),
 	})
@@ -794,7 +794,10 @@ func writeRelease(t *testing.T, path string, files map[string]string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	gz := gzip.NewWriter(f)
+	gz, err := gzip.NewWriterLevel(f, gzip.BestSpeed)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tw := tar.NewWriter(gz)
 	for _, name := range slices.Sorted(func(yield func(string) bool) {
 		for k := range files {

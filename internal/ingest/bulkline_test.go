@@ -49,8 +49,8 @@ func FuzzBulkLine(f *testing.F) {
 		if err := json.Unmarshal(lines[0], &action); err != nil {
 			t.Fatalf("action line %q: %v", lines[0], err)
 		}
-		if action.Create.ID != e.Event.ID {
-			t.Errorf("_id = %q, want %q", action.Create.ID, e.Event.ID)
+		if action.Create.ID != e.ID {
+			t.Errorf("_id = %q, want %q", action.Create.ID, e.ID)
 		}
 		if want := "conn-events-" + e.Timestamp.UTC().Format("2006.01.02"); action.Create.Index != want {
 			t.Errorf("_index = %q, want %q", action.Create.Index, want)

@@ -169,7 +169,7 @@ func (p *Pipeline) Blocked() bool { return p.blocked.Load() > 0 }
 
 type item struct {
 	msg        kafka.Message
-	ev         *event.Event // nil: invalid, dead-letter with err
+	ev         *event.Head // nil: invalid, dead-letter with err
 	err        error
 	start, end int // this document's action and source lines in batch.buf
 	ent        *entry
@@ -303,19 +303,24 @@ func (p *Pipeline) parseLoop(ctx context.Context, in <-chan *item, out chan<- *i
 	}
 }
 
-// parse checks the schema-version header and decodes the event.
-func parse(msg *kafka.Message) (event.Event, error) {
+// parse checks the schema-version header, that the value is one JSON
+// object, and decodes only what the pipeline needs: event.id and
+// @timestamp to route the document, and the few fields of the heat map.
+// The rest of the schema is OpenSearch's to enforce: the index template is
+// dynamic: strict, and a document it refuses comes back as a 400 item,
+// which is dead-lettered like an invalid message.
+func parse(msg *kafka.Message) (event.Head, error) {
 	for _, h := range msg.Headers {
 		if h.Key == event.HeaderSchemaVersion && string(h.Value) != event.SchemaVersion {
-			return event.Event{}, fmt.Errorf("unsupported %s %q (this ingest reads %q)", event.HeaderSchemaVersion, h.Value, event.SchemaVersion)
+			return event.Head{}, fmt.Errorf("unsupported %s %q (this ingest reads %q)", event.HeaderSchemaVersion, h.Value, event.SchemaVersion)
 		}
 	}
-	ev, err := event.Parse(msg.Value)
+	ev, err := event.ParseHead(msg.Value)
 	if err != nil {
-		return event.Event{}, err
+		return event.Head{}, err
 	}
-	if len(ev.Event.ID) > 512 {
-		return event.Event{}, fmt.Errorf("event.id is %d bytes, OpenSearch _id allows 512", len(ev.Event.ID))
+	if len(ev.ID) > 512 {
+		return event.Head{}, fmt.Errorf("event.id is %d bytes, OpenSearch _id allows 512", len(ev.ID))
 	}
 	return ev, nil
 }
@@ -384,11 +389,11 @@ func (p *Pipeline) appendItem(b *batch, it *item) {
 	b.buf = append(b.buf, p.cfg.IndexPrefix...)
 	b.buf = it.ev.Timestamp.UTC().AppendFormat(b.buf, "2006.01.02")
 	b.buf = append(b.buf, `","_id":`...)
-	b.buf = appendJSONString(b.buf, it.ev.Event.ID)
+	b.buf = appendJSONString(b.buf, it.ev.ID)
 	b.buf = append(b.buf, "}}\n"...)
 	if bytes.ContainsAny(it.msg.Value, "\r\n") {
 		var c bytes.Buffer
-		_ = json.Compact(&c, it.msg.Value) // valid: event.Parse accepted it
+		_ = json.Compact(&c, it.msg.Value) // valid: event.ParseHead accepted it
 		b.buf = append(b.buf, c.Bytes()...)
 	} else {
 		b.buf = append(b.buf, bytes.TrimSpace(it.msg.Value)...)
@@ -550,7 +555,8 @@ func (p *Pipeline) process(ctx context.Context, b *batch) {
 		keys[i] = partKey{it.msg.Topic, it.msg.Partition}
 		ents[i] = it.ent
 		if it.state == 1 && p.sink != nil {
-			p.sink.Add(it.ev)
+			ev := it.ev.Event()
+			p.sink.Add(&ev)
 		}
 	}
 	p.queueCommits(p.tracker.done(keys, ents))

@@ -293,6 +293,11 @@ func TestPipeline(t *testing.T) {
 		if string(rec.Value) == string(badRec.Value) && !contains(hdr[ingest.HeaderError], "mapper_parsing_exception") {
 			t.Errorf("mapping-rejected record error = %q", hdr[ingest.HeaderError])
 		}
+		// An unknown field passes the ingest's cheap decode; the strict
+		// template refuses it.
+		if string(rec.Value) == string(poison[3]) && !contains(hdr[ingest.HeaderError], "strict_dynamic_mapping_exception") {
+			t.Errorf("unknown-field record error = %q, want the strict mapping's refusal", hdr[ingest.HeaderError])
+		}
 	}
 }
 

@@ -257,6 +257,11 @@ func (c *Config) validate() error {
 	if c.DLQTopic == c.KafkaTopic {
 		bad("--dlq-topic must differ from --kafka-topic")
 	}
+	if !c.SetupOnly {
+		if err := c.Security.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

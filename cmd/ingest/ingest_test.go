@@ -79,6 +79,17 @@ func TestParseConfig(t *testing.T) {
 		{"huge_bulk", append(base, "--bulk-bytes", "200MiB"), nil, "100MiB", nil},
 		{"bad_env", base, map[string]string{"INGEST_FLUSH_INTERVAL": "soon"}, "INGEST_FLUSH_INTERVAL", nil},
 		{"dlq_is_topic", append(base, "--dlq-topic", "conn-events"), nil, "must differ", nil},
+		{"scram_without_password", append(base, "--kafka-sasl", "scram-sha-512", "--kafka-username", "u"), nil, "needs --kafka-username and --kafka-password", nil},
+		{"iam_without_tls", append(base, "--kafka-sasl", "aws-msk-iam"), nil, "needs --kafka-tls", nil},
+		{"unknown_sasl", append(base, "--kafka-sasl", "plain"), nil, "want none, scram-sha-512 or aws-msk-iam", nil},
+		{"ca_without_tls", append(base, "--kafka-ca-file", "/etc/ssl/ca.pem"), nil, "--kafka-ca-file needs --kafka-tls", nil},
+		{"password_without_sasl", append(base, "--kafka-username", "u", "--kafka-password", "p"), nil, "needs --kafka-sasl scram-sha-512", nil},
+		{"scram_ok", append(base, "--kafka-sasl", "scram-sha-512", "--kafka-username", "u", "--kafka-password", "p", "--kafka-tls"), nil, "", func(c Config) string {
+			if c.Security.SASL != "scram-sha-512" || !c.Security.TLS {
+				return fmt.Sprintf("%+v", c.Security)
+			}
+			return ""
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -48,10 +48,12 @@ func TestProducerReplayResumeAfterSkippedRecord(t *testing.T) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	c := startCluster(t, kfake.Ports(port), kfake.SeedTopics(2, testTopic))
 	var failing atomic.Bool
+	var failed atomic.Int64
 	failing.Store(true)
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		if failing.Load() {
+			failed.Add(1)
 			return nil, errors.New("injected produce failure"), true
 		}
 		return nil, nil, false
@@ -61,7 +63,9 @@ func TestProducerReplayResumeAfterSkippedRecord(t *testing.T) {
 	h.run(t)
 	// The first replay batch (all five records) fails after the bad record
 	// was skipped; then the broker heals.
-	waitFor(t, "a failed replay", func() bool { return h.metric(t, "originlens_kafka_broker_errors_total") > 0 })
+	waitFor(t, "a failed replay", func() bool {
+		return failed.Load() > 0 && h.metric(t, "originlens_kafka_degraded") == 1
+	})
 	failing.Store(false)
 	waitFor(t, "replayed", func() bool { return h.metric(t, "originlens_kafka_spool_records") == 0 })
 	h.close(t)

@@ -219,11 +219,13 @@ func (e *Event) Key() []byte {
 	return []byte(e.Source.IP.String())
 }
 
-// Marshal encodes the event as one JSON object without a trailing newline.
+// Marshal encodes the event as one JSON object without a trailing newline:
+// the bytes of encoding/json.Marshal, written by [Event.AppendJSON] into a
+// new buffer.
 func (e *Event) Marshal() ([]byte, error) {
-	b, err := json.Marshal(e)
+	b, err := e.AppendJSON(make([]byte, 0, 1024))
 	if err != nil {
-		return nil, fmt.Errorf("encoding event %s: %w", e.Event.ID, err)
+		return nil, err
 	}
 	return b, nil
 }

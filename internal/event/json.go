@@ -1,0 +1,290 @@
+package event
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// AppendJSON appends the event's JSON encoding (one object, no trailing
+// newline) to dst and returns the extended buffer. The bytes are exactly
+// what encoding/json.Marshal produces for the Event, field order, omitted
+// fields, HTML-safe string escaping and number formats included (a test
+// and a fuzz test compare the two), at a fraction of the cost: no
+// reflection and no allocation beyond growing dst.
+//
+// It fails, like encoding/json, on a time outside the years 0-9999 (or with
+// a zone offset RFC 3339 cannot express) and on a NaN or infinite location;
+// dst is then returned as given, with the error.
+func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
+	b := dst
+	var err error
+	b = append(b, `{"@timestamp":`...)
+	if b, err = appendTime(b, e.Timestamp, "@timestamp"); err != nil {
+		return dst, e.encodeErr(err)
+	}
+	b = append(b, `,"ecs":{"version":`...)
+	b = appendString(b, e.ECS.Version)
+
+	m := &e.Event
+	b = append(b, `},"event":{"id":`...)
+	b = appendString(b, m.ID)
+	b = append(b, `,"kind":`...)
+	b = appendString(b, m.Kind)
+	b = append(b, `,"category":`...)
+	if m.Category == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, c := range m.Category {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, c)
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"action":`...)
+	b = appendString(b, m.Action)
+	b = append(b, `,"outcome":`...)
+	b = appendString(b, m.Outcome)
+	if m.Reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendString(b, m.Reason)
+	}
+	b = append(b, `,"start":`...)
+	if b, err = appendTime(b, m.Start, "event.start"); err != nil {
+		return dst, e.encodeErr(err)
+	}
+	b = append(b, `,"end":`...)
+	if b, err = appendTime(b, m.End, "event.end"); err != nil {
+		return dst, e.encodeErr(err)
+	}
+	b = append(b, `,"duration":`...)
+	b = strconv.AppendInt(b, m.Duration, 10)
+	if m.Dataset != "" {
+		b = append(b, `,"dataset":`...)
+		b = appendString(b, m.Dataset)
+	}
+
+	s := &e.Source
+	b = append(b, `},"source":{"ip":`...)
+	b = appendAddr(b, s.IP)
+	b = append(b, `,"port":`...)
+	b = strconv.AppendUint(b, uint64(s.Port), 10)
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendInt(b, s.Bytes, 10)
+	if g := &s.Geo; *g != (Geo{}) {
+		b = append(b, `,"geo":{`...)
+		n := len(b)
+		b = appendOptString(b, n, "country_iso_code", g.CountryISOCode)
+		b = appendOptString(b, n, "country_name", g.CountryName)
+		b = appendOptString(b, n, "continent_code", g.ContinentCode)
+		b = appendOptString(b, n, "region_iso_code", g.RegionISOCode)
+		b = appendOptString(b, n, "region_name", g.RegionName)
+		b = appendOptString(b, n, "city_name", g.CityName)
+		if g.Location != nil {
+			if len(b) > n {
+				b = append(b, ',')
+			}
+			b = append(b, `"location":{"lat":`...)
+			if b, err = appendFloat(b, g.Location.Lat, "source.geo.location.lat"); err != nil {
+				return dst, e.encodeErr(err)
+			}
+			b = append(b, `,"lon":`...)
+			if b, err = appendFloat(b, g.Location.Lon, "source.geo.location.lon"); err != nil {
+				return dst, e.encodeErr(err)
+			}
+			b = append(b, '}')
+		}
+		b = appendOptString(b, n, "timezone", g.Timezone)
+		b = appendOptString(b, n, "class", g.Class)
+		b = append(b, '}')
+	}
+	if a := &s.AS; a.Number != 0 || a.Organization.Name != "" {
+		b = append(b, `,"as":{`...)
+		n := len(b)
+		if a.Number != 0 {
+			b = append(b, `"number":`...)
+			b = strconv.AppendUint(b, uint64(a.Number), 10)
+		}
+		if a.Organization.Name != "" {
+			if len(b) > n {
+				b = append(b, ',')
+			}
+			b = append(b, `"organization":{"name":`...)
+			b = appendString(b, a.Organization.Name)
+			b = append(b, '}')
+		}
+		b = append(b, '}')
+	}
+
+	d := &e.Destination
+	b = append(b, `},"destination":{"ip":`...)
+	b = appendAddr(b, d.IP)
+	b = append(b, `,"port":`...)
+	b = strconv.AppendUint(b, uint64(d.Port), 10)
+	b = append(b, `,"bytes":`...)
+	b = strconv.AppendInt(b, d.Bytes, 10)
+
+	b = append(b, `},"network":{"transport":`...)
+	b = appendString(b, e.Network.Transport)
+	b = append(b, `,"type":`...)
+	b = appendString(b, e.Network.Type)
+	if e.Network.Protocol != "" {
+		b = append(b, `,"protocol":`...)
+		b = appendString(b, e.Network.Protocol)
+	}
+
+	c := &e.ClientIP
+	b = append(b, `},"clientip":{"via":`...)
+	b = appendString(b, c.Via)
+	b = append(b, `,"peer":{"ip":`...)
+	b = appendAddr(b, c.Peer.IP)
+	b = append(b, `,"port":`...)
+	b = strconv.AppendUint(b, uint64(c.Peer.Port), 10)
+	b = append(b, '}')
+	if c.VPCEID != "" {
+		b = append(b, `,"vpce_id":`...)
+		b = appendString(b, c.VPCEID)
+	}
+	b = append(b, '}')
+
+	if r := &e.Residency; *r != (Residency{}) {
+		b = append(b, `,"residency":{`...)
+		n := len(b)
+		b = appendOptString(b, n, "jurisdiction", r.Jurisdiction)
+		b = appendOptString(b, n, "decision", r.Decision)
+		b = appendOptString(b, n, "region", r.Region)
+		b = appendOptString(b, n, "rule", r.Rule)
+		b = append(b, '}')
+	}
+	if e.App != (App{}) {
+		b = append(b, `,"app":{`...)
+		b = appendOptString(b, len(b), "lang", e.App.Lang)
+		b = append(b, '}')
+	}
+	return append(b, '}'), nil
+}
+
+func (e *Event) encodeErr(err error) error {
+	return fmt.Errorf("encoding event %s: %w", e.Event.ID, err)
+}
+
+// appendOptString appends "key":"v" (omitempty), preceded by a comma
+// unless it is the first member written since offset first.
+func appendOptString(b []byte, first int, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	if len(b) > first {
+		b = append(b, ',')
+	}
+	b = append(b, '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return appendString(b, v)
+}
+
+// appendTime appends t as encoding/json does (time.Time.MarshalJSON: RFC
+// 3339 with nanoseconds, quoted).
+func appendTime(b []byte, t time.Time, field string) ([]byte, error) {
+	b = append(b, '"')
+	out, err := t.AppendText(b)
+	if err != nil {
+		return b, fmt.Errorf("%s: %w", field, err)
+	}
+	return append(out, '"'), nil
+}
+
+// appendAddr appends a's text form (empty for the zero Addr) as a JSON
+// string, as encoding/json does for an encoding.TextMarshaler.
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if a.Zone() != "" {
+		// A zone is free text: escape it.
+		return appendString(b, a.String())
+	}
+	b = append(b, '"')
+	b = a.AppendTo(b)
+	return append(b, '"')
+}
+
+// appendFloat appends f as encoding/json encodes a float64: the shortest
+// representation, in exponent form below 1e-6 and from 1e21 on.
+func appendFloat(b []byte, f float64, field string) ([]byte, error) {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return b, fmt.Errorf("%s: unsupported value %s", field, strconv.FormatFloat(f, 'g', -1, 64))
+	}
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// e-09 -> e-9, as encoding/json writes it.
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b, nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s as a JSON string exactly as encoding/json.Marshal
+// writes it: HTML-safe (<, > and & as \u00XX), control characters escaped,
+// invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

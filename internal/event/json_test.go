@@ -1,0 +1,250 @@
+package event_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/originlens/originlens/internal/event"
+)
+
+// The oracle for AppendJSON is encoding/json.Marshal of the same Event:
+// the bytes must be identical, and both must fail on the same events.
+
+// trickyStrings need escaping or are on the edge of it.
+var trickyStrings = []string{
+	"", "a", "Chicago", "São Paulo", "東京", "Zürich", "😀 emoji",
+	`quote " inside`, `back\slash`, "<script>&amp;</script>", "tab\there", "nl\nhere", "cr\rhere",
+	"\b\f\x00\x01\x1f\x7f", "line\u2028sep\u2029para", "bad utf8 \xff\xfe", "\xc3", "trunc \xe6\x9d",
+	"denied:eu-only", "proxy-header-spoof", "vpce-0123456789abcdef0", "a=b c", "\u00a0nbsp",
+}
+
+var trickyAddrs = []netip.Addr{
+	{}, netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("255.255.255.255"),
+	netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("::"), netip.MustParseAddr("::ffff:192.0.2.7"),
+	netip.MustParseAddr("2001:db8:0:0:1:0:0:1"), netip.MustParseAddr("fe80::1%eth0"),
+	netip.MustParseAddr("fe80::1%<odd\"zone>"), netip.MustParseAddr("::1"),
+}
+
+var trickyFloats = []float64{
+	0, math.Copysign(0, -1), 41.8781, -87.6298, 90, -180, 1e-6, 9.99e-7, 1e-7, 1.5e-10, 1e20, 1e21, 123456789.123456789,
+	-1e-300, math.MaxFloat64, math.SmallestNonzeroFloat64, 0.1, 1.0 / 3,
+}
+
+func trickyTimes() []time.Time {
+	fixed := time.FixedZone("odd", 5*3600+45*60)
+	return []time.Time{
+		{}, time.Unix(0, 0).UTC(), time.Date(2026, 11, 27, 21, 49, 0, 123456789, time.UTC),
+		time.Date(2026, 1, 2, 3, 4, 5, 0, fixed), time.Date(2026, 6, 1, 0, 0, 0, 1000, time.FixedZone("w", -9*3600-30*60)),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Now(), time.Now().Round(0),
+	}
+}
+
+func pick[T any](r *rand.Rand, s []T) T { return s[r.IntN(len(s))] }
+
+// randomEvent fills each field at random from the tricky values, leaving
+// about a third of the optional ones empty so that omission is covered.
+func randomEvent(r *rand.Rand) event.Event {
+	times := trickyTimes()
+	str := func() string {
+		if r.IntN(3) == 0 {
+			return ""
+		}
+		return pick(r, trickyStrings)
+	}
+	var ev event.Event
+	if r.IntN(4) > 0 {
+		ev = event.New(pick(r, times))
+	}
+	ev.Timestamp = pick(r, times)
+	ev.ECS.Version = str()
+	ev.Event.ID, ev.Event.Kind = str(), str()
+	switch r.IntN(4) {
+	case 0:
+		ev.Event.Category = nil
+	case 1:
+		ev.Event.Category = []string{}
+	case 2:
+		ev.Event.Category = []string{str(), str()}
+	}
+	ev.Event.Action, ev.Event.Outcome, ev.Event.Reason, ev.Event.Dataset = str(), str(), str(), str()
+	ev.Event.End = pick(r, times)
+	ev.Event.Duration = r.Int64() - math.MaxInt64/2
+	ev.Source.IP, ev.Source.Port, ev.Source.Bytes = pick(r, trickyAddrs), uint16(r.Uint32()), r.Int64N(1<<40)-1
+	if r.IntN(3) > 0 {
+		ev.Source.Geo = event.Geo{
+			CountryISOCode: str(), CountryName: str(), ContinentCode: str(), RegionISOCode: str(),
+			RegionName: str(), CityName: str(), Timezone: str(), Class: str(),
+		}
+		if r.IntN(2) == 0 {
+			ev.Source.Geo.Location = &event.Location{Lat: pick(r, trickyFloats), Lon: pick(r, trickyFloats)}
+		}
+	}
+	if r.IntN(2) == 0 {
+		ev.Source.AS.Number = uint32(r.IntN(3)) * r.Uint32()
+		ev.Source.AS.Organization.Name = str()
+	}
+	ev.Destination.IP, ev.Destination.Port, ev.Destination.Bytes = pick(r, trickyAddrs), uint16(r.Uint32()), -r.Int64N(1000)
+	ev.Network.Transport, ev.Network.Type, ev.Network.Protocol = str(), str(), str()
+	ev.ClientIP.Via, ev.ClientIP.VPCEID = str(), str()
+	ev.ClientIP.Peer = event.Peer{IP: pick(r, trickyAddrs), Port: uint16(r.Uint32())}
+	if r.IntN(3) > 0 {
+		ev.Residency = event.Residency{Jurisdiction: str(), Decision: str(), Region: str(), Rule: str()}
+	}
+	ev.App.Lang = str()
+	return ev
+}
+
+// checkSame fails when AppendJSON and encoding/json disagree on ev.
+func checkSame(t testing.TB, ev *event.Event) {
+	t.Helper()
+	want, wantErr := json.Marshal(ev)
+	prefix := []byte("prefix")
+	got, err := ev.AppendJSON(prefix)
+	if (err != nil) != (wantErr != nil) {
+		t.Fatalf("AppendJSON(%+v) error = %v, encoding/json error = %v", ev, err, wantErr)
+	}
+	if err != nil {
+		if !bytes.Equal(got, prefix) {
+			t.Fatalf("AppendJSON failed but changed dst to %q", got)
+		}
+		return
+	}
+	if !bytes.HasPrefix(got, prefix) {
+		t.Fatalf("AppendJSON dropped dst: %q", got)
+	}
+	if got := got[len(prefix):]; !bytes.Equal(got, want) {
+		t.Fatalf("AppendJSON =\n%s\nencoding/json =\n%s", got, want)
+	}
+	m, err := ev.Marshal()
+	if err != nil || !bytes.Equal(m, want) {
+		t.Fatalf("Marshal = %s, %v; want %s", m, err, want)
+	}
+}
+
+func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 20000 {
+		ev := randomEvent(r)
+		checkSame(t, &ev)
+	}
+}
+
+func TestAppendJSONCases(t *testing.T) {
+	full := event.New(time.Date(2026, 11, 27, 21, 49, 0, 5, time.UTC))
+	full.Source.IP, full.Source.Port = netip.MustParseAddr("2001:db8::7"), 443
+	full.Source.Geo = event.Geo{CountryISOCode: "JP", CityName: "東京", Location: &event.Location{Lat: 35.6, Lon: 139.7}}
+	full.Source.AS.Number = 64500
+	full.Residency.Decision = "serve"
+	full.Finish(full.Event.Start.Add(time.Second))
+	tests := []struct {
+		name    string
+		ev      func() event.Event
+		wantErr bool
+	}{
+		{"Zero", func() event.Event { return event.Event{} }, false},
+		{"New", func() event.Event { return event.New(time.Now()) }, false},
+		{"Full", func() event.Event { return full }, false},
+		{"OnlyASOrg", func() event.Event {
+			ev := full
+			ev.Source.AS.Number, ev.Source.AS.Organization.Name = 0, "Example & Co"
+			return ev
+		}, false},
+		{"OnlyLocation", func() event.Event {
+			ev := full
+			ev.Source.Geo = event.Geo{Location: &event.Location{}}
+			return ev
+		}, false},
+		{"OnlyRule", func() event.Event {
+			ev := full
+			ev.Residency = event.Residency{Rule: "x"}
+			return ev
+		}, false},
+		{"YearTooLarge", func() event.Event {
+			ev := full
+			ev.Event.End = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+			return ev
+		}, true},
+		{"NegativeYear", func() event.Event {
+			ev := full
+			ev.Timestamp = time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC)
+			return ev
+		}, true},
+		{"NaNLatitude", func() event.Event {
+			ev := full
+			ev.Source.Geo.Location = &event.Location{Lat: math.NaN()}
+			return ev
+		}, true},
+		{"InfLongitude", func() event.Event {
+			ev := full
+			ev.Source.Geo.Location = &event.Location{Lon: math.Inf(-1)}
+			return ev
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := tt.ev()
+			checkSame(t, &ev)
+			if _, err := ev.AppendJSON(nil); (err != nil) != tt.wantErr {
+				t.Errorf("AppendJSON() error = %v, want error %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// FuzzAppendJSON compares AppendJSON with encoding/json on events whose
+// strings, addresses, numbers and times come from the fuzzer.
+func FuzzAppendJSON(f *testing.F) {
+	f.Add("Chicago", "<&>\"\\\n\u2028", "2001:db8::1", int64(1798000000123456789), 41.8781, -87.6298, uint32(64500), "serve")
+	f.Add("", "", "", int64(0), 0.0, 0.0, uint32(0), "")
+	f.Add("\xff\xfe", "東京", "fe80::1%eth\"0", int64(-1), 1e-7, 1e21, uint32(1), "\x00")
+	f.Fuzz(func(t *testing.T, city, reason, ip string, nanos int64, lat, lon float64, asn uint32, decision string) {
+		addr, _ := netip.ParseAddr(ip)
+		ts := time.Unix(0, nanos).In(time.FixedZone("f", int(nanos%(18*3600))))
+		ev := event.New(ts)
+		ev.Timestamp = ts.Add(time.Duration(asn))
+		ev.Event.Reason, ev.Event.ID = reason, ip
+		ev.Source.IP, ev.ClientIP.Peer.IP, ev.Destination.IP = addr, addr, addr.Unmap()
+		ev.Source.Geo = event.Geo{CityName: city, Class: decision}
+		if asn%2 == 0 {
+			ev.Source.Geo.Location = &event.Location{Lat: lat, Lon: lon}
+		}
+		ev.Source.AS.Number = asn
+		ev.Source.AS.Organization.Name = city
+		ev.Residency.Decision = decision
+		ev.App.Lang = reason
+		checkSame(t, &ev)
+	})
+}
+
+func BenchmarkAppendJSON(b *testing.B) {
+	ev := event.New(time.Now())
+	ev.Source.IP, ev.Source.Port = netip.MustParseAddr("192.0.2.1"), 20000
+	ev.Source.Geo = event.Geo{CountryISOCode: "US", CountryName: "United States", ContinentCode: "NA",
+		CityName: "Chicago", Location: &event.Location{Lat: 41.8781, Lon: -87.6298}, Class: "public"}
+	ev.Residency = event.Residency{Decision: "serve", Region: "us-east-2", Rule: "default"}
+	ev.Finish(time.Now())
+	buf := make([]byte, 0, 2048)
+	b.Run("AppendJSON", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			var err error
+			if buf, err = ev.AppendJSON(buf[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("encoding_json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := json.Marshal(&ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

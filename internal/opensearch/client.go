@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/opensearch-project/opensearch-go/v4/opensearchapi"
 	"github.com/opensearch-project/opensearch-go/v4/signer"
 	"github.com/opensearch-project/opensearch-go/v4/signer/awsv2"
+	"github.com/tidwall/gjson"
 )
 
 // Config says how to reach the cluster.
@@ -109,7 +111,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 // Close releases idle connections and background work of the client.
 func (c *Client) Close() error { return c.api.Client.Close() }
 
-// BulkItem is one item of a bulk response.
+// BulkItem is one item of a bulk response. ID, Index and Result are read
+// only from answers whose top-level "errors" is true (an answer without
+// errors needs no more than the statuses).
 type BulkItem struct {
 	ID     string
 	Index  string
@@ -148,29 +152,87 @@ func (e *StatusError) Error() string {
 // newline) to POST /_bulk and returns the per-item results. It blocks until
 // OpenSearch answers or ctx ends. A non-2xx answer to the whole request is a
 // *StatusError; a transport failure or timeout is returned wrapped.
+//
+// The answer is decoded in one pass with github.com/tidwall/gjson, reading
+// only each item's status when the top-level "errors" is false (every item
+// succeeded), and the error fields of the items only when it is true.
 func (c *Client) Bulk(ctx context.Context, body []byte) (BulkResponse, error) {
 	hdr := http.Header{}
 	hdr.Set("Content-Type", "application/x-ndjson")
-	resp, err := c.api.Bulk(ctx, opensearchapi.BulkReq{Body: bytes.NewReader(body), Header: hdr})
-	if err = opensearchapi.ToleratePartialFailures(err); err != nil {
+	resp, err := c.api.Client.Do(ctx, http.MethodPost, opensearchapi.BulkReq{Body: bytes.NewReader(body), Header: hdr}, nil)
+	if err != nil {
 		status := 0
-		if resp != nil && resp.Inspect().Response != nil {
-			status = resp.Inspect().Response.StatusCode
+		if resp != nil {
+			status = resp.StatusCode
 		}
 		return BulkResponse{}, asStatusError("bulk", status, err)
 	}
-	out := BulkResponse{Took: time.Duration(resp.Took) * time.Millisecond, Errors: resp.Errors, Items: make([]BulkItem, 0, len(resp.Items))}
-	for _, m := range resp.Items {
-		for _, it := range m { // one key: the op
-			bi := BulkItem{ID: it.ID, Index: it.Index, Status: it.Status, Result: it.Result}
-			if it.Error != nil {
-				bi.ErrType, bi.ErrReason = it.Error.Type, it.Error.Reason
-				if bi.ErrReason == "" && it.Error.Cause.Reason != "" {
-					bi.ErrReason = it.Error.Cause.Reason
+	if resp.IsError() {
+		return BulkResponse{}, asStatusError("bulk", resp.StatusCode, opensearchgo.ParseError(resp))
+	}
+	if resp.Body == nil {
+		return BulkResponse{}, fmt.Errorf("bulk: HTTP %d without a body", resp.StatusCode)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return BulkResponse{}, fmt.Errorf("bulk: reading the answer: %w", err)
+	}
+	return parseBulkResponse(data)
+}
+
+// parseBulkResponse decodes a bulk answer: {"took", "errors", "items": [
+// {"<op>": {"_index", "_id", "status", "result", "error": {"type",
+// "reason", "caused_by": {"reason"}}}}, ...]}.
+func parseBulkResponse(data []byte) (BulkResponse, error) {
+	if !gjson.ValidBytes(data) {
+		return BulkResponse{}, fmt.Errorf("bulk: answer is not JSON: %q", truncate(string(data), 256))
+	}
+	root := gjson.ParseBytes(data)
+	var took, errs, items gjson.Result
+	root.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "took":
+			took = v
+		case "errors":
+			errs = v
+		case "items":
+			items = v
+		}
+		return true
+	})
+	if !items.IsArray() {
+		return BulkResponse{}, fmt.Errorf("bulk: answer without items: %q", truncate(string(data), 256))
+	}
+	out := BulkResponse{Took: time.Duration(took.Int()) * time.Millisecond, Errors: errs.Bool()}
+	var bad error
+	items.ForEach(func(_, m gjson.Result) bool {
+		var it gjson.Result
+		m.ForEach(func(_, v gjson.Result) bool { it = v; return false }) // one key: the op
+		if !it.IsObject() {
+			bad = fmt.Errorf("bulk: malformed item %q", truncate(m.Raw, 256))
+			return false
+		}
+		bi := BulkItem{Status: int(it.Get("status").Int())}
+		if out.Errors {
+			bi.ID, bi.Index, bi.Result = it.Get("_id").String(), it.Get("_index").String(), it.Get("result").String()
+			if e := it.Get("error"); e.Exists() {
+				if e.IsObject() {
+					bi.ErrType, bi.ErrReason = e.Get("type").String(), e.Get("reason").String()
+					if bi.ErrReason == "" {
+						bi.ErrReason = e.Get("caused_by.reason").String()
+					}
+				} else {
+					bi.ErrType = "error"
+					bi.ErrReason = e.String()
 				}
 			}
-			out.Items = append(out.Items, bi)
 		}
+		out.Items = append(out.Items, bi)
+		return true
+	})
+	if bad != nil {
+		return BulkResponse{}, bad
 	}
 	return out, nil
 }

@@ -216,7 +216,15 @@ func (e *Event) Finish(end time.Time) {
 // Key returns the Kafka message key: the client IP, so that one client's
 // events stay ordered in one partition.
 func (e *Event) Key() []byte {
-	return []byte(e.Source.IP.String())
+	return e.AppendKey(nil)
+}
+
+// AppendKey appends the Kafka message key ([Event.Key]) to dst.
+func (e *Event) AppendKey(dst []byte) []byte {
+	if !e.Source.IP.IsValid() {
+		return append(dst, e.Source.IP.String()...) // "invalid IP", as Key always wrote
+	}
+	return e.Source.IP.AppendTo(dst)
 }
 
 // Marshal encodes the event as one JSON object without a trailing newline:

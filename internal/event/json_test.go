@@ -248,3 +248,16 @@ func BenchmarkAppendJSON(b *testing.B) {
 		}
 	})
 }
+
+func TestAppendKey(t *testing.T) {
+	for _, a := range trickyAddrs {
+		ev := event.Event{Source: event.Source{IP: a}}
+		want := a.String()
+		if got := string(ev.AppendKey([]byte("x"))); got != "x"+want {
+			t.Errorf("AppendKey(%v) = %q, want %q", a, got, "x"+want)
+		}
+		if got := string(ev.Key()); got != want {
+			t.Errorf("Key(%v) = %q, want %q", a, got, want)
+		}
+	}
+}

@@ -37,7 +37,7 @@ const (
 type Producer struct {
 	cfg    ProducerConfig
 	log    *slog.Logger
-	queue  chan event.Event
+	queue  chan queued // encoded events, in publishing order
 	spool  *spool.Spool
 	writer *kafkago.Writer
 	client *kafkago.Client
@@ -95,7 +95,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	p := &Producer{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "kafka", "topic", cfg.Topic),
-		queue:   make(chan event.Event, cfg.QueueSize),
+		queue:   make(chan queued, cfg.QueueSize),
 		stop:    make(chan struct{}),
 		abort:   make(chan struct{}),
 		runDone: make(chan struct{}),
@@ -224,9 +224,37 @@ func compressionCodec(name string) (kafkago.Compression, bool) {
 	return 0, false
 }
 
-// Publish queues one event; when the queue is full it goes to the spool
-// (one file write in the caller's goroutine). It never waits for the broker.
-// After Close the event is counted as dropped (reason "closed").
+// queued is one encoded event waiting in the queue: the Kafka key (the
+// client IP) followed by the value (the event JSON) in one allocation.
+// Queueing the encoded bytes, not the Event, keeps the queue's slots
+// small (the buffer exists only while an event waits) and does the
+// encoding in the publishing goroutines instead of the one delivery
+// goroutine.
+type queued struct {
+	b      []byte
+	keyLen int
+}
+
+// encode encodes ev for the queue.
+func encode(ev *event.Event) (queued, error) {
+	b := ev.AppendKey(make([]byte, 0, 1024))
+	k := len(b)
+	b, err := ev.AppendJSON(b)
+	if err != nil {
+		return queued{}, err
+	}
+	return queued{b: b, keyLen: k}, nil
+}
+
+// message is q as the Kafka message to send; its slices alias q's buffer.
+func (q queued) message() kafkago.Message {
+	return kafkago.Message{Key: q.b[:q.keyLen:q.keyLen], Value: q.b[q.keyLen:], Headers: schemaHeaders}
+}
+
+// Publish encodes one event and queues it; when the queue is full it goes
+// to the spool (one file write in the caller's goroutine). It never waits
+// for the broker. After Close the event is counted as dropped (reason
+// "closed"); an event that cannot be encoded is dropped (reason "encode").
 func (p *Producer) Publish(ev event.Event) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -235,11 +263,17 @@ func (p *Producer) Publish(ev event.Event) {
 		p.logLimited("kafka: event published after Close, dropped", "event_id", ev.Event.ID)
 		return
 	}
+	q, err := encode(&ev)
+	if err != nil {
+		p.m.dropped.WithLabelValues("encode").Inc()
+		p.logLimited("kafka: event cannot be encoded, dropped", "err", err)
+		return
+	}
 	select {
-	case p.queue <- ev:
+	case p.queue <- q:
 		p.m.queued.Inc()
 	default:
-		p.spoolEvents([]event.Event{ev})
+		p.spoolMessages([]kafkago.Message{q.message()})
 	}
 }
 
@@ -318,8 +352,8 @@ func (p *Producer) deliver(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 			case <-p.stop:
-			case ev := <-p.queue:
-				p.spoolEvents(p.drainQueue(ev))
+			case q := <-p.queue:
+				p.spoolMessages(p.drainQueue(q.message()))
 			case <-retry.C:
 				if healthy = p.probe(ctx); !healthy {
 					retry.Reset(p.cfg.RetryInterval)
@@ -330,8 +364,8 @@ func (p *Producer) deliver(ctx context.Context) {
 		var err error
 		if p.replay != nil || p.spool.Records() > 0 {
 			// Keep the order: live events queue up behind the spool.
-			if evs := p.drainQueue(); len(evs) > 0 {
-				p.spoolEvents(evs)
+			if msgs := p.drainQueue(); len(msgs) > 0 {
+				p.spoolMessages(msgs)
 			}
 			err = p.replayBatch(ctx)
 		} else {
@@ -345,28 +379,30 @@ func (p *Producer) deliver(ctx context.Context) {
 	}
 }
 
-// drainQueue returns first (if any) plus what the queue holds now, up to
-// one queue's worth.
-func (p *Producer) drainQueue(first ...event.Event) []event.Event {
-	evs := first
+// drainQueue returns first (if any) plus the messages of what the queue
+// holds now, up to one queue's worth.
+func (p *Producer) drainQueue(first ...kafkago.Message) []kafkago.Message {
+	msgs := first
 	for range cap(p.queue) {
 		select {
-		case ev := <-p.queue:
-			evs = append(evs, ev)
+		case q := <-p.queue:
+			msgs = append(msgs, q.message())
 		default:
-			return evs
+			return msgs
 		}
 	}
-	return evs
+	return msgs
 }
 
 // collect waits for a first event, then gathers up to BatchSize events
-// for at most Linger. It returns early, possibly empty, when Run must stop.
-func (p *Producer) collect(ctx context.Context) []event.Event {
-	var evs []event.Event
+// for at most Linger, as Kafka messages. It returns early, possibly empty,
+// when Run must stop.
+func (p *Producer) collect(ctx context.Context) []kafkago.Message {
+	var msgs []kafkago.Message
 	select {
-	case ev := <-p.queue:
-		evs = append(evs, ev)
+	case q := <-p.queue:
+		msgs = make([]kafkago.Message, 0, min(p.cfg.BatchSize, 64))
+		msgs = append(msgs, q.message())
 	case <-ctx.Done():
 		return nil
 	case <-p.stop:
@@ -374,44 +410,24 @@ func (p *Producer) collect(ctx context.Context) []event.Event {
 	}
 	linger := time.NewTimer(p.cfg.Linger)
 	defer linger.Stop()
-	for len(evs) < p.cfg.BatchSize {
+	for len(msgs) < p.cfg.BatchSize {
 		select {
-		case ev := <-p.queue:
-			evs = append(evs, ev)
+		case q := <-p.queue:
+			msgs = append(msgs, q.message())
 		case <-linger.C:
-			return evs
+			return msgs
 		case <-ctx.Done():
-			return evs
+			return msgs
 		case <-p.stop:
-			return evs
+			return msgs
 		}
-	}
-	return evs
-}
-
-// messages encodes events as Kafka messages; events that cannot be
-// encoded are dropped and counted.
-func (p *Producer) messages(evs []event.Event) []kafkago.Message {
-	msgs := make([]kafkago.Message, 0, len(evs))
-	for i := range evs {
-		v, err := evs[i].Marshal()
-		if err != nil {
-			p.m.dropped.WithLabelValues("encode").Inc()
-			p.logLimited("kafka: event cannot be encoded, dropped", "err", err)
-			continue
-		}
-		msgs = append(msgs, kafkago.Message{Key: evs[i].Key(), Value: v, Headers: schemaHeaders})
 	}
 	return msgs
 }
 
 // sendLive writes live events; what Kafka does not acknowledge goes to the
 // spool. The returned error means the broker failed.
-func (p *Producer) sendLive(ctx context.Context, evs []event.Event) error {
-	if len(evs) == 0 {
-		return nil
-	}
-	msgs := p.messages(evs)
+func (p *Producer) sendLive(ctx context.Context, msgs []kafkago.Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -621,13 +637,6 @@ func (p *Producer) setHealthy() {
 	}
 }
 
-// spoolEvents encodes and spools events.
-func (p *Producer) spoolEvents(evs []event.Event) {
-	if msgs := p.messages(evs); len(msgs) > 0 {
-		p.spoolMessages(msgs)
-	}
-}
-
 // spoolMessages appends messages to the spool in one write; a refused
 // write is logged and its events counted as dropped.
 func (p *Producer) spoolMessages(msgs []kafkago.Message) {
@@ -681,19 +690,19 @@ func (p *Producer) close(ctx context.Context) error {
 	}
 	p.endReplay()
 
-	evs := p.drainQueue()
-	if len(evs) > 0 {
+	msgs := p.drainQueue()
+	if len(msgs) > 0 {
 		if p.state.Load() == stateHealthy && p.spool.Records() == 0 && ctx.Err() == nil {
-			for len(evs) > 0 {
-				n := min(len(evs), p.cfg.BatchSize)
-				if err := p.sendLive(ctx, evs[:n]); err != nil {
-					p.spoolEvents(evs[n:])
+			for len(msgs) > 0 {
+				n := min(len(msgs), p.cfg.BatchSize)
+				if err := p.sendLive(ctx, msgs[:n]); err != nil {
+					p.spoolMessages(msgs[n:])
 					break
 				}
-				evs = evs[n:]
+				msgs = msgs[n:]
 			}
 		} else {
-			p.spoolEvents(evs)
+			p.spoolMessages(msgs)
 		}
 	}
 	var errs []error

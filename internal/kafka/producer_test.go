@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/originlens/originlens/internal/event"
 	"github.com/prometheus/client_golang/prometheus"
@@ -665,4 +667,33 @@ func TestProducerOverTLSAndSCRAM(t *testing.T) {
 	publishN(h2.p, 100, 10)
 	waitFor(t, "degraded on bad credentials", h2.p.Degraded)
 	waitFor(t, "spooled", func() bool { return h2.metric(t, "originlens_kafka_events_spooled_total") == 10 })
+}
+
+// TestProducerDropsUnencodableEvent: an event encoding/json would refuse
+// (a NaN location) is dropped at Publish and counted; the events around it
+// are delivered.
+func TestProducerDropsUnencodableEvent(t *testing.T) {
+	c := startCluster(t, kfake.SeedTopics(1, testTopic))
+	addr := c.ListenAddrs()[0]
+	h := newHarness(t, addr, ProducerConfig{BatchSize: 10})
+	h.run(t)
+	bad := testEvent(1)
+	bad.Source.Geo.Location = &event.Location{Lat: math.NaN()}
+	ids := publishN(h.p, 0, 1)
+	h.p.Publish(bad)
+	ids = append(ids, publishN(h.p, 2, 1)...)
+	waitFor(t, "both good events acknowledged", func() bool { return h.metric(t, "originlens_kafka_events_sent_total") == 2 })
+	h.close(t)
+	checkDelivered(t, ids, checkMessages(t, readTopic(t, addr, testTopic)))
+	if d := h.metric(t, "originlens_kafka_events_dropped_total", "reason=encode"); d != 1 {
+		t.Errorf("dropped{encode} = %v, want 1", d)
+	}
+}
+
+// TestQueueSlotSize: the queue holds encoded events, not Event values, so
+// that a full-size queue costs little memory until events wait in it.
+func TestQueueSlotSize(t *testing.T) {
+	if got, evSize := unsafe.Sizeof(queued{}), unsafe.Sizeof(event.Event{}); got > 32 || got*8 > evSize {
+		t.Errorf("queue slot = %d bytes (event.Event is %d), want at most 32", got, evSize)
+	}
 }

@@ -147,7 +147,9 @@ type Pipeline struct {
 	commitNotify  chan struct{}
 }
 
-// New builds a pipeline. sink may be nil.
+// New builds a pipeline. sink may be nil. idx may be nil: then nothing is
+// indexed, and a valid message is done (its offset committable) once sink
+// has it; invalid messages still go to the dead-letter topic.
 func New(cfg Config, src Source, idx Indexer, dlq DeadLetters, sink Sink) *Pipeline {
 	cfg.defaults()
 	return &Pipeline{
@@ -380,7 +382,10 @@ func (p *Pipeline) batch(ctx, workCtx context.Context, in <-chan *item, work cha
 
 func (p *Pipeline) appendItem(b *batch, it *item) {
 	b.weight += it.weight
-	if it.ev == nil {
+	if it.ev == nil || p.idx == nil {
+		if it.ev != nil {
+			b.docs++ // no bulk body without OpenSearch: flush by count
+		}
 		b.items = append(b.items, *it)
 		return
 	}
@@ -430,6 +435,12 @@ func (p *Pipeline) process(ctx context.Context, b *batch) {
 		} else {
 			pending = append(pending, i)
 		}
+	}
+	if p.idx == nil { // no OpenSearch: the sink is the only destination
+		for _, i := range pending {
+			b.items[i].state = 1
+		}
+		pending = nil
 	}
 	body := b.buf
 	attempt := 0

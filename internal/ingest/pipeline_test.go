@@ -546,3 +546,49 @@ func TestRebalance(t *testing.T) {
 	}
 	t.Logf("redelivered creates answered 409: %d", e.srv.Conflicts())
 }
+
+// TestPipelineWithoutOpenSearch runs without an indexer: every valid event
+// reaches the sink once, a poison message reaches the DLQ, nothing is sent
+// to OpenSearch, and the offsets are committed to the end.
+func TestPipelineWithoutOpenSearch(t *testing.T) {
+	e := newEnv(t, 2)
+	const n = 300
+	for i := 0; i < n; i++ {
+		e.produce(t, eventRecord(t, opensearchtest.SampleEvent(i, time.Now())))
+	}
+	e.produce(t, &kgo.Record{Value: []byte(`{"event":{"id":"no-timestamp"}}`)})
+	r := e.reader()
+	defer r.Close()
+	w := e.dlqWriter()
+	defer w.Close()
+	sink := &countingSink{}
+	p := ingest.New(ingest.Config{FlushInterval: 20 * time.Millisecond, Logger: testLogger(t)}, r, nil, w, sink)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	waitFor(t, "every event in the sink", 30*time.Second, func() bool { return sink.len() == n })
+	dlq := e.readDLQ(t, 1)
+	end := e.endOffsets(t)
+	waitFor(t, "offsets committed to the end", 20*time.Second, func() bool {
+		c := e.committed(t)
+		for part, off := range end {
+			if c[part] != off {
+				return false
+			}
+		}
+		return true
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run = %v", err)
+	}
+	if string(dlq[0].Value) != `{"event":{"id":"no-timestamp"}}` {
+		t.Errorf("DLQ record = %q", dlq[0].Value)
+	}
+	if reqs, _ := e.srv.Stats(); reqs != 0 || e.srv.Count("*") != 0 {
+		t.Errorf("bulk requests = %d, documents = %d; want none without an indexer", reqs, e.srv.Count("*"))
+	}
+	if got := sink.len(); got != n {
+		t.Errorf("sink saw %d events, want %d", got, n)
+	}
+}

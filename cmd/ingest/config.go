@@ -100,7 +100,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		kUser        = fs.String("kafka-username", "", "SCRAM user name")
 		kPass        = fs.String("kafka-password", "", "SCRAM password (prefer INGEST_KAFKA_PASSWORD)")
 		kRegion      = fs.String("kafka-aws-region", "", "AWS region for aws-msk-iam; empty: from the AWS config chain")
-		osURL        = fs.String("opensearch-url", "", "OpenSearch URL(s), comma separated, e.g. https://localhost:9200 (required)")
+		osURL        = fs.String("opensearch-url", "", "OpenSearch URL(s), comma separated, e.g. https://localhost:9200; empty: index nothing, only consume into the heat map (served from memory) and commit what was aggregated (required by setup)")
 		osUser       = fs.String("opensearch-user", "", "OpenSearch basic-auth user")
 		osPass       = fs.String("opensearch-password", "", "OpenSearch basic-auth password (prefer INGEST_OPENSEARCH_PASSWORD)")
 		sigv4        = fs.String("aws-sigv4", "", "sign requests with AWS SigV4 for this region (Amazon OpenSearch Service); credentials from the AWS chain")
@@ -196,8 +196,11 @@ func (c *Config) validate() error {
 	if !c.SetupOnly && len(c.KafkaBrokers) == 0 {
 		bad("--kafka-brokers is required")
 	}
-	if len(c.OpenSearch.URLs) == 0 {
+	if c.SetupOnly && len(c.OpenSearch.URLs) == 0 {
 		bad("--opensearch-url is required")
+	}
+	if len(c.OpenSearch.URLs) == 0 && !c.SetupOnly && c.DashboardsURL != "" {
+		bad("--dashboards-url needs --opensearch-url")
 	}
 	for _, u := range c.OpenSearch.URLs {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {

@@ -3,22 +3,27 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/originlens/originlens/internal/event"
 	"github.com/originlens/originlens/internal/opensearchtest"
@@ -78,6 +83,14 @@ func TestParseConfig(t *testing.T) {
 		{"bad_size", append(base, "--bulk-bytes", "5 lots"), nil, "bulk-bytes", nil},
 		{"huge_bulk", append(base, "--bulk-bytes", "200MiB"), nil, "100MiB", nil},
 		{"bad_env", base, map[string]string{"INGEST_FLUSH_INTERVAL": "soon"}, "INGEST_FLUSH_INTERVAL", nil},
+		{"no_opensearch", []string{"--kafka-brokers", "127.0.0.1:9092"}, nil, "", func(c Config) string {
+			if len(c.OpenSearch.URLs) != 0 {
+				return fmt.Sprintf("%+v", c.OpenSearch)
+			}
+			return ""
+		}},
+		{"setup_needs_opensearch", []string{"setup"}, nil, "--opensearch-url is required", nil},
+		{"dashboards_need_opensearch", []string{"--kafka-brokers", "127.0.0.1:9092", "--dashboards-url", "http://127.0.0.1:5601"}, nil, "--dashboards-url needs --opensearch-url", nil},
 		{"dlq_is_topic", append(base, "--dlq-topic", "conn-events"), nil, "must differ", nil},
 		{"scram_without_password", append(base, "--kafka-sasl", "scram-sha-512", "--kafka-username", "u"), nil, "needs --kafka-username and --kafka-password", nil},
 		{"iam_without_tls", append(base, "--kafka-sasl", "aws-msk-iam"), nil, "needs --kafka-tls", nil},
@@ -116,11 +129,17 @@ func TestParseConfig(t *testing.T) {
 type kafkaEnv struct {
 	brokers []string
 	prod    *kgo.Client
+	cluster *kfake.Cluster
 }
 
 func newKafka(t testing.TB, partitions int32) *kafkaEnv {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic), kfake.SeedTopics(1, dlqTopic))
+	return newKafkaOpts(t, kfake.NumBrokers(1), kfake.SeedTopics(partitions, topic), kfake.SeedTopics(1, dlqTopic))
+}
+
+func newKafkaOpts(t testing.TB, opts ...kfake.Opt) *kafkaEnv {
+	t.Helper()
+	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +149,7 @@ func newKafka(t testing.TB, partitions int32) *kafkaEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(prod.Close)
-	return &kafkaEnv{brokers: c.ListenAddrs(), prod: prod}
+	return &kafkaEnv{brokers: c.ListenAddrs(), prod: prod, cluster: c}
 }
 
 func (k *kafkaEnv) produceEvents(t testing.TB, from, to int, ts time.Time) {
@@ -433,4 +452,127 @@ func FuzzByteSize(f *testing.F) {
 			t.Errorf("Set(String()) of %q = %d, %v; want %d", s, again, err, b)
 		}
 	})
+}
+
+var uiRE = regexp.MustCompile(`msg="heat map listening" url=(\S+)`)
+
+// TestRunWithoutOpenSearch runs with no --opensearch-url against a broker
+// without the dead-letter topic: the ingest creates the topic, consumes
+// into its in-memory heat map, dead-letters a poison message, commits to
+// the end, and warns once that nothing is indexed.
+func TestRunWithoutOpenSearch(t *testing.T) {
+	k := newKafkaOpts(t, kfake.NumBrokers(1), kfake.SeedTopics(2, topic))
+	const n = 200
+	k.produceEvents(t, 0, n, time.Now())
+	if err := k.prod.ProduceSync(context.Background(), &kgo.Record{Value: []byte("not json")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseConfig([]string{"--kafka-brokers", strings.Join(k.brokers, ","), "--admin", "127.0.0.1:0", "--ui", "127.0.0.1:0", "--flush-interval", "20ms"},
+		func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, io.Discard, &logs) }()
+	defer func() { cancel(); <-done }()
+
+	waitFor(t, "offsets committed", 30*time.Second, func() bool { return k.lagZero(t) })
+	m := uiRE.FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no heat-map address in the logs:\n%s", logs.String())
+	}
+	code, body := get(t, m[1]+"api/heatmap")
+	var snap struct {
+		Source string `json:"source"`
+		Totals struct {
+			Events int64 `json:"events"`
+		} `json:"totals"`
+		Countries []struct {
+			ISO string `json:"iso"`
+		} `json:"countries"`
+	}
+	if err := json.Unmarshal([]byte(body), &snap); err != nil || code != 200 {
+		t.Fatalf("/api/heatmap = %d %s (%v)", code, body, err)
+	}
+	if snap.Source != "memory" || snap.Totals.Events != n || len(snap.Countries) == 0 {
+		t.Errorf("/api/heatmap = %s, want %d events from memory with countries", body, n)
+	}
+	if got := strings.Count(logs.String(), "NOTHING IS INDEXED"); got != 1 {
+		t.Errorf("the no-index warning was logged %d times, want once:\n%s", got, logs.String())
+	}
+	if !strings.Contains(logs.String(), `msg="dead-letter topic ready" topic=`+dlqTopic) {
+		t.Errorf("no dead-letter topic creation in the logs:\n%s", logs.String())
+	}
+	if recs := readTopic(t, k.brokers, dlqTopic, 1); string(recs[0].Value) != "not json" {
+		t.Errorf("DLQ record = %q, want the poison message", recs[0].Value)
+	}
+	m = adminRE.FindStringSubmatch(logs.String())
+	if code, body := get(t, "http://"+m[1]+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %s", code, body)
+	}
+}
+
+// TestDLQTopicNotPermitted: a broker that refuses CreateTopics gets a loud
+// error naming the topic, and the ingest goes on.
+func TestDLQTopicNotPermitted(t *testing.T) {
+	k := newKafkaOpts(t, kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
+	var refuse atomic.Bool
+	refuse.Store(true)
+	k.cluster.ControlKey(int16(kmsg.CreateTopics), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		k.cluster.KeepControl()
+		if !refuse.Load() {
+			return nil, nil, false
+		}
+		req := kreq.(*kmsg.CreateTopicsRequest)
+		resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewCreateTopicsResponseTopic()
+			st.Topic = rt.Topic
+			st.ErrorCode = kerr.TopicAuthorizationFailed.Code
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	var logs syncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	cfg := Config{KafkaBrokers: k.brokers, DLQTopic: "dlq-refused"}
+	transport, err := cfg.Security.Transport(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ensureDLQTopic(t.Context(), log, cfg, transport)
+	if out := logs.String(); !strings.Contains(out, "DEAD-LETTER TOPIC NOT CREATED") || !strings.Contains(out, "topic=dlq-refused") || !strings.Contains(out, "level=ERROR") {
+		t.Errorf("logs = %q, want a loud error naming dlq-refused", out)
+	}
+	// An existing topic is fine.
+	logs = syncBuffer{}
+	cfg.DLQTopic = topic
+	refuse.Store(false)
+	ensureDLQTopic(t.Context(), log, cfg, transport)
+	if out := logs.String(); !strings.Contains(out, "dead-letter topic ready") {
+		t.Errorf("logs for an existing topic = %q, want it ready", out)
+	}
+}
+
+// readTopic reads n records of a topic from the start.
+func readTopic(t testing.TB, brokers []string, name string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(name), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < n {
+		f := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d records of %s, want %d", len(out), name, n)
+		}
+		out = append(out, f.Records()...)
+	}
+	return out
 }

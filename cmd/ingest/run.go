@@ -21,6 +21,7 @@ import (
 	opensearchassets "github.com/originlens/originlens/deploy/opensearch"
 	"github.com/originlens/originlens/internal/heatmap"
 	"github.com/originlens/originlens/internal/ingest"
+	"github.com/originlens/originlens/internal/kafka"
 	"github.com/originlens/originlens/internal/opensearch"
 )
 
@@ -31,11 +32,17 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	osc, err := opensearch.New(ctx, cfg.OpenSearch)
-	if err != nil {
-		return err
+	// Without --opensearch-url nothing is indexed: the ingest consumes,
+	// aggregates into its heat map and commits what it aggregated.
+	var osc *opensearch.Client
+	if len(cfg.OpenSearch.URLs) > 0 {
+		c, err := opensearch.New(ctx, cfg.OpenSearch)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		osc = c
 	}
-	defer osc.Close()
 	sc := opensearch.SetupConfig{
 		IndexPrefix: cfg.IndexPrefix, TemplateName: cfg.TemplateName, PolicyID: cfg.PolicyID,
 		Retention: cfg.Retention, Template: opensearchassets.IndexTemplate, Policy: opensearchassets.ISMPolicy,
@@ -60,6 +67,9 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	metrics := ingest.NewMetrics(reg)
 	var setupDone atomic.Bool
 	var pipe atomic.Pointer[ingest.Pipeline]
+	if osc == nil {
+		setupDone.Store(true) // nothing to set up
+	}
 
 	adminLn, err := net.Listen("tcp", cfg.Admin.String())
 	if err != nil {
@@ -94,7 +104,14 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 			adminLn.Close()
 			return fmt.Errorf("listening on --ui: %w", err)
 		}
-		servers = append(servers, &http.Server{Handler: heatmap.Handler(agg), ReadHeaderTimeout: 5 * time.Second})
+		// With OpenSearch, the page shows the aggregations over the indexed
+		// events (every ingest's, the last day), and falls back to this
+		// process's own view when the search fails.
+		var src heatmap.Source = agg
+		if osc != nil {
+			src = heatmap.Fallback(heatmap.NewOpenSearchSource(osc, heatmap.OpenSearchConfig{Index: cfg.IndexPrefix + "*", Window: 24 * time.Hour}), agg)
+		}
+		servers = append(servers, &http.Server{Handler: heatmap.Handler(src, heatmap.WithLogger(log)), ReadHeaderTimeout: 5 * time.Second})
 		listeners = append(listeners, uiLn)
 		log.Info("heat map listening", "url", "http://"+uiLn.Addr().String()+"/")
 	}
@@ -125,7 +142,9 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 				log.Info("consumer stopped")
 			}
 		}()
-		if !cfg.NoSetup {
+		if osc == nil {
+			log.Warn("no --opensearch-url: NOTHING IS INDEXED; events are only aggregated into the heat map, and their offsets are committed once aggregated")
+		} else if !cfg.NoSetup {
 			if !setupUntilDone(gctx, log, osc, sc) {
 				return nil
 			}
@@ -188,6 +207,7 @@ func consume(ctx context.Context, cfg Config, log *slog.Logger, metrics *ingest.
 	}
 	rc := ingest.ReaderConfig(cfg.KafkaBrokers, cfg.KafkaTopic, cfg.Group, dialer, cfg.SessionTimeout)
 	rc.ErrorLogger = kafkago.LoggerFunc(func(msg string, args ...any) { log.Warn("kafka reader: " + fmt.Sprintf(msg, args...)) })
+	ensureDLQTopic(ctx, log, cfg, transport)
 	reader := kafkago.NewReader(rc)
 	defer reader.Close()
 	dlq := &kafkago.Writer{
@@ -200,6 +220,10 @@ func consume(ctx context.Context, cfg Config, log *slog.Logger, metrics *ingest.
 	}
 	defer dlq.Close()
 
+	var idx ingest.Indexer // nil without OpenSearch (not a nil *Client)
+	if osc != nil {
+		idx = osc
+	}
 	p := ingest.New(ingest.Config{
 		IndexPrefix:      cfg.IndexPrefix,
 		BulkBytes:        cfg.BulkBytes,
@@ -211,10 +235,26 @@ func consume(ctx context.Context, cfg Config, log *slog.Logger, metrics *ingest.
 		ShutdownGrace:    cfg.ShutdownGrace,
 		Logger:           log,
 		Metrics:          metrics,
-	}, reader, osc, dlq, agg)
+	}, reader, idx, dlq, agg)
 	pipe.Store(p)
 	log.Info("consuming", "brokers", cfg.KafkaBrokers, "topic", cfg.KafkaTopic, "group", cfg.Group, "dlq", cfg.DLQTopic, "index", cfg.IndexPrefix+"YYYY.MM.DD")
 	return p.Run(ctx)
+}
+
+// ensureDLQTopic creates the dead-letter topic unless it exists: without
+// it, a message that cannot be indexed is retried forever and holds back
+// its partition's commits. When creation fails (e.g. no CreateTopics
+// permission) it logs a loud error naming the topic and returns: the topic
+// may still exist, or be created by an operator.
+func ensureDLQTopic(ctx context.Context, log *slog.Logger, cfg Config, transport *kafkago.Transport) {
+	cl := &kafkago.Client{Addr: kafkago.TCP(cfg.KafkaBrokers...), Transport: transport, Timeout: 15 * time.Second}
+	if err := kafka.CreateTopic(ctx, cl, cfg.DLQTopic, 1, -1); err != nil {
+		if ctx.Err() == nil {
+			log.Error("DEAD-LETTER TOPIC NOT CREATED: create it, or a message that cannot be indexed is retried forever and holds back its partition", "topic", cfg.DLQTopic, "err", err)
+		}
+		return
+	}
+	log.Info("dead-letter topic ready", "topic", cfg.DLQTopic)
 }
 
 func dashboardFiles() []opensearch.DashboardsFile {

@@ -261,3 +261,17 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// Search runs one search request (the heat map's aggregations). It blocks
+// until OpenSearch answers or ctx ends. A non-2xx answer is a *StatusError.
+func (c *Client) Search(ctx context.Context, req *opensearchapi.SearchReq) (*opensearchapi.SearchResp, error) {
+	resp, err := c.api.Search(ctx, req)
+	if err != nil {
+		status := 0
+		if resp != nil && resp.Inspect().Response != nil {
+			status = resp.Inspect().Response.StatusCode
+		}
+		return nil, asStatusError("search", status, err)
+	}
+	return resp, nil
+}

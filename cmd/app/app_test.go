@@ -238,6 +238,36 @@ func parseEvents(t *testing.T, out string) []event.Event {
 	return evs
 }
 
+// Ensure a --listen or --admin host that cannot be resolved is a bad flag
+// value: run returns a *configError (exit 2) before anything listens.
+func TestRunUnresolvableAddressIsConfigError(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+	}{
+		{"listen", []string{"--listen", "bad!host:0", "--admin", ""}},
+		{"admin", []string{"--listen", "127.0.0.1:0", "--admin", "bad!host:0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseConfig(tt.args, env(nil), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			listened := false
+			cfg.ready = func(net.Addr, net.Addr) { listened = true }
+			var stderr syncBuffer
+			err = run(context.Background(), cfg, io.Discard, &stderr)
+			if !errors.As(err, new(*configError)) || !strings.Contains(err.Error(), "--"+tt.name) {
+				t.Errorf("run(%q) = %v; want a *configError naming --%s", tt.args, err, tt.name)
+			}
+			if listened {
+				t.Errorf("run(%q) listened before failing", tt.args)
+			}
+		})
+	}
+}
+
 // Ensure run serves in-process with the admin endpoints, and returns nil
 // once ctx is done, with every event on stdout.
 func TestRunInProcess(t *testing.T) {

@@ -47,7 +47,17 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 	// Components. Each failure here is a configuration error: nothing
 	// listens yet. Files are checked before the geo databases open (which
-	// may log), so that a bad file is the only line on stderr.
+	// may log), so that a bad file is the only line on stderr. The listen
+	// addresses are resolved first: a host that does not resolve is a bad
+	// flag value, not a failure to listen.
+	for _, a := range []struct{ flag, addr string }{{"listen", cfg.Listen}, {"admin", cfg.Admin}} {
+		if a.addr == "" {
+			continue
+		}
+		if _, err := net.ResolveTCPAddr("tcp", a.addr); err != nil {
+			return &configError{fmt.Errorf("--%s: %w", a.flag, err)}
+		}
+	}
 	resolver, err := origin.NewResolver(origin.Config{
 		Mode: cfg.ProxyMode, Trusted: cfg.TrustedProxies, HeaderTimeout: cfg.ProxyHeaderTimeout,
 	})

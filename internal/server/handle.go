@@ -119,9 +119,9 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 	// 5. Answer.
 	rep := newReport(&ev, o, loc, d)
 	if proto == event.ProtocolHTTP {
-		end = s.serveHTTP(c, br, rep, d)
+		end = s.serveHTTP(c, br, rep.Report(), d)
 	} else {
-		end = s.serveLine(c, br, rep, d)
+		end = s.serveLine(c, br, &rep, d)
 	}
 }
 
@@ -235,30 +235,32 @@ func setDecision(ev *event.Event, d policy.Decision) {
 	ev.App.Lang = d.Lang
 }
 
-// newReport is what the server tells the client it saw.
-func newReport(ev *event.Event, o origin.Origin, loc geo.Location, d policy.Decision) report.Report {
-	r := report.Report{
-		report.KeyClient:       o.Client.String(),
-		report.KeyVia:          o.Via,
-		report.KeyPeer:         o.Peer.String(),
-		report.KeyServer:       o.Server.String(),
-		report.KeyConn:         ev.Event.ID,
-		report.KeyCountry:      loc.CountryISO,
-		report.KeyCity:         loc.City,
-		report.KeyClass:        loc.Class,
-		report.KeyJurisdiction: d.Jurisdiction,
-		report.KeyDecision:     d.Decision,
-		report.KeyRegion:       d.Region,
-		report.KeyRule:         d.Rule,
-		report.KeyLang:         d.Lang,
-		report.KeyReason:       d.Reason,
+// newReport is what the server tells the client it saw. It is built as
+// report.Fields, not a report.Report map: the line protocol writes it with
+// no allocation beyond its strings; HTTP takes its map.
+func newReport(ev *event.Event, o origin.Origin, loc geo.Location, d policy.Decision) report.Fields {
+	r := report.Fields{
+		Client:       o.Client.String(),
+		Via:          o.Via,
+		Peer:         o.Peer.String(),
+		Server:       o.Server.String(),
+		Conn:         ev.Event.ID,
+		Country:      loc.CountryISO,
+		City:         loc.City,
+		Class:        loc.Class,
+		Jurisdiction: d.Jurisdiction,
+		Decision:     d.Decision,
+		Region:       d.Region,
+		Rule:         d.Rule,
+		Lang:         d.Lang,
+		Reason:       d.Reason,
 	}
 	if loc.HasLocation {
-		r[report.KeyLat] = strconv.FormatFloat(loc.Lat, 'f', -1, 64)
-		r[report.KeyLon] = strconv.FormatFloat(loc.Lon, 'f', -1, 64)
+		r.Lat = strconv.FormatFloat(loc.Lat, 'f', -1, 64)
+		r.Lon = strconv.FormatFloat(loc.Lon, 'f', -1, 64)
 	}
 	if loc.ASN != 0 {
-		r[report.KeyASN] = strconv.FormatUint(uint64(loc.ASN), 10)
+		r.ASN = strconv.FormatUint(uint64(loc.ASN), 10)
 	}
 	return r
 }

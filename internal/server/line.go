@@ -18,7 +18,7 @@ import (
 // EOF, "quit", the idle timeout or a line over MaxLine. Redirected and
 // denied clients get the report line only. The first line must arrive
 // within the first-bytes deadline that handle set.
-func (s *Server) serveLine(c *conn, br *bufio.Reader, rep report.Report, d policy.Decision) ending {
+func (s *Server) serveLine(c *conn, br *bufio.Reader, rep *report.Fields, d policy.Decision) ending {
 	_, err := readLine(br, s.cfg.MaxLine)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return s.readFailed(err, true)
@@ -26,7 +26,7 @@ func (s *Server) serveLine(c *conn, br *bufio.Reader, rep report.Report, d polic
 	eof := err != nil
 
 	out := make([]byte, 0, 512)
-	out = append(out, rep.Line()...)
+	out = rep.AppendLine(out)
 	out = append(out, '\n')
 	if d.Decision == policy.Serve || d.Decision == "" {
 		out = append(out, d.Greeting...)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -11,7 +12,20 @@ type metrics struct {
 	conns      *prometheus.CounterVec
 	headerErrs *prometheus.CounterVec
 	open       prometheus.Gauge
+
+	// The children of conns resolved so far, so that ending a connection
+	// costs a map lookup instead of CounterVec.WithLabelValues (validating
+	// and hashing the label values, locking the vector). The label values
+	// are a small closed set (action x reason x via); children are created
+	// on first use, so /metrics shows only the series that occurred.
+	connsMu   sync.RWMutex
+	connsSeen map[connLabels]prometheus.Counter
+	// headerErrs' children, one per kind, resolved at start.
+	headerKinds map[string]prometheus.Counter
 }
+
+// connLabels are the label values of originlens_connections_total.
+type connLabels struct{ action, reason, via string }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -28,8 +42,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Connections accepted and not yet ended.",
 		}),
 	}
+	m.connsSeen = make(map[connLabels]prometheus.Counter)
+	m.headerKinds = make(map[string]prometheus.Counter)
 	for _, k := range []string{"spoof", "missing", "malformed", "crc", "empty", "timeout", "io"} {
-		m.headerErrs.WithLabelValues(k)
+		m.headerKinds[k] = m.headerErrs.WithLabelValues(k)
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.conns, m.headerErrs, m.open} {
@@ -41,10 +57,26 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
+// conn counts an ended connection. It is safe for concurrent use.
 func (m *metrics) conn(action, reason, via string) {
-	m.conns.WithLabelValues(action, reason, via).Inc()
+	k := connLabels{action, reason, via}
+	m.connsMu.RLock()
+	c, ok := m.connsSeen[k]
+	m.connsMu.RUnlock()
+	if !ok {
+		c = m.conns.WithLabelValues(action, reason, via)
+		m.connsMu.Lock()
+		m.connsSeen[k] = c
+		m.connsMu.Unlock()
+	}
+	c.Inc()
 }
 
+// headerError counts a PROXY header error. It is safe for concurrent use.
 func (m *metrics) headerError(kind string) {
+	if c, ok := m.headerKinds[kind]; ok {
+		c.Inc()
+		return
+	}
 	m.headerErrs.WithLabelValues(kind).Inc()
 }

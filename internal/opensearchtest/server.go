@@ -14,9 +14,13 @@
 // if_seq_no/if_primary_term. Dashboards' saved-object import requires the
 // osd-xsrf header and a multipart .ndjson file.
 //
+// _search answers size-0 searches with the aggregations cmd/ingest's heat
+// map sends (terms, geotile_grid, geo_centroid, filter, top_hits) computed
+// over the stored documents, in the documented response shapes.
+//
 // Faults can be injected: 429 on a fraction of items, 503 on whole
-// requests, slow answers, and a write block (the flood-stage
-// cluster_block_exception). Documents are stored by index and _id so tests
+// requests (bulk or search), slow answers, and a write block (the
+// flood-stage cluster_block_exception). Documents are stored by index and _id so tests
 // can count them.
 //
 // A Server is safe for concurrent use.
@@ -58,11 +62,13 @@ type Server struct {
 	blockStatus int           // 0, or the status of write-blocked items (403 or 429)
 	fast        bool          // skip source validation (benchmarks)
 	maxBody     int           // http.max_content_length; 0: 100 MiB
+	searchFail  int           // next N _search requests answered 503
 
 	// counters
 	bulkRequests  int
 	itemsRejected int
 	conflicts     int
+	searches      int
 	unhandled     []string
 }
 
@@ -259,6 +265,12 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveTemplate(w, r, parts[1])
 	case len(parts) == 4 && parts[0] == "_plugins" && parts[1] == "_ism" && parts[2] == "policies":
 		s.servePolicy(w, r, parts[3])
+	case p == "/_search" || (len(parts) == 2 && parts[1] == "_search"):
+		pattern := "*"
+		if len(parts) == 2 {
+			pattern = parts[0]
+		}
+		s.serveSearch(w, r, pattern)
 	case len(parts) == 2 && parts[1] == "_count":
 		s.serveCount(w, r, parts[0])
 	case len(parts) >= 1 && parts[len(parts)-1] == "_refresh":

@@ -576,3 +576,110 @@ func readTopic(t testing.TB, brokers []string, name string, n int) []*kgo.Record
 	}
 	return out
 }
+
+// heatmapSnap is the part of /api/heatmap the tests compare.
+type heatmapSnap struct {
+	Source string `json:"source"`
+	Note   string `json:"note"`
+	Cells  []struct {
+		Lat   float64 `json:"lat"`
+		Lon   float64 `json:"lon"`
+		Count int64   `json:"count"`
+	} `json:"cells"`
+	Countries []struct {
+		ISO       string           `json:"iso"`
+		Name      string           `json:"name"`
+		Count     int64            `json:"count"`
+		Decisions map[string]int64 `json:"decisions"`
+	} `json:"countries"`
+	Totals map[string]int64 `json:"totals"`
+}
+
+func getHeatmap(t testing.TB, base string) heatmapSnap {
+	t.Helper()
+	code, body := get(t, base+"api/heatmap")
+	var s heatmapSnap
+	if err := json.Unmarshal([]byte(body), &s); err != nil || code != 200 {
+		t.Fatalf("/api/heatmap = %d %s (%v)", code, body, err)
+	}
+	return s
+}
+
+// TestHeatmapFromOpenSearch: with OpenSearch, /api/heatmap is computed by
+// the stand-in's aggregations over the indexed documents, and agrees with
+// the ingest's own in-memory view; when _search fails, the page data falls
+// back to the in-memory view and says so.
+func TestHeatmapFromOpenSearch(t *testing.T) {
+	k := newKafka(t, 2)
+	srv := opensearchtest.NewServer()
+	defer srv.Close()
+	const n = 400
+	k.produceEvents(t, 0, n, time.Now())
+	cfg, err := parseConfig([]string{"--kafka-brokers", strings.Join(k.brokers, ","), "--opensearch-url", srv.URL,
+		"--admin", "127.0.0.1:0", "--ui", "127.0.0.1:0", "--flush-interval", "20ms"}, func(string) (string, bool) { return "", false }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, io.Discard, &logs) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "every event indexed and committed", 30*time.Second, func() bool { return srv.Count("conn-events-*") == n && k.lagZero(t) })
+	m := uiRE.FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no heat-map address in the logs:\n%s", logs.String())
+	}
+
+	viaOS := getHeatmap(t, m[1])
+	if srv.Searches() == 0 {
+		t.Fatal("the page data did not query OpenSearch")
+	}
+	if viaOS.Source != "opensearch" || viaOS.Note != "" {
+		t.Fatalf("/api/heatmap source = %q note %q, want opensearch", viaOS.Source, viaOS.Note)
+	}
+	// SampleEvent cycles through four countries and cities.
+	if viaOS.Totals["events"] != n || viaOS.Totals["located"] != n || viaOS.Totals["unplaced"] != 0 || viaOS.Totals["served"]+viaOS.Totals["redirected"] != n {
+		t.Errorf("totals = %v, want %d events, all located and closed", viaOS.Totals, n)
+	}
+	if len(viaOS.Cells) != 4 {
+		t.Errorf("cells = %+v, want the 4 cities", viaOS.Cells)
+	}
+	var cellSum int64
+	for _, c := range viaOS.Cells {
+		cellSum += c.Count
+	}
+	if cellSum != n {
+		t.Errorf("cells hold %d events, want %d", cellSum, n)
+	}
+	want := map[string]string{"DE": "serve", "FR": "serve", "US": "redirect", "BR": "deny"}
+	if len(viaOS.Countries) != len(want) {
+		t.Errorf("countries = %+v, want %v", viaOS.Countries, want)
+	}
+	for _, c := range viaOS.Countries {
+		if d, ok := want[c.ISO]; !ok || c.Count != n/4 || c.Decisions[d] != n/4 || c.Name == "" {
+			t.Errorf("country %+v, want %d events decided %s with a name", c, n/4, want[c.ISO])
+		}
+	}
+
+	// The fallback: _search fails, the in-memory view answers, and agrees.
+	srv.FailSearches(1)
+	mem := getHeatmap(t, m[1])
+	if mem.Source != "memory" || !strings.Contains(mem.Note, "unavailable") {
+		t.Fatalf("/api/heatmap with _search failing: source %q note %q, want memory with a note", mem.Source, mem.Note)
+	}
+	for _, key := range []string{"events", "served", "redirected", "denied", "refused", "located", "unplaced"} {
+		if mem.Totals[key] != viaOS.Totals[key] {
+			t.Errorf("totals[%s]: memory %d, opensearch %d", key, mem.Totals[key], viaOS.Totals[key])
+		}
+	}
+	if fmt.Sprint(mem.Countries) != fmt.Sprint(viaOS.Countries) {
+		t.Errorf("countries: memory %+v, opensearch %+v", mem.Countries, viaOS.Countries)
+	}
+	if again := getHeatmap(t, m[1]); again.Source != "opensearch" {
+		t.Errorf("after the failure, source = %q, want opensearch again", again.Source)
+	}
+	if u := srv.Unhandled(); len(u) > 0 {
+		t.Errorf("requests the stand-in does not implement: %v", u)
+	}
+}

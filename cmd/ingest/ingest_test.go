@@ -683,3 +683,43 @@ func TestHeatmapFromOpenSearch(t *testing.T) {
 		t.Errorf("requests the stand-in does not implement: %v", u)
 	}
 }
+
+// TestBadSecurityExitsTwo runs the binary with inconsistent Kafka security
+// flags: it exits 2 with the reason, before listening on anything.
+func TestBadSecurityExitsTwo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary: skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "ingest")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"iam_without_tls", []string{"--kafka-sasl", "aws-msk-iam"}, "needs --kafka-tls"},
+		{"scram_without_user", []string{"--kafka-sasl", "scram-sha-512"}, "needs --kafka-username and --kafka-password"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, append([]string{"--kafka-brokers", "127.0.0.1:9", "--admin", "127.0.0.1:0", "--ui", ""}, tt.args...)...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Fatalf("ingest %q = %v, want exit status 2; stderr:\n%s", tt.args, err, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("stderr = %q, want it to contain %q", stderr.String(), tt.want)
+			}
+			if strings.Contains(stderr.String(), "listening") {
+				t.Errorf("stderr = %q: something listened before the flags were rejected", stderr.String())
+			}
+		})
+	}
+}

@@ -39,7 +39,7 @@ func TestParseConfigDefaultsAndHelp(t *testing.T) {
 	if cfg.Listen != ":80" || cfg.Admin != "127.0.0.1:9090" || cfg.ProxyMode != origin.Off ||
 		cfg.ProxyHeaderTimeout != 5*time.Second || cfg.MaxConns != 10000 || cfg.IdleTimeout != 60*time.Second ||
 		cfg.MaxLine != 4096 || cfg.FirstBytesTimeout != 10*time.Second || cfg.DrainTimeout != 15*time.Second ||
-		cfg.KafkaTopic != "conn-events" || cfg.KafkaCompression != "zstd" || cfg.LogFormat != "text" || len(cfg.KafkaBrokers) != 0 {
+		cfg.KafkaTopic != "conn-events" || cfg.KafkaCompression != "lz4" || cfg.LogFormat != "text" || len(cfg.KafkaBrokers) != 0 {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	var help bytes.Buffer

@@ -106,7 +106,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		topic        = fs.String("kafka-topic", "conn-events", "Kafka topic for connection events")
 		batchSize    = fs.Int("kafka-batch-size", 1000, "events per Kafka batch")
 		linger       = fs.Duration("kafka-linger", 100*time.Millisecond, "longest wait to fill a Kafka batch")
-		compression  = fs.String("kafka-compression", "zstd", "Kafka compression: zstd, lz4 or none")
+		compression  = fs.String("kafka-compression", "lz4", "Kafka compression: lz4, zstd or none; lz4 costs 2-3.5x less CPU per event, zstd sends batches ~40% smaller")
 		createTopic  = fs.Bool("kafka-create-topic", false, "create the topic at start when missing")
 		partitions   = fs.Int("kafka-partitions", 6, "partitions for --kafka-create-topic")
 		replication  = fs.Int("kafka-replication-factor", 0, "replication factor for --kafka-create-topic; 0: the broker's default")

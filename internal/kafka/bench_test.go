@@ -1,9 +1,12 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -112,4 +115,66 @@ func BenchmarkPublish(b *testing.B) {
 			p.Publish(ev)
 		}
 	})
+}
+
+// compressionEvent is an event as the app publishes it for a served,
+// located line client (varying id, times, client and place).
+func compressionEvent(i int) event.Event {
+	places := []event.Geo{
+		{CountryISOCode: "US", CountryName: "United States", ContinentCode: "NA", CityName: "Chicago", Location: &event.Location{Lat: 41.8781, Lon: -87.6298}, Class: "public"},
+		{CountryISOCode: "JP", CountryName: "Japan", ContinentCode: "AS", CityName: "Tokyo", Location: &event.Location{Lat: 35.6895, Lon: 139.6917}, Class: "public"},
+		{CountryISOCode: "BR", CountryName: "Brazil", ContinentCode: "SA", CityName: "Curitiba", Location: &event.Location{Lat: -25.4284, Lon: -49.2733}, Class: "public"},
+	}
+	start := time.Now().Add(time.Duration(i) * 97 * time.Microsecond)
+	ev := event.New(start)
+	ev.Event.Action, ev.Event.Outcome, ev.Event.Reason = event.ActionClosed, event.OutcomeSuccess, "served"
+	ev.Source.IP = netip.AddrFrom4([4]byte{192, 0, 2, byte(i * 7)})
+	ev.Source.Port, ev.Source.Bytes = uint16(20000+i*13), 41
+	ev.Source.Geo = places[i%len(places)]
+	ev.Destination.IP, ev.Destination.Port, ev.Destination.Bytes = netip.MustParseAddr("203.0.113.254"), 80, int64(200+i%3)
+	ev.Network.Type, ev.Network.Protocol = "ipv4", event.ProtocolLine
+	ev.ClientIP = event.ClientIP{Via: event.ViaProxyV2, Peer: event.Peer{IP: netip.MustParseAddr("127.0.0.1"), Port: uint16(30000 + i)}}
+	ev.Residency = event.Residency{Decision: "serve", Region: "us-east-2", Rule: "default"}
+	ev.App.Lang = "en"
+	ev.Finish(start.Add(time.Duration(300+i%500) * time.Microsecond))
+	return ev
+}
+
+// BenchmarkCompression compresses batches of encoded events with the
+// codecs kafka-go uses for --kafka-compression (it compresses a batch's
+// records together), and reports the CPU per event and the compressed
+// size as a share of the JSON.
+func BenchmarkCompression(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		var raw []byte
+		for i := range n {
+			ev := compressionEvent(i)
+			raw = ev.AppendKey(raw)
+			var err error
+			if raw, err = ev.AppendJSON(raw); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, name := range []string{"zstd", "lz4"} {
+			comp, _ := compressionCodec(name)
+			codec := comp.Codec()
+			b.Run(fmt.Sprintf("%s/batch=%d", name, n), func(b *testing.B) {
+				var out bytes.Buffer
+				b.ReportAllocs()
+				b.SetBytes(int64(len(raw)))
+				for b.Loop() {
+					out.Reset()
+					w := codec.NewWriter(&out)
+					if _, err := w.Write(raw); err != nil {
+						b.Fatal(err)
+					}
+					if err := w.Close(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/event")
+				b.ReportMetric(float64(out.Len())/float64(len(raw)), "ratio")
+			})
+		}
+	}
 }

@@ -2,12 +2,15 @@ package ingest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
 	kafka "github.com/segmentio/kafka-go"
 
+	"github.com/originlens/originlens/internal/opensearch"
 	"github.com/originlens/originlens/internal/opensearchtest"
 )
 
@@ -26,7 +29,7 @@ func FuzzBulkLine(f *testing.F) {
 	f.Add([]byte(`{"@timestamp":"2026-11-27T10:00:00Z","event":{"id":"x"}} {}`))
 	f.Add([]byte(`{"event":{"id":"x"}}`))
 	f.Add([]byte(`not json`))
-	p := New(Config{}, nil, nil, nil, nil)
+	p := New(Config{}, nil, unusedIndexer{}, nil, nil) // an indexer: appendItem builds bulk lines
 	f.Fuzz(func(t *testing.T, value []byte) {
 		msg := kafka.Message{Topic: "t", Value: value}
 		e, err := parse(&msg)
@@ -62,4 +65,12 @@ func FuzzBulkLine(f *testing.F) {
 			t.Errorf("item range [%d,%d) of %d bytes", it.start, it.end, len(b.buf))
 		}
 	})
+}
+
+// unusedIndexer makes a pipeline build bulk lines (a pipeline without an
+// indexer builds none); its Bulk is never called by these tests.
+type unusedIndexer struct{}
+
+func (unusedIndexer) Bulk(context.Context, []byte) (opensearch.BulkResponse, error) {
+	return opensearch.BulkResponse{}, errors.New("unusedIndexer: not for sending")
 }

@@ -29,7 +29,7 @@ func BenchmarkParse(b *testing.B) {
 func BenchmarkAppendItem(b *testing.B) {
 	ev := opensearchtest.SampleEvent(1, time.Now())
 	v, _ := ev.Marshal()
-	p := New(Config{}, nil, nil, nil, nil)
+	p := New(Config{}, nil, unusedIndexer{}, nil, nil)
 	h, err := event.ParseHead(v)
 	if err != nil {
 		b.Fatal(err)

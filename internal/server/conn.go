@@ -28,6 +28,33 @@ type conn struct {
 	in, out  int64 // bytes read from and written to the socket, PROXY header included
 	state    atomic.Int32
 	lr       limitedReader // between the resolved connection and the bufio.Reader
+	// br is the pooled reader over lr (or over idle), nil while the line
+	// protocol's echo loop waits without one; the handler returns it.
+	br *bufio.Reader
+	// idle holds the first bytes that arrived while the echo loop waited
+	// without a reader, and hands them to the next one before lr.
+	idle idleReader
+}
+
+// idleWait is how many bytes an echo loop without a reader reads when the
+// client's next line starts to arrive; the reader it then takes reads the
+// rest.
+const idleWait = 32
+
+// idleReader returns the bytes of buf[:n] (from off on) and then reads r.
+type idleReader struct {
+	buf    [idleWait]byte
+	off, n int
+	r      io.Reader
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	if ir.off < ir.n {
+		k := copy(p, ir.buf[ir.off:ir.n])
+		ir.off += k
+		return k, nil
+	}
+	return ir.r.Read(p)
 }
 
 func (c *conn) Read(p []byte) (int, error) {

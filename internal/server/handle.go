@@ -95,9 +95,12 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 	br := s.readers.Get().(*bufio.Reader)
 	c.lr = limitedReader{r: rc, n: noLimit64}
 	br.Reset(&c.lr)
+	c.br = br
 	defer func() {
-		br.Reset(nil)
-		s.readers.Put(br)
+		if c.br != nil {
+			c.br.Reset(nil)
+			s.readers.Put(c.br)
+		}
 	}()
 	raw.SetDeadline(time.Now().Add(s.cfg.FirstBytesTimeout))
 	proto, err := sniff(br)
@@ -121,7 +124,7 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 	if proto == event.ProtocolHTTP {
 		end = s.serveHTTP(c, br, rep.Report(), d)
 	} else {
-		end = s.serveLine(c, br, &rep, d)
+		end = s.serveLine(c, &rep, d)
 	}
 }
 

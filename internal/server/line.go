@@ -17,9 +17,13 @@ import (
 // greeting in the client's language, then echoes every further line until
 // EOF, "quit", the idle timeout or a line over MaxLine. Redirected and
 // denied clients get the report line only. The first line must arrive
-// within the first-bytes deadline that handle set.
-func (s *Server) serveLine(c *conn, br *bufio.Reader, rep *report.Fields, d policy.Decision) ending {
-	_, err := readLine(br, s.cfg.MaxLine)
+// within the first-bytes deadline that handle set. It reads with c.br.
+//
+// While it waits for a next line with nothing buffered, the connection
+// holds no bufio.Reader (MaxLine+2 bytes, pooled): an idle netcat session
+// costs its goroutine and a few hundred bytes.
+func (s *Server) serveLine(c *conn, rep *report.Fields, d policy.Decision) ending {
+	_, err := readLine(c.br, s.cfg.MaxLine)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return s.readFailed(err, true)
 	}
@@ -42,7 +46,12 @@ func (s *Server) serveLine(c *conn, br *bufio.Reader, rep *report.Fields, d poli
 
 	for {
 		c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
-		line, err := readLine(br, s.cfg.MaxLine)
+		if c.br.Buffered() == 0 {
+			if err := s.waitIdle(c); err != nil {
+				return s.readFailed(err, false)
+			}
+		}
+		line, err := readLine(c.br, s.cfg.MaxLine)
 		if len(line) > 0 {
 			if string(bytes.TrimRight(line, "\r\n")) == "quit" {
 				return ending{event.ActionClosed, event.OutcomeSuccess, reasonServed}
@@ -58,4 +67,28 @@ func (s *Server) serveLine(c *conn, br *bufio.Reader, rep *report.Fields, d poli
 			return s.readFailed(err, false)
 		}
 	}
+}
+
+// waitIdle returns c.br to the pool, waits for the client's next bytes
+// with a small read of its own, then takes a reader again whose first
+// bytes are those. The caller has checked that c.br buffers nothing. It
+// blocks until bytes arrive or the read fails (deadline, EOF, reset); on
+// failure c.br stays nil and the error is the read's.
+func (s *Server) waitIdle(c *conn) error {
+	c.br.Reset(nil)
+	s.readers.Put(c.br)
+	c.br = nil
+	n, err := c.lr.Read(c.idle.buf[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	// Bytes with an error (EOF after a last line): the reader sees the
+	// bytes, then the error on its next read of lr.
+	c.idle.off, c.idle.n, c.idle.r = 0, n, &c.lr
+	c.br = s.readers.Get().(*bufio.Reader)
+	c.br.Reset(&c.idle)
+	return nil
 }

@@ -396,7 +396,7 @@ func (p *Pipeline) appendItem(b *batch, it *item) {
 	b.buf = append(b.buf, `","_id":`...)
 	b.buf = appendJSONString(b.buf, it.ev.ID)
 	b.buf = append(b.buf, "}}\n"...)
-	if bytes.ContainsAny(it.msg.Value, "\r\n") {
+	if v := it.msg.Value; bytes.IndexByte(v, '\n') >= 0 || bytes.IndexByte(v, '\r') >= 0 { // vectorized, unlike ContainsAny
 		var c bytes.Buffer
 		_ = json.Compact(&c, it.msg.Value) // valid: event.ParseHead accepted it
 		b.buf = append(b.buf, c.Bytes()...)

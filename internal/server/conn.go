@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/report"
 )
 
 // Connection states, for the drain.
@@ -34,6 +35,8 @@ type conn struct {
 	// idle holds the first bytes that arrived while the echo loop waited
 	// without a reader, and hands them to the next one before lr.
 	idle idleReader
+	ev   event.Event   // the connection's event, completed by publish
+	rep  report.Fields // what the server answers (once located and decided)
 }
 
 // idleWait is how many bytes an echo loop without a reader reads when the

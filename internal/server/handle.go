@@ -47,16 +47,22 @@ type ending struct {
 // data path: resolve the origin, locate, decide, read the first bytes,
 // answer, publish. It owns raw and closes it; it publishes exactly one
 // event, whatever happens.
+//
+// The event and the report live in c, on the heap, not in handle's frame:
+// the goroutine's stack stays small (a frame of kilobytes here made every
+// connection grow its stack on its first deep call, and kept an idle one's
+// stack large).
 func (s *Server) handle(raw net.Conn, start time.Time) {
-	ev := event.New(start)
 	c := &conn{Conn: raw}
+	newEvent(&c.ev, start)
+	ev := &c.ev
 	s.track(c)
 	var o origin.Origin
 	var end ending
 	defer func() {
 		raw.Close()
 		s.untrack(c)
-		s.publish(&ev, c, o, end)
+		s.publish(ev, c, o, end)
 	}()
 
 	// 1. Who is the client: the socket peer, or a PROXY header from a peer
@@ -66,12 +72,12 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 		peer, local := sockAddrs(raw)
 		o = origin.Origin{Client: peer, Peer: peer, Server: local, Via: event.ViaDirect}
 	}
-	setAddrs(&ev, o)
+	setAddrs(ev, o)
 	client := o.Client.Addr()
 
 	// 2. Where is it.
 	loc := s.cfg.Locator.Lookup(client)
-	setGeo(&ev, loc)
+	setGeo(ev, &loc)
 	if err != nil {
 		end = s.originFailed(err)
 		return
@@ -88,7 +94,7 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 		defer release()
 	}
 	d := s.cfg.Decider.Decide(client, loc)
-	setDecision(&ev, d)
+	setDecision(ev, &d)
 
 	// 4. What does it speak: wait for the first bytes (the client speaks
 	// first) and sniff HTTP from the first line.
@@ -120,13 +126,20 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 	ev.Network.Protocol = proto
 
 	// 5. Answer.
-	rep := newReport(&ev, o, loc, d)
+	setReport(&c.rep, ev, &o, &loc, &d)
 	if proto == event.ProtocolHTTP {
-		end = s.serveHTTP(c, br, rep.Report(), d)
+		end = s.serveHTTP(c, br, httpReport(&c.rep), d)
 	} else {
-		end = s.serveLine(c, &rep, d)
+		end = s.serveLine(c, &c.rep, d)
 	}
 }
+
+// newEvent sets *ev to a new event. It is not inlined so that the Event
+// value event.New returns is built in this short-lived frame, not in
+// handle's.
+//
+//go:noinline
+func newEvent(ev *event.Event, start time.Time) { *ev = event.New(start) }
 
 // publish completes ev with how the connection ended and hands it to the
 // publisher (step 6 of the data path).
@@ -215,34 +228,38 @@ func setAddrs(ev *event.Event, o origin.Origin) {
 	}
 }
 
-func setGeo(ev *event.Event, loc geo.Location) {
-	ev.Source.Geo = event.Geo{
-		CountryISOCode: loc.CountryISO,
-		CountryName:    loc.CountryName,
-		ContinentCode:  loc.ContinentCode,
-		RegionISOCode:  loc.RegionISO,
-		RegionName:     loc.RegionName,
-		CityName:       loc.City,
-		Timezone:       loc.TimeZone,
-		Class:          loc.Class,
-	}
+// setGeo and setDecision assign field by field: a composite literal here
+// would be a temporary in handle's frame.
+func setGeo(ev *event.Event, loc *geo.Location) {
+	g := &ev.Source.Geo
+	g.CountryISOCode, g.CountryName, g.ContinentCode = loc.CountryISO, loc.CountryName, loc.ContinentCode
+	g.RegionISOCode, g.RegionName, g.CityName = loc.RegionISO, loc.RegionName, loc.City
+	g.Timezone, g.Class, g.Location = loc.TimeZone, loc.Class, nil
 	if loc.HasLocation {
-		ev.Source.Geo.Location = &event.Location{Lat: loc.Lat, Lon: loc.Lon}
+		g.Location = &event.Location{Lat: loc.Lat, Lon: loc.Lon}
 	}
 	ev.Source.AS.Number = loc.ASN
 	ev.Source.AS.Organization.Name = loc.ASOrg
 }
 
-func setDecision(ev *event.Event, d policy.Decision) {
-	ev.Residency = event.Residency{Jurisdiction: d.Jurisdiction, Decision: d.Decision, Region: d.Region, Rule: d.Rule}
+func setDecision(ev *event.Event, d *policy.Decision) {
+	r := &ev.Residency
+	r.Jurisdiction, r.Decision, r.Region, r.Rule = d.Jurisdiction, d.Decision, d.Region, d.Rule
 	ev.App.Lang = d.Lang
 }
 
-// newReport is what the server tells the client it saw. It is built as
-// report.Fields, not a report.Report map: the line protocol writes it with
-// no allocation beyond its strings; HTTP takes its map.
-func newReport(ev *event.Event, o origin.Origin, loc geo.Location, d policy.Decision) report.Fields {
-	r := report.Fields{
+// httpReport is r as a map for the HTTP answer; not inlined, so that its
+// temporaries stay out of handle's frame.
+//
+//go:noinline
+func httpReport(r *report.Fields) report.Report { return r.Report() }
+
+// setReport sets r to what the server tells the client it saw. It is built
+// as report.Fields, not a report.Report map: the line protocol writes it
+// with no allocation beyond its strings; HTTP takes its map. (Pointers, not
+// values: handle's frame would hold copies of all four.)
+func setReport(r *report.Fields, ev *event.Event, o *origin.Origin, loc *geo.Location, d *policy.Decision) {
+	*r = report.Fields{
 		Client:       o.Client.String(),
 		Via:          o.Via,
 		Peer:         o.Peer.String(),
@@ -265,5 +282,4 @@ func newReport(ev *event.Event, o origin.Origin, loc geo.Location, d policy.Deci
 	if loc.ASN != 0 {
 		r.ASN = strconv.FormatUint(uint64(loc.ASN), 10)
 	}
-	return r
 }

@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/google/uuid"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -33,6 +35,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "app:", err)
 		os.Exit(2)
 	}
+	// Event ids (UUIDv7) take their random bits from a pool refilled from
+	// crypto/rand 16 ids at a time instead of a getrandom call per
+	// connection (~300 ns less per event; internal/event BenchmarkNew).
+	// They are document ids, not secrets. Set once, before any id is made.
+	uuid.EnableRandPool()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	// The first signal drains; a second one during the drain kills at once.

@@ -163,11 +163,20 @@ func (s *Server) publish(ev *event.Event, c *conn, o origin.Origin, end ending) 
 		level = slog.LevelInfo
 	}
 	if s.log.Enabled(context.Background(), level) {
-		s.log.Log(context.Background(), level, "connection", "event.id", ev.Event.ID,
-			"action", end.action, "reason", end.reason, "client", o.Client, "peer", o.Peer, "via", o.Via,
-			"bytes_in", c.in, "bytes_out", c.out, "duration", time.Duration(ev.Event.Duration))
+		s.logConn(level, ev, c, &o, end)
 	}
 	s.cfg.Publisher.Publish(*ev)
+}
+
+// logConn logs an ended connection. Not inlined: its arguments for slog
+// would take a kilobyte of publish's frame, on the stack under every
+// Publish, for a line that is usually disabled.
+//
+//go:noinline
+func (s *Server) logConn(level slog.Level, ev *event.Event, c *conn, o *origin.Origin, end ending) {
+	s.log.Log(context.Background(), level, "connection", "event.id", ev.Event.ID,
+		"action", end.action, "reason", end.reason, "client", o.Client, "peer", o.Peer, "via", o.Via,
+		"bytes_in", c.in, "bytes_out", c.out, "duration", time.Duration(ev.Event.Duration))
 }
 
 // originFailed maps a Resolve error to the connection's ending.

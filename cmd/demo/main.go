@@ -3,7 +3,9 @@
 // PROXY-protocol mode with a GeoIP database built from a table of
 // documentation ranges mapped to real cities, bin/ingest with its live heat
 // map, and a traffic run of probes claiming clients from many countries,
-// plus spoof attempts that the app must refuse.
+// plus spoof attempts that the app must refuse. Without OPENSEARCH_URL
+// ingest indexes nothing and serves its own view of what it consumed; with
+// it, ingest indexes there (and imports the dashboards into DASHBOARDS_URL).
 //
 //	make demo                          # or: ./scripts/demo.sh
 //	make demo ARGS=--keep              # keep everything running (also DEMO_KEEP=1)
@@ -39,8 +41,8 @@ type Config struct {
 	Table         string        // the GeoIP table (deploy/demo/geo-table.tsv)
 	GeoIPDB       string        // a real City database instead of the table
 	KafkaBrokers  string        // external Kafka; empty: start bin/devkafka
-	OpenSearchURL string        // passed to ingest; empty: in-memory view
-	DashboardsURL string        // passed to ingest
+	OpenSearchURL string        // passed to ingest; empty: nothing indexed, ingest's in-memory view
+	DashboardsURL string        // passed to ingest; only with OpenSearchURL
 	UI            string        // ingest's --ui address; busy: a free port
 	Count         int           // probe connections from the simulated clients
 	Spoofs        int           // spoof attempts from an untrusted source
@@ -75,8 +77,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	fs.StringVar(&cfg.Table, "table", or(getenv("DEMO_TABLE"), "deploy/demo/geo-table.tsv"), "GeoIP table the demo database is built from (env DEMO_TABLE)")
 	fs.StringVar(&cfg.GeoIPDB, "geoip-db", getenv("GEOIP_DB"), "use this City database instead of building one (env GEOIP_DB)")
 	fs.StringVar(&cfg.KafkaBrokers, "kafka-brokers", getenv("KAFKA_BROKERS"), "use these brokers instead of starting bin/devkafka (env KAFKA_BROKERS)")
-	fs.StringVar(&cfg.OpenSearchURL, "opensearch-url", getenv("OPENSEARCH_URL"), "OpenSearch for ingest (env OPENSEARCH_URL); empty: an in-process stand-in (internal/opensearchtest)")
-	fs.StringVar(&cfg.DashboardsURL, "dashboards-url", getenv("DASHBOARDS_URL"), "OpenSearch Dashboards for ingest's import (env DASHBOARDS_URL)")
+	fs.StringVar(&cfg.OpenSearchURL, "opensearch-url", getenv("OPENSEARCH_URL"), "OpenSearch ingest indexes into (env OPENSEARCH_URL); empty: nothing is indexed, ingest serves its own view of what it consumed")
+	fs.StringVar(&cfg.DashboardsURL, "dashboards-url", getenv("DASHBOARDS_URL"), "OpenSearch Dashboards ingest imports the dashboards into; needs --opensearch-url (env DASHBOARDS_URL)")
 	fs.StringVar(&cfg.UI, "ui", or(getenv("DEMO_UI"), "127.0.0.1:8088"), "address of ingest's heat-map page; a free port if busy (env DEMO_UI)")
 	count := fs.String("count", or(getenv("DEMO_COUNT"), "300"), "probe connections from simulated clients (env DEMO_COUNT)")
 	spoofs := fs.String("spoofs", or(getenv("DEMO_SPOOFS"), "20"), "spoof attempts from an untrusted source (env DEMO_SPOOFS)")
@@ -93,6 +95,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (Co
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.DashboardsURL != "" && cfg.OpenSearchURL == "" {
+		return Config{}, fmt.Errorf("DASHBOARDS_URL (--dashboards-url) needs OPENSEARCH_URL (--opensearch-url): the dashboards show the indexed events")
 	}
 	var err error
 	if cfg.Count, err = intFlag("count", *count, 1, 100000); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -67,7 +68,22 @@ func TestDemo(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: runDemo() = %v\n%s", round, err, stdout.String())
 		}
-		checkResult(t, round, res, stdout.String(), count, spoofs, withIngest)
+		checkResult(t, round, res, stdout.String(), count, spoofs, withIngest, false)
+		if withIngest {
+			// Without OPENSEARCH_URL ingest indexes nothing: the summary
+			// says so and counts what ingest consumed.
+			for _, want := range []string{
+				fmt.Sprintf("produced %d (Kafka topic %s), consumed %d by ingest (nothing indexed: set OPENSEARCH_URL to index into OpenSearch)", count+spoofs, topic, count+spoofs),
+				"deny  ingested\n",
+			} {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("round %d: summary lacks %q", round, want)
+				}
+			}
+			if strings.Contains(stdout.String(), "indexing into") {
+				t.Errorf("round %d: the demo claims to index without OPENSEARCH_URL", round)
+			}
+		}
 		// Every program the demo started is gone.
 		if len(res.PIDs) < 2 {
 			t.Errorf("round %d: %d programs started, want devkafka, app (and ingest)", round, len(res.PIDs))
@@ -85,7 +101,8 @@ func TestDemo(t *testing.T) {
 }
 
 // checkResult asserts that a demo run's numbers add up.
-func checkResult(t *testing.T, round int, res result, stdout string, count, spoofs int, withIngest bool) {
+// indexing: OPENSEARCH_URL was set (else ingest indexes nothing).
+func checkResult(t *testing.T, round int, res result, stdout string, count, spoofs int, withIngest, indexing bool) {
 	t.Helper()
 	tl := res.Tally
 	if tl.Served+tl.Redirect+tl.Denied != count || tl.Refused != spoofs || tl.Failed != 0 {
@@ -104,8 +121,14 @@ func checkResult(t *testing.T, round int, res result, stdout string, count, spoo
 		t.Errorf("round %d: %d events produced, want %d", round, res.Produced, count+spoofs)
 	}
 	if withIngest {
-		if res.Indexed != res.Produced || res.HeatmapEvents != res.Produced || res.Heatmap == nil {
-			t.Errorf("round %d: %d events indexed, %d in the heat map; want %d", round, res.Indexed, res.HeatmapEvents, res.Produced)
+		wantIndexed := int64(-1) // nothing indexed
+		if indexing {
+			wantIndexed = res.Produced
+		}
+		if res.Indexing != indexing || res.Indexed != wantIndexed || res.Consumed != res.Produced || res.DeadLettered != 0 ||
+			res.HeatmapEvents != res.Produced || res.Heatmap == nil {
+			t.Errorf("round %d: indexing %v, %d events indexed (want %d), %d consumed, %d dead-lettered, %d in the heat map; want %d",
+				round, res.Indexing, res.Indexed, wantIndexed, res.Consumed, res.DeadLettered, res.HeatmapEvents, res.Produced)
 		} else {
 			for iso, c := range tl.ByCountry {
 				if iso == "--" {
@@ -168,7 +191,13 @@ func TestDemoExternal(t *testing.T) {
 	if err != nil {
 		t.Fatalf("runDemo() = %v\n%s", err, stdout.String())
 	}
-	checkResult(t, 0, res, stdout.String(), count, spoofs, true)
+	checkResult(t, 0, res, stdout.String(), count, spoofs, true, true)
+	if want := fmt.Sprintf("indexed %d (OpenSearch %s)", count+spoofs, stand.URL); !strings.Contains(stdout.String(), want) {
+		t.Errorf("summary lacks %q", want)
+	}
+	if !strings.Contains(stdout.String(), "deny  indexed\n") {
+		t.Errorf("the per-country table lacks its indexed column")
+	}
 	if got := stand.Count(indexPattern); got != count+spoofs {
 		t.Errorf("OpenSearch holds %d documents, want %d", got, count+spoofs)
 	}
@@ -287,9 +316,72 @@ func TestParseFlags(t *testing.T) {
 	if !cfg.Keep || cfg.GeoIPDB != "/g.mmdb" || cfg.KafkaBrokers != "k:9092" || cfg.Count != 50 || cfg.Spoofs != 3 || cfg.UI != "127.0.0.1:8088" {
 		t.Errorf("parseFlags = %+v", cfg)
 	}
-	for _, args := range [][]string{{"--count", "0"}, {"--spoofs", "x"}, {"--wait", "-1s"}, {"extra"}} {
+	for _, args := range [][]string{{"--count", "0"}, {"--spoofs", "x"}, {"--wait", "-1s"}, {"extra"}, {"--dashboards-url", "http://127.0.0.1:5601"}} {
 		if _, err := parseFlags(args, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) = nil error, want one", args)
 		}
+	}
+}
+
+// TestDemoBinaryWithoutStandIn: the OpenSearch stand-in is for tests; the
+// demo without OPENSEARCH_URL runs ingest without OpenSearch instead.
+func TestDemoBinaryWithoutStandIn(t *testing.T) {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out, err := exec.Command(goBin, "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasSuffix(dep, "/internal/opensearchtest") {
+			t.Errorf("the demo binary depends on %s", dep)
+		}
+	}
+}
+
+// TestProblems: numbers that do not add up are reported (the summary then
+// prints a WARNING and the demo exits non-zero).
+func TestProblems(t *testing.T) {
+	ok := func() result {
+		return result{
+			Tally:      &tally{Served: 5, Redirect: 3, Denied: 2, Refused: 2},
+			AppActions: map[string]int{}, AppSpoofs: 2,
+			Produced: 12, Indexed: -1, Consumed: 12, HeatmapEvents: 12,
+		}
+	}
+	tests := []struct {
+		name   string
+		change func(*result)
+		want   string // a problem containing this; "": none
+	}{
+		{"adds up without OpenSearch", func(*result) {}, ""},
+		{"adds up with OpenSearch", func(r *result) { r.Indexing, r.Indexed = true, 12 }, ""},
+		{"ingest consumed too few", func(r *result) { r.Consumed = 11 }, "ingest consumed 11 events, want the 12 produced"},
+		{"ingest consumed too many", func(r *result) { r.Consumed = 13 }, "ingest consumed 13 events, want the 12 produced"},
+		{"dead-lettered", func(r *result) { r.DeadLettered = 1 }, "dead-lettered 1 events"},
+		{"heat map short", func(r *result) { r.HeatmapEvents = 10 }, "the heat map counted 10 events, want the 12 produced"},
+		{"index short", func(r *result) { r.Indexing, r.Indexed = true, 9 }, "9 events indexed, want the 12 produced"},
+		{"produced short", func(r *result) { r.Produced = 11 }, "11 events produced, want one per connection: 12"},
+		{"spoof not refused", func(r *result) { r.Tally.Refused = 1 }, "1 connections refused, want exactly the 2 spoof attempts"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := ok()
+			tt.change(&r)
+			p := r.problems(2)
+			var sum bytes.Buffer
+			printSummary(&sum, Config{Spoofs: 2}, r, "", "logs")
+			if tt.want == "" {
+				if len(p) != 0 || strings.Contains(sum.String(), "WARNING") {
+					t.Errorf("problems = %q, want none\n%s", p, sum.String())
+				}
+				return
+			}
+			if !strings.Contains(strings.Join(p, "\n"), tt.want) {
+				t.Errorf("problems = %q, want one with %q", p, tt.want)
+			}
+			if !strings.Contains(sum.String(), "WARNING: the numbers do not add up") || !strings.Contains(sum.String(), tt.want) {
+				t.Errorf("summary does not warn about %q:\n%s", tt.want, sum.String())
+			}
+		})
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,7 +17,9 @@ import (
 
 	"github.com/originlens/originlens/internal/heatmap"
 	"github.com/originlens/originlens/internal/mmdb"
-	"github.com/originlens/originlens/internal/opensearchtest"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	kafkago "github.com/segmentio/kafka-go"
 )
 
@@ -57,8 +57,11 @@ type result struct {
 	AppActions    map[string]int // from the app's /metrics: originlens_connections_total by action
 	AppSpoofs     int            // originlens_proxy_header_errors_total{kind="spoof"}
 	Produced      int64          // records added to the topic during the run; -1: unknown
-	Indexed       int64          // documents added to the index during the run; -1: no ingest
-	IndexedWhere  string         // the OpenSearch or the stand-in
+	Indexing      bool           // ingest indexes into OPENSEARCH_URL (else: its own view only)
+	Indexed       int64          // documents added to the index during the run; -1: not indexing
+	IndexedWhere  string         // the OpenSearch
+	Consumed      int64          // messages ingest fetched during the run (its /metrics); -1: unknown
+	DeadLettered  int64          // messages ingest sent to its dead-letter topic during the run
 	HeatmapEvents int64          // events ingest's heat map counted during the run; -1: no ingest
 	Heatmap       *heatmap.Snapshot
 	Names         map[string]string // country names by ISO code, from the table
@@ -184,27 +187,16 @@ func runDemo(ctx context.Context, cfg Config, stdout io.Writer) (res result, err
 	}
 	out("  app      %s (PROXY protocol trusted from 127.0.0.1/32 only), admin http://%s/metrics", listen, admin)
 
-	// Ingest, and where it indexes: OPENSEARCH_URL, or an in-process
-	// OpenSearch stand-in (internal/opensearchtest) so that the demo needs
-	// no cluster.
-	var ingestUI string
+	// Ingest. With OPENSEARCH_URL it indexes there (and imports the
+	// dashboards into DASHBOARDS_URL); without it, it indexes nothing and
+	// serves its own view of what it consumed (issue 9).
+	var ingestUI, ingestAdmin string
 	var countIndexed func(context.Context) (int64, error)
 	indexWhere := ""
 	ingestBin := filepath.Join(cfg.BinDir, "ingest")
 	if _, err := os.Stat(ingestBin); err != nil {
 		out("  ingest   NOT RUN: %s is missing (cmd/ingest not built yet): no indexing, no heat map", ingestBin)
 	} else {
-		osURL := cfg.OpenSearchURL
-		if osURL == "" {
-			stand := opensearchtest.NewServer()
-			defer stand.Close()
-			osURL = stand.URL
-			countIndexed = func(context.Context) (int64, error) { return int64(stand.Count(indexPattern)), nil }
-			indexWhere = "in-process OpenSearch stand-in"
-		} else {
-			countIndexed = func(ctx context.Context) (int64, error) { return openSearchCount(ctx, osURL) }
-			indexWhere = "OpenSearch " + redact(osURL)
-		}
 		ui := cfg.UI
 		if strings.HasSuffix(ui, ":0") {
 			if ui, err = freePort(); err != nil {
@@ -216,15 +208,25 @@ func runDemo(ctx context.Context, cfg Config, stdout io.Writer) (res result, err
 			}
 			out("  (%s is busy: the heat map goes to %s)", cfg.UI, ui)
 		}
-		ingestAdmin, err := freePort()
+		admin, err := freePort()
 		if err != nil {
 			return res, err
 		}
-		args := []string{"--kafka-brokers", brokers, "--ui", ui, "--admin", ingestAdmin, "--opensearch-url", osURL, "--flush-interval", "200ms"}
-		if cfg.DashboardsURL != "" {
-			args = append(args, "--dashboards-url", cfg.DashboardsURL)
+		args := []string{"--kafka-brokers", brokers, "--ui", ui, "--admin", admin, "--flush-interval", "200ms"}
+		var env []string
+		if osURL := cfg.OpenSearchURL; osURL != "" {
+			args = append(args, "--opensearch-url", osURL)
+			if cfg.DashboardsURL != "" {
+				args = append(args, "--dashboards-url", cfg.DashboardsURL)
+			}
+			countIndexed = func(ctx context.Context) (int64, error) { return openSearchCount(ctx, osURL) }
+			indexWhere = "OpenSearch " + redact(osURL)
+		} else {
+			// ingest reads INGEST_<FLAG> variables too: one left in the
+			// environment must not make it index where the demo does not look.
+			env = []string{"INGEST_OPENSEARCH_URL=", "INGEST_DASHBOARDS_URL="}
 		}
-		ing, err := start("ingest", ingestBin, args, nil, logDir)
+		ing, err := start("ingest", ingestBin, args, env, logDir)
 		if err != nil {
 			return res, err
 		}
@@ -237,10 +239,14 @@ func runDemo(ctx context.Context, cfg Config, stdout io.Writer) (res result, err
 			_ = ing.stop(5 * time.Second)
 			countIndexed = nil
 		} else {
-			ingestUI = "http://" + ui + "/"
-			out("  ingest   indexing into the %s; heat map %s", indexWhere, ingestUI)
-			if cfg.DashboardsURL != "" {
-				out("           dashboards imported into %s", cfg.DashboardsURL)
+			ingestUI, ingestAdmin = "http://"+ui+"/", admin
+			if countIndexed != nil {
+				out("  ingest   indexing into the %s; heat map %s", indexWhere, ingestUI)
+				if cfg.DashboardsURL != "" {
+					out("           dashboards imported into %s", cfg.DashboardsURL)
+				}
+			} else {
+				out("  ingest   consuming into its in-memory heat map %s, nothing indexed (set OPENSEARCH_URL to index into OpenSearch)", ingestUI)
 			}
 		}
 	}
@@ -262,13 +268,20 @@ func runDemo(ctx context.Context, cfg Config, stdout io.Writer) (res result, err
 			heatBefore = s.Totals.Events
 		}
 	}
+	var ingestBefore ingestCounts
+	ingestBefore.Consumed = -1
+	if ingestAdmin != "" {
+		if c, err := ingestMetrics(ctx, ingestAdmin); err == nil {
+			ingestBefore = c
+		}
+	}
 
 	// Traffic.
 	names := map[string]string{}
 	for _, e := range table.City {
 		names[e.CountryISO] = e.CountryName
 	}
-	res = result{Clients: len(srcs), Countries: len(names), Tally: &tally{}, Produced: -1, Indexed: -1, HeatmapEvents: -1, Names: names}
+	res = result{Clients: len(srcs), Countries: len(names), Tally: &tally{}, Produced: -1, Indexed: -1, Consumed: -1, HeatmapEvents: -1, Names: names, Indexing: countIndexed != nil}
 	out("\ntraffic: %d connections with PROXY v2 headers claiming %d client addresses in %d countries, then %d spoof attempts from untrusted %s ...",
 		cfg.Count, len(srcs), len(names), cfg.Spoofs, spoofSource)
 	t0 := time.Now()
@@ -302,8 +315,15 @@ func runDemo(ctx context.Context, cfg Config, stdout io.Writer) (res result, err
 				res.Heatmap = &s
 			}
 		}
+		if ingestBefore.Consumed >= 0 {
+			if c, err := ingestMetrics(ctx, ingestAdmin); err == nil {
+				res.Consumed = c.Consumed - ingestBefore.Consumed
+				res.DeadLettered = c.DeadLettered - ingestBefore.DeadLettered
+			}
+		}
 		done := res.Produced >= want &&
 			(countIndexed == nil || res.Indexed >= res.Produced) &&
+			(ingestBefore.Consumed < 0 || res.Consumed >= res.Produced) &&
 			(ingestUI == "" || res.HeatmapEvents >= res.Produced)
 		if done || time.Now().After(deadline) || ctx.Err() != nil {
 			break
@@ -467,54 +487,81 @@ func fetchHeatmap(ctx context.Context, ui string) (heatmap.Snapshot, error) {
 	return s, nil
 }
 
-// appMetrics reads the app's connection counters from its /metrics.
-func appMetrics(ctx context.Context, admin string) (actions map[string]int, spoofs int, err error) {
+// scrape reads the Prometheus text exposition at http://admin/metrics.
+func scrape(ctx context.Context, admin string) (map[string]*dto.MetricFamily, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, fmt.Errorf("reading metrics: %w", err)
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("reading the app's metrics: %w", err)
+		return nil, fmt.Errorf("reading metrics: %w", err)
 	}
 	defer res.Body.Close()
-	actions = map[string]int{}
-	sc := bufio.NewScanner(io.LimitReader(res.Body, 16<<20))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "originlens_connections_total{"):
-			if a, v, ok := labelValue(line, "action"); ok {
-				actions[a] += v
-			}
-		case strings.HasPrefix(line, "originlens_proxy_header_errors_total{"):
-			if k, v, ok := labelValue(line, "kind"); ok && k == "spoof" {
-				spoofs += v
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("reading metrics from %s: %s", admin, res.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(io.LimitReader(res.Body, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("parsing metrics from %s: %w", admin, err)
+	}
+	return fams, nil
+}
+
+// counters returns the values of the counter family name by the value of
+// label (summed over the other labels), and their total.
+func counters(fams map[string]*dto.MetricFamily, name, label string) (by map[string]int, total int64) {
+	by = map[string]int{}
+	f := fams[name]
+	if f == nil {
+		return by, 0
+	}
+	for _, m := range f.GetMetric() {
+		v := int64(m.GetCounter().GetValue())
+		total += v
+		if label == "" {
+			continue
+		}
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == label {
+				by[lp.GetValue()] += int(v)
 			}
 		}
 	}
-	return actions, spoofs, sc.Err()
+	return by, total
 }
 
-// labelValue extracts label's value and the sample value of a Prometheus
-// text-format line.
-func labelValue(line, label string) (string, int, bool) {
-	i := strings.Index(line, label+`="`)
-	j := strings.LastIndexByte(line, ' ')
-	if i < 0 || j < 0 {
-		return "", 0, false
-	}
-	rest := line[i+len(label)+2:]
-	k := strings.IndexByte(rest, '"')
-	if k < 0 {
-		return "", 0, false
-	}
-	f, err := strconv.ParseFloat(strings.TrimSpace(line[j+1:]), 64)
+// appMetrics reads the app's connection counters from its /metrics.
+func appMetrics(ctx context.Context, admin string) (actions map[string]int, spoofs int, err error) {
+	fams, err := scrape(ctx, admin)
 	if err != nil {
-		return "", 0, false
+		return nil, 0, err
 	}
-	return rest[:k], int(f), true
+	actions, _ = counters(fams, "originlens_connections_total", "action")
+	kinds, _ := counters(fams, "originlens_proxy_header_errors_total", "kind")
+	return actions, kinds["spoof"], nil
+}
+
+// ingestCounts are ingest's counters the summary adds up.
+type ingestCounts struct {
+	Consumed     int64 // ingest_messages_fetched_total
+	DeadLettered int64 // ingest_docs_dead_lettered_total, all reasons
+}
+
+// ingestMetrics reads ingest's counters from its /metrics.
+func ingestMetrics(ctx context.Context, admin string) (ingestCounts, error) {
+	fams, err := scrape(ctx, admin)
+	if err != nil {
+		return ingestCounts{}, err
+	}
+	if fams["ingest_messages_fetched_total"] == nil {
+		return ingestCounts{}, fmt.Errorf("ingest's metrics at %s lack ingest_messages_fetched_total", admin)
+	}
+	var c ingestCounts
+	_, c.Consumed = counters(fams, "ingest_messages_fetched_total", "")
+	_, c.DeadLettered = counters(fams, "ingest_docs_dead_lettered_total", "")
+	return c, nil
 }

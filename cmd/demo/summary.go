@@ -28,6 +28,12 @@ func (r result) problems(spoofs int) []string {
 	if r.Indexed >= 0 && r.Produced >= 0 && r.Indexed != r.Produced {
 		p = append(p, fmt.Sprintf("%d events indexed, want the %d produced", r.Indexed, r.Produced))
 	}
+	if r.Consumed >= 0 && r.Produced >= 0 && r.Consumed != r.Produced {
+		p = append(p, fmt.Sprintf("ingest consumed %d events, want the %d produced", r.Consumed, r.Produced))
+	}
+	if r.DeadLettered > 0 {
+		p = append(p, fmt.Sprintf("ingest dead-lettered %d events, want none (see ingest.log)", r.DeadLettered))
+	}
 	if r.HeatmapEvents >= 0 && r.Produced >= 0 && r.HeatmapEvents != r.Produced {
 		p = append(p, fmt.Sprintf("the heat map counted %d events, want the %d produced", r.HeatmapEvents, r.Produced))
 	}
@@ -52,17 +58,26 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 		fmt.Fprintf(tw, "  app counted\tclosed %d, denied %d, refused %d (spoofed PROXY headers: %d)\t(the app's /metrics)\n",
 			r.AppActions["connection-closed"], r.AppActions["connection-denied"], r.AppActions["connection-refused"], r.AppSpoofs)
 	}
-	indexed := "n/a: ingest not running"
-	if r.Indexed >= 0 {
-		indexed = fmt.Sprintf("%d (%s)", r.Indexed, r.IndexedWhere)
+	ingested := "indexed n/a: ingest not running"
+	switch {
+	case r.Indexing:
+		ingested = fmt.Sprintf("indexed %s (%s)", num(r.Indexed, "unknown"), r.IndexedWhere)
+	case r.Heatmap != nil || r.Consumed >= 0:
+		ingested = fmt.Sprintf("consumed %s by ingest (nothing indexed: set OPENSEARCH_URL to index into OpenSearch)", num(r.Consumed, "unknown"))
 	}
-	fmt.Fprintf(tw, "  events\tproduced %s (Kafka topic %s), indexed %s\t(one per connection)\n", num(r.Produced, "unknown"), topic, indexed)
-	if r.HeatmapEvents >= 0 {
+	fmt.Fprintf(tw, "  events\tproduced %s (Kafka topic %s), %s\t(one per connection)\n", num(r.Produced, "unknown"), topic, ingested)
+	if r.HeatmapEvents >= 0 && r.Heatmap != nil {
 		fmt.Fprintf(tw, "  heat map\t%d events, %d cells\t(ingest's live view)\n", r.HeatmapEvents, len(r.Heatmap.Cells))
 	}
 	tw.Flush()
 
-	// Per-country table: the probes' view, with what ingest counted.
+	// Per-country table: the probes' view, with what ingest counted: the
+	// indexed documents (OpenSearch's aggregation), or without OpenSearch
+	// the events its own heat map aggregated.
+	column := "indexed"
+	if !r.Indexing {
+		column = "ingested"
+	}
 	indexedBy := map[string]int64{}
 	names := map[string]string{}
 	if r.Heatmap != nil {
@@ -97,9 +112,9 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 		unplaced = 1
 	}
 	pad := func(s string) string { return s + strings.Repeat(" ", width-len([]rune(s))) }
-	fmt.Fprintf(w, "\n  %s  ISO  conns  serve  redirect  deny  indexed\n", pad("country"))
+	fmt.Fprintf(w, "\n  %s  ISO  conns  serve  redirect  deny  %s\n", pad("country"), column)
 	for _, x := range rows {
-		fmt.Fprintf(w, "  %s  %-3s  %5d  %5d  %8d  %4d  %7s\n", pad(x.name), x.iso, x.n, x.serve, x.redirect, x.deny, x.idx)
+		fmt.Fprintf(w, "  %s  %-3s  %5d  %5d  %8d  %4d  %*s\n", pad(x.name), x.iso, x.n, x.serve, x.redirect, x.deny, len(column), x.idx)
 	}
 	fmt.Fprintf(w, "(%d countries; denied: the embargo rule; redirected: EU data stays in the EU; refused: PROXY headers from %s, which is not a trusted proxy)\n",
 		len(rows)-unplaced, spoofSource)

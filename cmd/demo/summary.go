@@ -65,7 +65,9 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 	case r.Heatmap != nil || r.Consumed >= 0:
 		ingested = fmt.Sprintf("consumed %s by ingest (nothing indexed: set OPENSEARCH_URL to index into OpenSearch)", num(r.Consumed, "unknown"))
 	}
-	fmt.Fprintf(tw, "  events\tproduced %s (Kafka topic %s), %s\t(one per connection)\n", num(r.Produced, "unknown"), topic, ingested)
+	// No comment column on this long line (a line without the cell ends
+	// the tabwriter's column block, so it does not widen the others).
+	fmt.Fprintf(tw, "  events\tproduced %s (Kafka topic %s), %s\n", num(r.Produced, "unknown"), topic, ingested)
 	if r.HeatmapEvents >= 0 && r.Heatmap != nil {
 		fmt.Fprintf(tw, "  heat map\t%d events, %d cells\t(ingest's live view)\n", r.HeatmapEvents, len(r.Heatmap.Cells))
 	}

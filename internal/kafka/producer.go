@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -235,15 +236,29 @@ type queued struct {
 	keyLen int
 }
 
-// encode encodes ev for the queue.
+// encodeBufs are scratch buffers for encode (*[]byte).
+var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// maxPooledEncodeBuf bounds the scratch buffers kept in encodeBufs.
+const maxPooledEncodeBuf = 64 << 10
+
+// encode encodes ev for the queue: into a pooled scratch buffer, then
+// copied into one of the exact size (cheaper than a zeroed buffer sized for
+// the largest event, and smaller while it waits in the queue).
 func encode(ev *event.Event) (queued, error) {
-	b := ev.AppendKey(make([]byte, 0, 1024))
+	bp := encodeBufs.Get().(*[]byte)
+	b := ev.AppendKey((*bp)[:0])
 	k := len(b)
 	b, err := ev.AppendJSON(b)
-	if err != nil {
-		return queued{}, err
+	var q queued
+	if err == nil {
+		q = queued{b: bytes.Clone(b), keyLen: k}
 	}
-	return queued{b: b, keyLen: k}, nil
+	if cap(b) <= maxPooledEncodeBuf {
+		*bp = b[:0] // keep a buffer a large event grew
+		encodeBufs.Put(bp)
+	}
+	return q, err
 }
 
 // message is q as the Kafka message to send; its slices alias q's buffer.

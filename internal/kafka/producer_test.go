@@ -697,3 +697,26 @@ func TestQueueSlotSize(t *testing.T) {
 		t.Errorf("queue slot = %d bytes (event.Event is %d), want at most 32", got, evSize)
 	}
 }
+
+// TestEncodeOwnsItsBytes: encoded events keep their bytes while later
+// events (larger than the scratch buffer, or smaller) are encoded.
+func TestEncodeOwnsItsBytes(t *testing.T) {
+	big := testEvent(1)
+	big.Source.Geo.CityName = strings.Repeat("Ü", 3000) // > the 2 KiB scratch buffer
+	evs := []event.Event{testEvent(0), big, testEvent(2), big, testEvent(3)}
+	var qs []queued
+	for i := range evs {
+		q, err := encode(&evs[i])
+		if err != nil {
+			t.Fatalf("encode(%d): %v", i, err)
+		}
+		qs = append(qs, q)
+	}
+	for i, q := range qs {
+		m := q.message()
+		want, _ := evs[i].Marshal()
+		if !bytes.Equal(m.Value, want) || string(m.Key) != evs[i].Source.IP.String() {
+			t.Errorf("event %d: key %q value %.60q...; want key %s value %.60q...", i, m.Key, m.Value, evs[i].Source.IP, want)
+		}
+	}
+}

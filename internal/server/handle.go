@@ -24,7 +24,7 @@ const (
 	reasonServed        = "served"               // answered; the client or the keep-alive ended it
 	reasonRedirect      = "redirect"             // answered with decision=redirect, then closed
 	reasonDeniedPrefix  = "denied:"              // + the policy rule; answered with decision=deny, then closed
-	reasonRateLimited   = "rate-limited"         // per-source limit; closed without an answer
+	reasonRateLimited   = "rate-limited"         // per-source limit; answered with decision=deny reason=rate-limited, then closed
 	reasonTooManyConns  = "too-many-connections" // over --max-conns; closed at accept
 	reasonEmpty         = "empty"                // closed by the client before any byte (TCP health check)
 	reasonHealthCheck   = "health-check"         // PROXY v2 LOCAL or v1 UNKNOWN (NLB health check)
@@ -85,15 +85,17 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 
 	// 3. May it connect now, and what do the rules say. Load balancer health
 	// checks (LOCAL) are not clients: no per-source limit.
+	// Over a per-source limit the client is denied like a deny rule: the
+	// report says so (reason=rate-limited), no greeting, then close.
+	d := s.cfg.Decider.Decide(client, loc)
 	if !o.Local {
 		release, err := s.cfg.Limiter.Acquire(client, start)
 		if err != nil {
-			end = ending{event.ActionDenied, event.OutcomeFailure, reasonRateLimited}
-			return
+			d = rateLimited(d)
+		} else {
+			defer release()
 		}
-		defer release()
 	}
-	d := s.cfg.Decider.Decide(client, loc)
 	setDecision(ev, &d)
 
 	// 4. What does it speak: wait for the first bytes (the client speaks
@@ -213,8 +215,22 @@ func (s *Server) readFailed(err error, first bool) ending {
 	return ending{event.ActionClosed, event.OutcomeFailure, reasonIOError}
 }
 
+// ruleRateLimited is the rule a per-source limit denial reports.
+const ruleRateLimited = "per-source-limit"
+
+// rateLimited turns the rules' decision into a denial by the per-source
+// limit, keeping what the rules found of the client (jurisdiction, region,
+// language).
+func rateLimited(d policy.Decision) policy.Decision {
+	d.Decision, d.Rule, d.Reason, d.Greeting = policy.Deny, ruleRateLimited, reasonRateLimited, ""
+	return d
+}
+
 // decided is the ending of an answered connection, by decision.
 func decided(d policy.Decision) ending {
+	if d.Decision == policy.Deny && d.Rule == ruleRateLimited {
+		return ending{event.ActionDenied, event.OutcomeFailure, reasonRateLimited}
+	}
 	switch d.Decision {
 	case policy.Deny:
 		return ending{event.ActionDenied, event.OutcomeFailure, reasonDeniedPrefix + d.Rule}

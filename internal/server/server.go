@@ -22,7 +22,7 @@
 //	connection-closed   failure  bad-request           the first HTTP request was malformed (400/431)
 //	connection-closed   failure  io-error              read or write failed after the first line
 //	connection-denied   failure  denied:<rule>         report (HTTP 403) with decision=deny, then closed
-//	connection-denied   failure  rate-limited          per-source limit; closed without an answer
+//	connection-denied   failure  rate-limited          per-source limit; report with decision=deny, then close
 //	connection-refused  failure  too-many-connections  over --max-conns; closed at accept
 //	connection-refused  failure  proxy-header-<kind>   kind: spoof, missing, malformed, crc, timeout, io
 //	connection-refused  failure  first-bytes-timeout   no complete first line within --first-bytes-timeout

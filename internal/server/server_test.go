@@ -456,7 +456,7 @@ func TestEchoEnds(t *testing.T) {
 }
 
 // Ensure deny and redirect decisions end the conversation after the report
-// (line and HTTP), and the per-source limit denies without an answer.
+// (line and HTTP), and the per-source limit denies with a report.
 func TestDecisions(t *testing.T) {
 	var decision atomic.Value
 	decision.Store(policy.Deny)
@@ -509,12 +509,19 @@ func TestDecisions(t *testing.T) {
 		t.Errorf("denied HTTP event %s/%s", ev.Event.Action, ev.Network.Protocol)
 	}
 
+	// Over the per-source limit: the report says denied and why, no
+	// greeting, then close (issue #3: "over the limit is deny with reason
+	// rate-limited").
 	limited.Store(true)
+	decision.Store(policy.Serve)
 	c := newLineClient(t, ts.addr)
-	c.send(t, "hello\n")
+	r := c.report(t)
+	if r[report.KeyDecision] != policy.Deny || r[report.KeyReason] != "rate-limited" {
+		t.Errorf("rate-limited report %v, want decision=deny reason=rate-limited", r)
+	}
 	expectEOF(t, c, c.br)
-	if ev := ts.rec.wait(4)[3]; ev.Event.Action != event.ActionDenied || ev.Event.Reason != "rate-limited" {
-		t.Errorf("rate-limited event %s/%s", ev.Event.Action, ev.Event.Reason)
+	if ev := ts.rec.wait(4)[3]; ev.Event.Action != event.ActionDenied || ev.Event.Reason != "rate-limited" || ev.Residency.Decision != policy.Deny {
+		t.Errorf("rate-limited event %s/%s residency %+v", ev.Event.Action, ev.Event.Reason, ev.Residency)
 	}
 }
 

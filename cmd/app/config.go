@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/originlens/originlens/internal/flagenv"
 	"github.com/originlens/originlens/internal/origin"
 )
 
@@ -75,9 +76,10 @@ func (e *configError) Error() string { return e.err.Error() }
 func (e *configError) Unwrap() error { return e.err }
 
 // envName is the environment variable that backs a flag.
-func envName(flagName string) string {
-	return "APP_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
+func envName(flagName string) string { return flagenv.Name(envPrefix, flagName) }
+
+// envPrefix is the prefix of the environment variables the flags read.
+const envPrefix = "APP_"
 
 // parseConfig parses args, falling back to APP_* environment variables
 // (lookupEnv) for flags not on the command line, and validates the result.
@@ -138,21 +140,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || envErr != nil {
-			return
-		}
-		if v, ok := lookupEnv(envName(f.Name)); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("invalid value %q for %s: %v", v, envName(f.Name), err)
-			}
-		}
-	})
-	if envErr != nil {
-		return config{}, envErr
+	if err := flagenv.Apply(fs, envPrefix, lookupEnv); err != nil {
+		return config{}, err
 	}
 	if *printVersion {
 		fmt.Fprintln(out, "originlens app", version)

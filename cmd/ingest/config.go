@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/originlens/originlens/internal/flagenv"
 	"github.com/originlens/originlens/internal/kafka"
 	"github.com/originlens/originlens/internal/opensearch"
 )
@@ -141,22 +142,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || envErr != nil {
-			return
-		}
-		env := "INGEST_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := lookupEnv(env); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%s=%q: %w", env, v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return cfg, envErr
+	if err := flagenv.Apply(fs, "INGEST_", lookupEnv); err != nil {
+		return cfg, err
 	}
 	if *showVersion {
 		fmt.Fprintln(out, "ingest", version)

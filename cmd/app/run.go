@@ -248,7 +248,15 @@ func newPublisher(cfg config, stdout io.Writer, log *slog.Logger, reg prometheus
 	if err != nil {
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
-	return &publisher{Publisher: p, name: "kafka", run: p.Run, close: p.Close}, nil
+	run := func(ctx context.Context) error {
+		// A signal at start-up can close the producer before its Run
+		// begins: that is a clean stop, not a failure.
+		if err := p.Run(ctx); err != nil && !errors.Is(err, kafka.ErrClosed) {
+			return err
+		}
+		return nil
+	}
+	return &publisher{Publisher: p, name: "kafka", run: run, close: p.Close}, nil
 }
 
 // livePolicy holds the current residency rules; SIGHUP swaps them. Decide

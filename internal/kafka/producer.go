@@ -301,15 +301,19 @@ func (p *Producer) Degraded() bool { return p.state.Load() == stateDegraded }
 // nil on a clean stop. Cancelling ctx cancels the batch in flight, which
 // goes to the spool (Kafka may have received it: at least once).
 func (p *Producer) Run(ctx context.Context) error {
+	// Check closed and mark started under one lock, so that Close (which
+	// sets closed under the write lock, then looks at started) either sees
+	// this Run started and waits for it, or this Run sees closed.
 	p.mu.RLock()
-	closed := p.closed
-	p.mu.RUnlock()
-	if closed {
+	if p.closed {
+		p.mu.RUnlock()
 		return ErrClosed
 	}
 	if !p.started.CompareAndSwap(false, true) {
+		p.mu.RUnlock()
 		return ErrRunning
 	}
+	p.mu.RUnlock()
 	defer close(p.runDone)
 
 	ctx, cancel := context.WithCancel(ctx)

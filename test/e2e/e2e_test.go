@@ -484,61 +484,51 @@ func lastEvent(t *testing.T, a *app, n int) event.Event {
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
 
+// expectPreserved probes target from the client namespace and asserts the
+// scenario from both ends: nc-probe exits 0 having seen client via via, the
+// SYN captured on the target comes from peer, and the app's event has the
+// client as source and peer as the socket peer. It returns the event.
+func expectPreserved(t *testing.T, tp *topology, a *app, target, client, via, peer string) event.Event {
+	t.Helper()
+	syn := tp.capture()
+	code, res, out := tp.probe(target)
+	if code != 0 || !res.Preserved || res.ServerSaw != client || res.Via != via {
+		t.Fatalf("nc-probe = exit %d %+v, want exit 0, preserved, server saw %s via %s\n%s", code, res, client, via, out)
+	}
+	if src := syn(); src != mustAddr(peer) {
+		t.Errorf("target captured SYN from %s, want %s", src, peer)
+	}
+	ev := lastEvent(t, a, 1)
+	if ev.Source.IP != mustAddr(client) || ev.ClientIP.Peer.IP != mustAddr(peer) || ev.ClientIP.Via != via {
+		t.Errorf("event source %s peer %s via %s, want %s, %s, %s", ev.Source.IP, ev.ClientIP.Peer.IP, ev.ClientIP.Via, client, peer, via)
+	}
+	return ev
+}
+
 func TestPreservationOnProxyProtocolOff(t *testing.T) {
 	requireEnv(t)
 	tp := newTopology(t)
 	tp.nlbForward(false)
 	a := tp.startApp(t, "--proxy-protocol", "off")
-	syn := tp.capture()
-	code, res, out := tp.probe(accelIP4 + ":8080")
-	if code != 0 || !res.Preserved || res.ServerSaw != clientIP4 || res.Via != event.ViaDirect {
-		t.Fatalf("nc-probe = exit %d %+v, want exit 0, preserved, server saw %s via direct\n%s", code, res, clientIP4, out)
-	}
-	if src := syn(); src != mustAddr(clientIP4) {
-		t.Errorf("target captured SYN from %s, want the client %s", src, clientIP4)
-	}
-	ev := lastEvent(t, a, 1)
-	if ev.Source.IP != mustAddr(clientIP4) || ev.ClientIP.Peer.IP != mustAddr(clientIP4) || ev.ClientIP.Via != event.ViaDirect {
-		t.Errorf("event source %s peer %s via %s, want %s, %s, direct", ev.Source.IP, ev.ClientIP.Peer.IP, ev.ClientIP.Via, clientIP4, clientIP4)
-	}
+	expectPreserved(t, tp, a, accelIP4+":8080", clientIP4, event.ViaDirect, clientIP4)
 }
 
+// The socket peer is the load balancer; the PROXY v2 header carries the client.
 func TestPreservationOffProxyProtocolV2(t *testing.T) {
 	requireEnv(t, "haproxy")
 	tp := newTopology(t)
 	tp.nlbHAProxy(false)
 	a := tp.startApp(t, "--proxy-protocol", "trusted", "--trusted-proxies", nlbNet4)
-	syn := tp.capture()
-	code, res, out := tp.probe(accelIP4 + ":8080")
-	if code != 0 || !res.Preserved || res.ServerSaw != clientIP4 || res.Via != event.ViaProxyV2 {
-		t.Fatalf("nc-probe = exit %d %+v, want exit 0, preserved, server saw %s via proxy-v2\n%s", code, res, clientIP4, out)
-	}
-	if src := syn(); src != mustAddr(nlbTIP4) {
-		t.Errorf("target captured SYN from %s, want the load balancer %s", src, nlbTIP4)
-	}
-	ev := lastEvent(t, a, 1)
-	if ev.Source.IP != mustAddr(clientIP4) || ev.ClientIP.Peer.IP != mustAddr(nlbTIP4) || ev.ClientIP.Via != event.ViaProxyV2 {
-		t.Errorf("event source %s peer %s via %s, want %s, %s, proxy-v2", ev.Source.IP, ev.ClientIP.Peer.IP, ev.ClientIP.Via, clientIP4, nlbTIP4)
-	}
+	expectPreserved(t, tp, a, accelIP4+":8080", clientIP4, event.ViaProxyV2, nlbTIP4)
 }
 
+// TPROXY keeps the client as the socket peer, and the header says the same.
 func TestPreservationOnProxyProtocolV2(t *testing.T) {
 	requireEnv(t, "haproxy")
 	tp := newTopology(t)
 	tp.nlbHAProxy(true)
 	a := tp.startApp(t, "--proxy-protocol", "required")
-	syn := tp.capture()
-	code, res, out := tp.probe(accelIP4 + ":8080")
-	if code != 0 || !res.Preserved || res.ServerSaw != clientIP4 || res.Via != event.ViaProxyV2 {
-		t.Fatalf("nc-probe = exit %d %+v, want exit 0, preserved, server saw %s via proxy-v2\n%s", code, res, clientIP4, out)
-	}
-	if src := syn(); src != mustAddr(clientIP4) {
-		t.Errorf("target captured SYN from %s, want the client %s (TPROXY keeps the source)", src, clientIP4)
-	}
-	ev := lastEvent(t, a, 1)
-	if ev.Source.IP != mustAddr(clientIP4) || ev.ClientIP.Peer.IP != mustAddr(clientIP4) || ev.ClientIP.Via != event.ViaProxyV2 {
-		t.Errorf("event source %s peer %s via %s, want %s, %s, proxy-v2", ev.Source.IP, ev.ClientIP.Peer.IP, ev.ClientIP.Via, clientIP4, clientIP4)
-	}
+	expectPreserved(t, tp, a, accelIP4+":8080", clientIP4, event.ViaProxyV2, clientIP4)
 }
 
 func TestMisconfigurationIsCaught(t *testing.T) {
@@ -604,16 +594,8 @@ func TestIPv6PreservationOnProxyProtocolOff(t *testing.T) {
 	tp := newTopology(t)
 	tp.nlbForward(false)
 	a := tp.startApp(t, "--proxy-protocol", "off")
-	syn := tp.capture()
-	code, res, out := tp.probe("[" + accelIP6 + "]:8080")
-	if code != 0 || !res.Preserved || res.ServerSaw != clientIP6 {
-		t.Fatalf("nc-probe = exit %d %+v, want exit 0, preserved, server saw %s\n%s", code, res, clientIP6, out)
-	}
-	if src := syn(); src != mustAddr(clientIP6) {
-		t.Errorf("target captured SYN from %s, want the client %s", src, clientIP6)
-	}
-	ev := lastEvent(t, a, 1)
-	if ev.Source.IP != mustAddr(clientIP6) || ev.Network.Type != "ipv6" {
-		t.Errorf("event source %s network.type %s, want %s ipv6", ev.Source.IP, ev.Network.Type, clientIP6)
+	ev := expectPreserved(t, tp, a, "["+accelIP6+"]:8080", clientIP6, event.ViaDirect, clientIP6)
+	if ev.Network.Type != "ipv6" {
+		t.Errorf("event network.type %s, want ipv6", ev.Network.Type)
 	}
 }

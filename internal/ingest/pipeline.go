@@ -425,8 +425,10 @@ func appendJSONString(dst []byte, s string) []byte {
 // or ctx ends (the batch is then abandoned: nothing of it is committed).
 func (p *Pipeline) process(ctx context.Context, b *batch) {
 	defer func() {
-		p.sem.Release(b.weight)
+		// The gauge first: released bytes may be taken by the fetcher at
+		// once, and the gauge must never show more than the budget.
 		p.m.InFlightBytes.Sub(float64(b.weight))
+		p.sem.Release(b.weight)
 	}()
 	var pending, dead []int
 	for i := range b.items {

@@ -232,8 +232,14 @@ func TestKafkaCrashDuringOutage(t *testing.T) {
 	if code, body := adminGet(t, admin, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz during the outage = %d %q, want 200: the spool absorbs it", code, body)
 	}
+	// Every event must be in the spool before the kill: wait for the
+	// count (a busy machine may take a while), then for a sync.
+	var body string
+	waitUntil(t, "every event spooled during the outage", func() bool {
+		_, body = adminGet(t, admin, "/metrics")
+		return metricValue(body, "originlens_kafka_events_spooled_total") >= m
+	})
 	time.Sleep(3 * 200 * time.Millisecond) // more than the fsync interval
-	_, body := adminGet(t, admin, "/metrics")
 	if v := metricValue(body, "originlens_kafka_degraded"); v != 1 {
 		t.Errorf("originlens_kafka_degraded = %v during the outage, want 1", v)
 	}

@@ -112,7 +112,7 @@ func startListen(tb testing.TB) (string, *syncBuf) {
 		}
 	})
 	re := regexp.MustCompile(`listening on (\S+)`)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if m := re.FindStringSubmatch(out.String()); m != nil {
 			return m[1], out
@@ -455,14 +455,25 @@ func TestParseArgs(t *testing.T) {
 // TestInterrupt: Ctrl-C during an endless run prints the summary so far
 // and exits by what was seen.
 func TestInterrupt(t *testing.T) {
-	addr, _ := startListen(t)
+	addr, lout := startListen(t)
 	cfg, err := parseArgs([]string{"-n", "0", "-i", "5ms", addr}, noEnv, &bytes.Buffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out, errb bytes.Buffer
 	ctx2, cancel2 := context.WithCancel(context.Background())
-	go func() { time.Sleep(300 * time.Millisecond); cancel2() }()
+	defer cancel2()
+	// Interrupt once the listener has seen a second connection: one at a
+	// time, so the first attempt is over, however busy the machine. The
+	// 30 s bound is a failure bound: the summary then shows no report.
+	go func() {
+		defer cancel2()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && ctx2.Err() == nil; time.Sleep(5 * time.Millisecond) {
+			if strings.Count(lout.String(), " conn=") >= 2 {
+				return
+			}
+		}
+	}()
 	code := run(ctx2, cfg, &out, &errb)
 	if code != exitPreserved || !strings.Contains(out.String(), "interrupted after") || !strings.Contains(out.String(), "PRESERVED") {
 		t.Errorf("interrupted run: exit %d, want 0 with the summary so far; stdout:\n%s", code, out.String())

@@ -264,8 +264,8 @@ func TestRun(t *testing.T) {
 		}
 	}()
 
-	waitFor(t, "every event indexed", 30*time.Second, func() bool { return srv.Count("conn-events-*") == n })
-	waitFor(t, "offsets committed", 10*time.Second, func() bool { return k.lagZero(t) })
+	waitFor(t, "every event indexed", 60*time.Second, func() bool { return srv.Count("conn-events-*") == n })
+	waitFor(t, "offsets committed", 60*time.Second, func() bool { return k.lagZero(t) })
 	m := adminRE.FindStringSubmatch(logs.String())
 	if m == nil {
 		t.Fatalf("no admin address in the logs:\n%s", logs.String())
@@ -401,7 +401,7 @@ func TestCrash(t *testing.T) {
 	second, _ := start("second")
 	<-produced
 	waitFor(t, "every event indexed after the restart", 90*time.Second, func() bool { return srv.Count("conn-events-*") >= n })
-	waitFor(t, "offsets committed to the end", 20*time.Second, func() bool { return k.lagZero(t) })
+	waitFor(t, "offsets committed to the end", 60*time.Second, func() bool { return k.lagZero(t) })
 	if err := second.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -478,7 +478,7 @@ func TestRunWithoutOpenSearch(t *testing.T) {
 	go func() { done <- run(ctx, cfg, io.Discard, &logs) }()
 	defer func() { cancel(); <-done }()
 
-	waitFor(t, "offsets committed", 30*time.Second, func() bool { return k.lagZero(t) })
+	waitFor(t, "offsets committed", 60*time.Second, func() bool { return k.lagZero(t) })
 	m := uiRE.FindStringSubmatch(logs.String())
 	if m == nil {
 		t.Fatalf("no heat-map address in the logs:\n%s", logs.String())
@@ -564,7 +564,7 @@ func readTopic(t testing.TB, brokers []string, name string, n int) []*kgo.Record
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out []*kgo.Record
 	for len(out) < n {
@@ -625,7 +625,7 @@ func TestHeatmapFromOpenSearch(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, io.Discard, &logs) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, "every event indexed and committed", 30*time.Second, func() bool { return srv.Count("conn-events-*") == n && k.lagZero(t) })
+	waitFor(t, "every event indexed and committed", 60*time.Second, func() bool { return srv.Count("conn-events-*") == n && k.lagZero(t) })
 	m := uiRE.FindStringSubmatch(logs.String())
 	if m == nil {
 		t.Fatalf("no heat-map address in the logs:\n%s", logs.String())

@@ -144,7 +144,7 @@ func (e *env) readDLQ(t testing.TB, n int) []*kgo.Record {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out []*kgo.Record
 	for len(out) < n {
@@ -240,7 +240,7 @@ func TestPipeline(t *testing.T) {
 	waitFor(t, "every event indexed", 60*time.Second, func() bool { return e.srv.Count("conn-events-*") >= n })
 	dlq := e.readDLQ(t, len(poison)+1)
 	end := e.endOffsets(t)
-	waitFor(t, "offsets committed to the end", 20*time.Second, func() bool {
+	waitFor(t, "offsets committed to the end", 60*time.Second, func() bool {
 		c := e.committed(t)
 		for part, off := range end {
 			if c[part] != off {
@@ -333,7 +333,7 @@ func TestFloodStage(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- p.Run(ctx) }()
-			waitFor(t, "the pipeline to report the block", 20*time.Second, p.Blocked)
+			waitFor(t, "the pipeline to report the block", 60*time.Second, p.Blocked)
 			time.Sleep(200 * time.Millisecond) // several retries under the block
 			if p.Ready() {
 				t.Error("Ready() = true under a write block")
@@ -345,9 +345,9 @@ func TestFloodStage(t *testing.T) {
 				t.Errorf("committed offset under the block = %d, want none", c[0])
 			}
 			e.srv.SetWriteBlock(0)
-			waitFor(t, "delivery after the block is lifted", 20*time.Second, func() bool { return e.srv.Count("*") == n })
-			waitFor(t, "ready again", 5*time.Second, p.Ready)
-			waitFor(t, "commit to the end", 10*time.Second, func() bool { return e.committed(t)[0] == n })
+			waitFor(t, "delivery after the block is lifted", 60*time.Second, func() bool { return e.srv.Count("*") == n })
+			waitFor(t, "ready again", 60*time.Second, p.Ready)
+			waitFor(t, "commit to the end", 60*time.Second, func() bool { return e.committed(t)[0] == n })
 			cancel()
 			<-done
 		})
@@ -390,8 +390,8 @@ func TestShutdownAbandonsUnacknowledged(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	done2 := make(chan error, 1)
 	go func() { done2 <- p2.Run(ctx2) }()
-	waitFor(t, "the rest after restart", 30*time.Second, func() bool { return e.srv.Count("*") == n })
-	waitFor(t, "commit to the end", 10*time.Second, func() bool { return e.committed(t)[0] == n })
+	waitFor(t, "the rest after restart", 60*time.Second, func() bool { return e.srv.Count("*") == n })
+	waitFor(t, "commit to the end", 60*time.Second, func() bool { return e.committed(t)[0] == n })
 	cancel2()
 	<-done2
 	for id, c := range e.srv.IDs("*") {
@@ -472,8 +472,8 @@ func TestTooLarge(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	waitFor(t, "every event indexed in split requests", 30*time.Second, func() bool { return e.srv.Count("*") == n })
-	waitFor(t, "commit to the end", 10*time.Second, func() bool { return e.committed(t)[0] == n })
+	waitFor(t, "every event indexed in split requests", 60*time.Second, func() bool { return e.srv.Count("*") == n })
+	waitFor(t, "commit to the end", 60*time.Second, func() bool { return e.committed(t)[0] == n })
 	cancel()
 	<-done
 }
@@ -518,14 +518,14 @@ func TestRebalance(t *testing.T) {
 		r.Close() // leaves the group: the other member takes over
 	}
 	c1, d1, r1 := start()
-	waitFor(t, "a first part indexed", 30*time.Second, func() bool { return e.srv.Count("*") >= n/4 })
+	waitFor(t, "a first part indexed", 60*time.Second, func() bool { return e.srv.Count("*") >= n/4 })
 	c2, d2, r2 := start() // scale out: partitions are split
-	waitFor(t, "a second part indexed", 30*time.Second, func() bool { return e.srv.Count("*") >= n/2 })
+	waitFor(t, "a second part indexed", 60*time.Second, func() bool { return e.srv.Count("*") >= n/2 })
 	stop(c1, d1, r1) // scale in: the second takes everything
 	<-produced
 	waitFor(t, "every event indexed", 60*time.Second, func() bool { return e.srv.Count("*") == n })
 	end := e.endOffsets(t)
-	waitFor(t, "offsets committed to the end", 20*time.Second, func() bool {
+	waitFor(t, "offsets committed to the end", 60*time.Second, func() bool {
 		c := e.committed(t)
 		for part, off := range end {
 			if c[part] != off {
@@ -566,10 +566,10 @@ func TestPipelineWithoutOpenSearch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	waitFor(t, "every event in the sink", 30*time.Second, func() bool { return sink.len() == n })
+	waitFor(t, "every event in the sink", 60*time.Second, func() bool { return sink.len() == n })
 	dlq := e.readDLQ(t, 1)
 	end := e.endOffsets(t)
-	waitFor(t, "offsets committed to the end", 20*time.Second, func() bool {
+	waitFor(t, "offsets committed to the end", 60*time.Second, func() bool {
 		c := e.committed(t)
 		for part, off := range end {
 			if c[part] != off {

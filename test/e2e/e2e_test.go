@@ -305,7 +305,7 @@ backend targets
 // waitListen waits until something listens on TCP port in a namespace.
 func (tp *topology) waitListen(role string, port int) {
 	tp.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // failure bound for a busy machine
 	for time.Now().Before(deadline) {
 		out, _ := tp.cmd(role, "ss", "-Hltn", fmt.Sprintf("sport = :%d", port)).Output()
 		if len(bytes.TrimSpace(out)) > 0 {
@@ -313,7 +313,7 @@ func (tp *topology) waitListen(role string, port int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	tp.t.Fatalf("nothing listens on %s:%d after 10s", role, port)
+	tp.t.Fatalf("nothing listens on %s:%d after 60s", role, port)
 }
 
 // app is the real bin/app running in the target namespace.
@@ -386,7 +386,7 @@ func (tp *topology) startApp(t *testing.T, args ...string) *app {
 // and returns a function that waits for it and returns its source address.
 func (tp *topology) capture() func() netip.Addr {
 	tp.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second) // failure bound only
 	c := exec.CommandContext(ctx, "ip", "netns", "exec", tp.ns("target"),
 		"tcpdump", "-i", "t-n", "-nn", "-l", "-c", "1", "-q",
 		"tcp dst port 80 and (tcp[tcpflags] & tcp-syn != 0 or ip6[53] & 2 != 0)")
@@ -403,7 +403,7 @@ func (tp *topology) capture() func() netip.Addr {
 		defer mu.Unlock()
 		return strings.Contains(errb.String(), "listening on")
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !armed() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -471,14 +471,14 @@ func (tp *topology) probe(args ...string) (int, probeResult, string) {
 // written when a connection ends).
 func lastEvent(t *testing.T, a *app, n int) event.Event {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // failure bound for a busy machine
 	for time.Now().Before(deadline) {
 		if evs := a.events(t); len(evs) >= n {
 			return evs[n-1]
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("app wrote fewer than %d events in 10s", n)
+	t.Fatalf("app wrote fewer than %d events in 60s", n)
 	return event.Event{}
 }
 

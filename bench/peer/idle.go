@@ -70,7 +70,7 @@ func openOneIdle(raddr *net.TCPAddr, c *client) (net.Conn, error) {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := conn.Write(c.idle); err != nil {
+	if _, err := conn.Write(c.hello); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("write: %w", err)
 	}

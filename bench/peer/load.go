@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -19,20 +18,25 @@ import (
 
 // firstLine is what a generator client says after the PROXY header: the
 // app consumes it (line protocol) and nginx's stream `return` ignores it.
-// quitLine follows it in the same write, so that the app, like nginx,
-// closes the session itself after its reply (report, greeting) instead of
-// waiting for more lines to echo.
+// The client then reads the server's reply and closes, as the benchmark's
+// issue says ("opens connections with a PROXY v2 header and a first line,
+// reads the reply, closes") and as a netcat user who got the answer does.
+const firstLine = "bench\n"
+
+// Reply lines per server: nginx's `return` line; the app's report line and
+// its greeting (every benchmark client is served). The client reads them
+// all before it closes: closing with unread bytes would reset the
+// connection instead of ending it.
 const (
-	firstLine = "bench\n"
-	quitLine  = "quit\n"
+	nginxReplyLines = 1
+	appReplyLines   = 2
 )
 
 // client is one simulated client: the bytes it sends and what the reply
 // line must say.
 type client struct {
 	src     netip.AddrPort
-	hello   []byte // PROXY v2 header + firstLine + quitLine, written in one call
-	idle    []byte // PROXY v2 header + firstLine: a client that stays
+	hello   []byte // PROXY v2 header + firstLine, written in one call
 	prefix  []byte // the reply must start with this: "client=IP:PORT via=proxy-v2 "
 	country string // the reply's country=
 }
@@ -56,8 +60,7 @@ func newClients(n int, nets []geoNet, dst netip.AddrPort) ([]client, error) {
 		}
 		cs = append(cs, client{
 			src:     src,
-			hello:   append(append(b, firstLine...), quitLine...),
-			idle:    append(b[:len(b):len(b)], firstLine...),
+			hello:   append(b, firstLine...),
 			prefix:  []byte("client=" + src.String() + " via=proxy-v2 "),
 			country: g.Country,
 		})
@@ -74,6 +77,7 @@ type loadConfig struct {
 	MaxConns    int64         // and after this many
 	Timeout     time.Duration // per connection, dial to close
 	CheckEvery  int           // parse every Nth reply fully (report.ParseLine)
+	ReplyLines  int           // lines the server answers; the client reads them all, then closes
 }
 
 // loadResult is what a run measured on the client side.
@@ -96,9 +100,10 @@ func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMa
 
 // runLoad runs cfg.Concurrency closed-loop workers against cfg.Target until
 // cfg.Duration has passed, cfg.MaxConns connections have been started or ctx
-// is done. Each connection: dial, write the PROXY v2 header, a line and
-// "quit", read the reply line (the latency sample: dial start to the line's
-// end), check it, read to the server's close, close. It blocks until every worker is done.
+// is done. Each connection: dial, write the PROXY v2 header and a line, read
+// the reply line (the latency sample: dial start to the line's end), check
+// it, read the rest of the reply (cfg.ReplyLines lines in all), close. It
+// blocks until every worker is done.
 func runLoad(ctx context.Context, cfg loadConfig) loadResult {
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
@@ -122,7 +127,7 @@ func runLoad(ctx context.Context, cfg loadConfig) loadResult {
 				}
 				c := &cfg.Clients[i%len(cfg.Clients)]
 				check := cfg.CheckEvery > 0 && (i/cfg.Concurrency)%cfg.CheckEvery == 0
-				d, err := oneConn(raddr, c, buf, cfg.Timeout, check)
+				d, err := oneConn(raddr, c, buf, cfg.Timeout, check, cfg.ReplyLines)
 				if err != nil {
 					failed++
 					if len(errs) < 3 {
@@ -164,8 +169,9 @@ func containsStr(ss []string, s string) bool {
 var errBadReply = errors.New("bad reply")
 
 // oneConn runs one connection for c and returns the time from the dial to
-// the end of the reply line.
-func oneConn(raddr *net.TCPAddr, c *client, buf []byte, timeout time.Duration, check bool) (time.Duration, error) {
+// the end of the reply line. It reads lines lines (at least the first)
+// before it closes.
+func oneConn(raddr *net.TCPAddr, c *client, buf []byte, timeout time.Duration, check bool, lines int) (time.Duration, error) {
 	t0 := time.Now()
 	conn, err := dial(raddr, timeout)
 	if err != nil {
@@ -199,12 +205,18 @@ func oneConn(raddr *net.TCPAddr, c *client, buf []byte, timeout time.Duration, c
 	if err := checkReply(buf[:nl], c, check); err != nil {
 		return 0, err
 	}
-	// Read to the server's close (the app after the greeting and "quit",
-	// nginx right after its line), so that the close is the server's, as
-	// in a one-shot session. nginx never reads the first line, so its close
-	// resets the connection: errors here are the servers' close styles,
-	// not failures.
-	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
+	// The rest of the reply, usually in the same read: the app's greeting.
+	for seen := bytes.Count(buf[:n], []byte{'\n'}); seen < lines; {
+		if n == len(buf) {
+			n = 0 // the lines after the first are not kept
+		}
+		m, err := conn.Read(buf[n:])
+		seen += bytes.Count(buf[n:n+m], []byte{'\n'})
+		n += m
+		if seen < lines && err != nil {
+			return 0, fmt.Errorf("read reply: %d of %d lines: %w", seen, lines, err)
+		}
+	}
 	return d, nil
 }
 

@@ -270,6 +270,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		r := runLoad(ctx, loadConfig{
 			Target: p.addr, Clients: clients, Concurrency: cfg.Concurrency,
 			Duration: d, MaxConns: cfg.MaxConns, Timeout: cfg.Timeout, CheckEvery: cfg.CheckEvery,
+			ReplyLines: p.lines,
 		})
 		if p == app {
 			appOK += r.OK
@@ -449,7 +450,7 @@ func idleMemory(ctx context.Context, cfg config, o appOptions, set *unix.CPUSet,
 	defer app.stop(60 * time.Second)
 	// A little traffic first, so that the baseline has the runtime and the
 	// Kafka producer warm, as a serving app has.
-	runLoad(ctx, loadConfig{Target: app.addr, Clients: clients, Concurrency: 8, Duration: 5 * time.Second, MaxConns: 500, Timeout: cfg.Timeout})
+	runLoad(ctx, loadConfig{Target: app.addr, Clients: clients, Concurrency: 8, Duration: 5 * time.Second, MaxConns: 500, Timeout: cfg.Timeout, ReplyLines: app.lines})
 	time.Sleep(time.Second)
 	r := idleResult{Want: cfg.Idle}
 	if r.Before, err = readMem(app.pid); err != nil {
@@ -521,7 +522,7 @@ func writeHeader(ctx context.Context, w io.Writer, cfg config, cpus cpuPlan, ngi
 	fmt.Fprintf(w, "- go: %s (generator); app: %s\n", runtime.Version(), cmdOut(appBin, "--version"))
 	fmt.Fprintf(w, "- nginx: %s, one worker, stream + geoip2 modules\n", strings.TrimPrefix(cmdOut(nginxBin, "-v"), "nginx version: "))
 	fmt.Fprintf(w, "- CPUs: %s (nginx worker allowed %s, app allowed %s); app GOMAXPROCS=1\n", cpus.desc, cpusAllowed(ngx.pid), cpusAllowed(app.pid))
-	fmt.Fprintf(w, "- load: %d rounds x %s per server, concurrency %d, warm-up %s per server; each connection: PROXY v2 header + `bench` + `quit` lines in one write, read the reply line, read to the server's close, close\n",
+	fmt.Fprintf(w, "- load: %d rounds x %s per server, concurrency %d, warm-up %s per server; each connection: PROXY v2 header + `bench` line in one write, read the reply (nginx: its line; app: report line + greeting), close\n",
 		cfg.Rounds, cfg.Duration, cfg.Concurrency, cfg.Warmup)
 	fmt.Fprintf(w, "- command: bench-peer %s\n\n", strings.Join(os.Args[1:], " "))
 }

@@ -23,7 +23,7 @@ import (
 // cmd/app wires it (PROXY trusted from loopback, the benchmark's City
 // database, the default rules, a Kafka producer with the app's default
 // batching and zstd into kfake), driven over loopback by the load
-// generator's connection (PROXY v2 header, first line, quit). It exists
+// generator's connection (PROXY v2 header and first line, reply read, client close). It exists
 // for pprof, since the app serves no /debug/pprof:
 //
 //	go test -run '^$' -bench ServeConn -benchtime 20000x \
@@ -107,7 +107,7 @@ func BenchmarkServeConn(b *testing.B) {
 		buf := make([]byte, 2048)
 		i := 0
 		for pb.Next() {
-			if _, err := oneConn(raddr, &clients[i%len(clients)], buf, 5*time.Second, i%100 == 0); err != nil {
+			if _, err := oneConn(raddr, &clients[i%len(clients)], buf, 5*time.Second, i%100 == 0, appReplyLines); err != nil {
 				b.Error(err)
 				return
 			}

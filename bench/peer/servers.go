@@ -114,6 +114,7 @@ type proc struct {
 	pid   int // the process that does the work (nginx: the worker)
 	addr  netip.AddrPort
 	admin string // the app's admin listener; empty for nginx
+	lines int    // reply lines per benchmark connection
 }
 
 // stop sends SIGTERM and waits up to wait for the exit, then kills.
@@ -203,7 +204,7 @@ func waitReady(ctx context.Context, p *proc, c *client, timeout time.Duration) e
 	buf := make([]byte, 2048)
 	raddr := net.TCPAddrFromAddrPort(p.addr)
 	for {
-		_, err := oneConn(raddr, c, buf, 2*time.Second, true)
+		_, err := oneConn(raddr, c, buf, 2*time.Second, true, p.lines)
 		if err == nil {
 			return nil
 		}
@@ -234,7 +235,7 @@ func startNginx(ctx context.Context, bin, modDir, dir, db string, maxConns int, 
 	if err := startPinned(cmd, set); err != nil {
 		return nil, fmt.Errorf("starting nginx: %w", err)
 	}
-	p := &proc{name: "nginx", cmd: cmd, pid: cmd.Process.Pid, addr: addr}
+	p := &proc{name: "nginx", cmd: cmd, pid: cmd.Process.Pid, addr: addr, lines: nginxReplyLines}
 	if err := waitReady(ctx, p, probe, 10*time.Second); err != nil {
 		_ = p.stop(5 * time.Second)
 		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
@@ -290,7 +291,7 @@ func startApp(ctx context.Context, o appOptions, set *unix.CPUSet, probe *client
 	if err := startPinned(cmd, set); err != nil {
 		return nil, fmt.Errorf("starting the app: %w", err)
 	}
-	p := &proc{name: "app", cmd: cmd, pid: cmd.Process.Pid, addr: addr, admin: admin.String()}
+	p := &proc{name: "app", cmd: cmd, pid: cmd.Process.Pid, addr: addr, admin: admin.String(), lines: appReplyLines}
 	if err := waitReady(ctx, p, probe, 15*time.Second); err != nil {
 		_ = p.stop(5 * time.Second)
 		log, _ := os.ReadFile(filepath.Join(o.dir, "app.log"))

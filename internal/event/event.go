@@ -9,6 +9,7 @@
 package event
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -248,8 +249,10 @@ func Parse(b []byte) (Event, error) {
 	if err := dec.Decode(&e); err != nil {
 		return Event{}, fmt.Errorf("decoding event: %w", err)
 	}
-	if dec.More() {
-		return Event{}, fmt.Errorf("decoding event: trailing data after the object")
+	// Only white space may follow the object. (Decoder.More reports false
+	// for a stray '}' or ']', so look at the bytes themselves.)
+	if rest := bytes.TrimSpace(b[dec.InputOffset():]); len(rest) > 0 {
+		return Event{}, fmt.Errorf("decoding event: %d bytes of trailing data after the object", len(rest))
 	}
 	if e.Event.ID == "" {
 		return Event{}, fmt.Errorf("decoding event: %w", ErrMissingID)

@@ -111,7 +111,7 @@ backend be
 			// Dial through HAProxy from 127.0.0.2 once it listens.
 			d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(clientIP, 0)), Timeout: time.Second}
 			var client net.Conn
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 				client, err = d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", fePort))
 				if err == nil {
 					break
@@ -126,7 +126,7 @@ backend be
 				t.Fatal(err)
 			}
 
-			if err := ln.(*net.TCPListener).SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+			if err := ln.(*net.TCPListener).SetDeadline(time.Now().Add(30 * time.Second)); err != nil {
 				t.Fatal(err)
 			}
 			raw, err := ln.Accept()

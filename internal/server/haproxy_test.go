@@ -80,7 +80,7 @@ func startHAProxy(t *testing.T, fronts []haproxyFront) {
 		}
 	})
 	for _, f := range fronts {
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			// A bare connect is enough to see the port is open; haproxy
 			// forwards it and the app records an empty connection, which the
 			// tests below account for by matching events by client address.

@@ -48,7 +48,7 @@ func TestParseConfigDefaultsAndHelp(t *testing.T) {
 	}
 	for _, name := range []string{
 		"listen", "admin", "proxy-protocol", "trusted-proxies", "proxy-header-timeout", "max-conns", "idle-timeout",
-		"max-line", "first-bytes-timeout", "drain-timeout", "geoip-db", "asn-db", "policy", "max-conns-per-ip",
+		"max-line", "first-bytes-timeout", "drain-timeout", "geoip-db", "asn-db", "geoip-reload-interval", "policy", "max-conns-per-ip",
 		"conn-rate-per-ip", "conn-burst-per-ip", "kafka-brokers", "kafka-topic", "kafka-batch-size", "kafka-linger",
 		"kafka-compression", "kafka-create-topic", "kafka-partitions", "kafka-replication-factor", "kafka-tls",
 		"kafka-ca-file", "kafka-sasl", "kafka-username", "kafka-password", "kafka-aws-region", "queue-size",
@@ -177,6 +177,7 @@ func TestBinaryBadValues(t *testing.T) {
 		{[]string{"--max-line", "ten"}, nil, "max-line"},
 		{nil, []string{"APP_PROXY_PROTOCOL=sometimes"}, "proxy-protocol"},
 		{nil, []string{"APP_DRAIN_TIMEOUT=0s"}, "drain-timeout"},
+		{[]string{"--geoip-reload-interval", "0s"}, nil, "geoip-reload-interval"},
 		// The listen address is busy, but validation fails first: exit 2.
 		{[]string{"--listen", busy.Addr().String(), "--log-level", "chatty"}, nil, "log-level"},
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/originlens/originlens/internal/flagenv"
+	"github.com/originlens/originlens/internal/geo"
 	"github.com/originlens/originlens/internal/origin"
 )
 
@@ -33,6 +34,7 @@ type config struct {
 	DrainTimeout      time.Duration
 
 	GeoIPDB, ASNDB, Policy string
+	GeoReloadInterval      time.Duration
 
 	MaxConnsPerIP  int
 	ConnRatePerIP  float64
@@ -100,6 +102,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		drainTO      = fs.Duration("drain-timeout", 15*time.Second, "on SIGTERM, time open connections get to finish")
 		geoipDB      = fs.String("geoip-db", "", "GeoIP2/GeoLite2 City or Country database (.mmdb); empty: classify only")
 		asnDB        = fs.String("asn-db", "", "GeoIP2/GeoLite2 ASN database (.mmdb)")
+		geoReload    = fs.Duration("geoip-reload-interval", geo.DefaultReloadInterval, "how often to check the database files for a replacement (geoipupdate) and reload them")
 		policyPath   = fs.String("policy", "", "residency rules file (YAML); empty: embedded defaults; SIGHUP reloads")
 		perIP        = fs.Int("max-conns-per-ip", 0, "maximum open connections per client address; 0: off")
 		ratePerIP    = fs.Float64("conn-rate-per-ip", 0, "new connections per second per client address; 0: off")
@@ -153,7 +156,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		ProxyHeaderTimeout: *headerTO,
 		MaxConns:           *maxConns, IdleTimeout: *idleTO, MaxLine: *maxLine,
 		FirstBytesTimeout: *firstTO, DrainTimeout: *drainTO,
-		GeoIPDB: *geoipDB, ASNDB: *asnDB, Policy: *policyPath,
+		GeoIPDB: *geoipDB, ASNDB: *asnDB, Policy: *policyPath, GeoReloadInterval: *geoReload,
 		MaxConnsPerIP: *perIP, ConnRatePerIP: *ratePerIP, ConnBurstPerIP: *burstPerIP,
 		KafkaTopic: *topic, KafkaBatchSize: *batchSize, KafkaLinger: *linger,
 		KafkaCompression: *compression, KafkaCreateTopic: *createTopic,
@@ -199,6 +202,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	check("max-line", atLeast(*maxLine, 64))
 	check("first-bytes-timeout", positive(*firstTO))
 	check("drain-timeout", positive(*drainTO))
+	check("geoip-reload-interval", positive(*geoReload))
 	check("max-conns-per-ip", atLeast(*perIP, 0))
 	if r := *ratePerIP; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
 		// NaN and Inf parse as floats but would silently disable the limit.

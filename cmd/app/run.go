@@ -68,7 +68,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &configError{err}
 	}
-	db, err := geo.Open(geo.Config{CityPath: cfg.GeoIPDB, ASNPath: cfg.ASNDB, Logger: log, Registerer: reg})
+	db, err := geo.Open(geo.Config{CityPath: cfg.GeoIPDB, ASNPath: cfg.ASNDB, ReloadInterval: cfg.GeoReloadInterval, Logger: log, Registerer: reg})
 	if err != nil {
 		return &configError{fmt.Errorf("opening geo databases: %w", err)}
 	}

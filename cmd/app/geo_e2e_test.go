@@ -67,7 +67,7 @@ func TestGeoResidencyEndToEnd(t *testing.T) {
 	case appAddr = <-ready:
 	case err := <-done:
 		t.Fatalf("run: %v\n%s", err, stderr.String())
-	case <-time.After(10 * time.Second):
+	case <-time.After(60 * time.Second): // failure bound only
 		t.Fatal("the app did not start")
 	}
 
@@ -158,7 +158,7 @@ func TestGeoResidencyEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatalf("run = %v\n%s", err, stderr.String())
 		}
-	case <-time.After(15 * time.Second):
+	case <-time.After(60 * time.Second): // failure bound only
 		t.Fatal("run did not return")
 	}
 	seen := 0

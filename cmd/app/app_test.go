@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -491,33 +492,49 @@ func addrPortOf(t *testing.T, a net.Addr) netip.AddrPort {
 
 // startBinary starts the built app with args and returns its client and
 // admin addresses from the "serving" log line; the process is killed at
-// cleanup. Further stderr goes to the returned buffer.
+// cleanup. Its stderr goes to the returned buffer, copied by os/exec, so
+// that after cmd.Wait the buffer holds every line the process wrote.
+// (A StderrPipe read by our own goroutine could lose the last lines:
+// Wait closes the pipe.)
 func startBinary(t *testing.T, args ...string) (cmd *exec.Cmd, addr, admin string, stdout, stderr *syncBuffer) {
 	t.Helper()
 	cmd = exec.Command(appBinary(t), append([]string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "json"}, args...)...)
 	stdout, stderr = &syncBuffer{}, &syncBuffer{}
-	cmd.Stdout = stdout
-	pipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	sc := bufio.NewScanner(pipe)
-	for addr == "" && sc.Scan() {
-		stderr.Write(append(sc.Bytes(), '\n'))
-		var rec struct{ Msg, Listen, Admin string }
-		if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "serving" {
-			addr, admin = rec.Listen, rec.Admin
+	deadline := time.Now().Add(60 * time.Second) // a failure bound for a busy machine
+	for addr == "" {
+		sc := bufio.NewScanner(strings.NewReader(stderr.String()))
+		for sc.Scan() {
+			var rec struct{ Msg, Listen, Admin string }
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "serving" {
+				addr, admin = rec.Listen, rec.Admin
+				break
+			}
+		}
+		if addr != "" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) || exited(cmd.Process.Pid) {
+			t.Fatalf("no serving log line:\n%s", stderr.String())
 		}
 	}
-	if addr == "" {
-		t.Fatalf("no serving log line:\n%s", stderr.String())
-	}
-	go io.Copy(stderr, pipe)
 	return cmd, addr, admin, stdout, stderr
+}
+
+// exited reports whether pid has exited (a zombie not yet waited for, or
+// gone).
+func exited(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	_, rest, ok := strings.Cut(string(b), ") ")
+	return !ok || strings.HasPrefix(rest, "Z") || strings.HasPrefix(rest, "X")
 }
 
 // lineReport connects, sends a first line and returns the report.

@@ -31,7 +31,7 @@ func TestParse(t *testing.T) {
 	obj := string(b)
 	for _, tc := range []struct {
 		name, in, want string
-		is         error
+		is             error
 	}{
 		{"trailing brace", obj + "}", "trailing data", nil},
 		{"trailing bracket", obj + " ]", "trailing data", nil},

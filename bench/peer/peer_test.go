@@ -221,7 +221,7 @@ func TestNginxPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	p, err := startNginx(ctx, bin, modDir, dir, db, 256, nil, &cs[0])
 	if err != nil {

@@ -229,8 +229,10 @@ func TestNginxPeer(t *testing.T) {
 	}
 	defer p.stop(5 * time.Second)
 	res := runLoad(ctx, loadConfig{
-		Target: p.addr, Clients: cs, Concurrency: 4, Duration: 10 * time.Second,
-		MaxConns: 200, Timeout: 5 * time.Second, CheckEvery: 1, ReplyLines: p.lines,
+		// MaxConns ends the run; Duration and Timeout only bound it on a
+		// busy machine.
+		Target: p.addr, Clients: cs, Concurrency: 4, Duration: 90 * time.Second,
+		MaxConns: 200, Timeout: 20 * time.Second, CheckEvery: 1, ReplyLines: p.lines,
 	})
 	if res.OK != 200 || res.Failed != 0 {
 		t.Errorf("runLoad against nginx: %d ok, %d failed (%v); want 200 ok", res.OK, res.Failed, res.Errs)

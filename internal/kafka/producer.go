@@ -430,6 +430,16 @@ func (p *Producer) collect(ctx context.Context) []kafkago.Message {
 	linger := time.NewTimer(p.cfg.Linger)
 	defer linger.Stop()
 	for len(msgs) < p.cfg.BatchSize {
+		// Take what is queued now with plain receives, not a select per
+		// event (selectgo was ~2% of the app's CPU under load). The
+		// delivery goroutine is the queue's only receiver, so a receive
+		// of fewer than len(queue) events does not block.
+		for n := min(len(p.queue), p.cfg.BatchSize-len(msgs)); n > 0; n-- {
+			msgs = append(msgs, (<-p.queue).message())
+		}
+		if len(msgs) == p.cfg.BatchSize {
+			break
+		}
 		select {
 		case q := <-p.queue:
 			msgs = append(msgs, q.message())

@@ -24,6 +24,7 @@ import (
 	"github.com/originlens/originlens/internal/event"
 	"github.com/originlens/originlens/internal/origin"
 	"github.com/originlens/originlens/internal/report"
+	"github.com/originlens/originlens/internal/syncbuf"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -208,23 +209,7 @@ func TestBinaryBadValues(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 // parseEvents parses JSON lines of events, failing on anything else.
 func parseEvents(t *testing.T, out string) []event.Event {

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -27,6 +26,7 @@ import (
 
 	"github.com/originlens/originlens/internal/event"
 	"github.com/originlens/originlens/internal/opensearchtest"
+	"github.com/originlens/originlens/internal/syncbuf"
 )
 
 const (
@@ -220,17 +220,7 @@ func waitFor(t testing.TB, what string, timeout time.Duration, cond func() bool)
 }
 
 // syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+type syncBuffer = syncbuf.Buffer
 
 var adminRE = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
 

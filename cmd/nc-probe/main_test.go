@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/originlens/originlens/internal/probe"
+	"github.com/originlens/originlens/internal/syncbuf"
 )
 
 // The middle boxes of the tests, all on loopback:
@@ -31,23 +32,7 @@ const (
 	relaySrc   = "127.0.0.9"
 )
 
-// syncBuf is a bytes.Buffer safe for a writer and concurrent readers.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuf = syncbuf.Buffer
 
 func noEnv(string) string { return "" }
 

@@ -1,24 +1,5 @@
 package probe_test
 
-import (
-	"bytes"
-	"sync"
-)
+import "github.com/originlens/originlens/internal/syncbuf"
 
-// syncBuf is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuf = syncbuf.Buffer

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/originlens/originlens/internal/syncbuf"
 )
 
 // lossCounter records OnLoss calls.
@@ -35,22 +37,7 @@ func (l *lossCounter) get(reason string) int64 {
 }
 
 // syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer
 
 func openTest(tb testing.TB, cfg Config) (*Spool, *lossCounter, *syncBuffer) {
 	tb.Helper()

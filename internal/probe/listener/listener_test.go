@@ -2,7 +2,6 @@ package listener_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,24 +17,10 @@ import (
 	"github.com/originlens/originlens/internal/origin"
 	"github.com/originlens/originlens/internal/probe/listener"
 	"github.com/originlens/originlens/internal/report"
+	"github.com/originlens/originlens/internal/syncbuf"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuf = syncbuf.Buffer
 
 func serve(tb testing.TB, oc *origin.Config) (string, *syncBuf) {
 	tb.Helper()

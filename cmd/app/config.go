@@ -15,6 +15,7 @@ import (
 
 	"github.com/originlens/originlens/internal/flagenv"
 	"github.com/originlens/originlens/internal/geo"
+	"github.com/originlens/originlens/internal/limit"
 	"github.com/originlens/originlens/internal/origin"
 )
 
@@ -39,6 +40,8 @@ type config struct {
 	MaxConnsPerIP  int
 	ConnRatePerIP  float64
 	ConnBurstPerIP int
+	LimitPrefixV4  int // per-source limits count addresses by this prefix
+	LimitPrefixV6  int
 
 	KafkaBrokers           []string
 	KafkaTopic             string
@@ -107,6 +110,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		perIP        = fs.Int("max-conns-per-ip", 0, "maximum open connections per client address; 0: off")
 		ratePerIP    = fs.Float64("conn-rate-per-ip", 0, "new connections per second per client address; 0: off")
 		burstPerIP   = fs.Int("conn-burst-per-ip", 0, "burst for --conn-rate-per-ip; 0: max(1, rate)")
+		prefixV4     = fs.Int("limit-prefix-v4", limit.DefaultPrefixV4, "IPv4 prefix length the per-IP limits count as one source (1-32)")
+		prefixV6     = fs.Int("limit-prefix-v6", limit.DefaultPrefixV6, "IPv6 prefix length the per-IP limits count as one source (1-128); a host usually holds a /64")
 		brokers      = fs.String("kafka-brokers", "", "Kafka bootstrap brokers host:port[,...]; empty: events as JSON lines on stdout")
 		topic        = fs.String("kafka-topic", "conn-events", "Kafka topic for connection events")
 		batchSize    = fs.Int("kafka-batch-size", 1000, "events per Kafka batch")
@@ -158,6 +163,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		FirstBytesTimeout: *firstTO, DrainTimeout: *drainTO,
 		GeoIPDB: *geoipDB, ASNDB: *asnDB, Policy: *policyPath, GeoReloadInterval: *geoReload,
 		MaxConnsPerIP: *perIP, ConnRatePerIP: *ratePerIP, ConnBurstPerIP: *burstPerIP,
+		LimitPrefixV4: *prefixV4, LimitPrefixV6: *prefixV6,
 		KafkaTopic: *topic, KafkaBatchSize: *batchSize, KafkaLinger: *linger,
 		KafkaCompression: *compression, KafkaCreateTopic: *createTopic,
 		KafkaPartitions: *partitions, KafkaReplicationFactor: *replication,
@@ -209,6 +215,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		check("conn-rate-per-ip", fmt.Errorf("must be a finite number, not negative, got %v", r))
 	}
 	check("conn-burst-per-ip", atLeast(*burstPerIP, 0))
+	check("limit-prefix-v4", prefixBits(*prefixV4, 32, "--limit-prefix-v4 32"))
+	check("limit-prefix-v6", prefixBits(*prefixV6, 128, "--limit-prefix-v6 64"))
 	for b := range strings.SplitSeq(*brokers, ",") {
 		if b = strings.TrimSpace(b); b != "" {
 			check("kafka-brokers", checkHostPort(b, false))
@@ -287,6 +295,14 @@ func notNegative(d time.Duration) error {
 func atLeast(n, lo int) error {
 	if n < lo {
 		return fmt.Errorf("must be at least %d, got %d", lo, n)
+	}
+	return nil
+}
+
+// prefixBits accepts a prefix length of 1 to hi bits.
+func prefixBits(n, hi int, example string) error {
+	if n < 1 || n > hi {
+		return fmt.Errorf("must be a prefix length 1-%d, got %d (e.g. %s)", hi, n, example)
 	}
 	return nil
 }

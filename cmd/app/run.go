@@ -73,9 +73,13 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return &configError{fmt.Errorf("opening geo databases: %w", err)}
 	}
 	defer db.Close()
-	limiter := limit.New(limit.Config{
+	limiter, err := limit.New(limit.Config{
 		MaxConnsPerIP: cfg.MaxConnsPerIP, RatePerIP: cfg.ConnRatePerIP, BurstPerIP: cfg.ConnBurstPerIP,
+		PrefixV4: cfg.LimitPrefixV4, PrefixV6: cfg.LimitPrefixV6,
 	})
+	if err != nil {
+		return &configError{err}
+	}
 	pub, err := newPublisher(cfg, stdout, log, reg)
 	if err != nil {
 		return &configError{err}

@@ -163,6 +163,10 @@ type ClientIP struct {
 	Via    string `json:"via"` // one of the Via* constants
 	Peer   Peer   `json:"peer"`
 	VPCEID string `json:"vpce_id,omitempty"` // AWS TLV 0xEA subtype 0x01
+	// LimitPrefix is the source the per-source limits counted the
+	// connection as (the client address's /32 or /64 by default); absent
+	// when no limit applied.
+	LimitPrefix netip.Prefix `json:"limit_prefix,omitzero"`
 }
 
 // Peer is the immediate TCP peer of the socket (the load balancer when a

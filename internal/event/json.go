@@ -151,6 +151,11 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 		b = append(b, `,"vpce_id":`...)
 		b = appendString(b, c.VPCEID)
 	}
+	if c.LimitPrefix != (netip.Prefix{}) {
+		b = append(b, `,"limit_prefix":"`...)
+		b, _ = c.LimitPrefix.AppendText(b) // never fails; no character needs escaping
+		b = append(b, '"')
+	}
 	b = append(b, '}')
 
 	if r := &e.Residency; *r != (Residency{}) {

@@ -30,6 +30,11 @@ var trickyAddrs = []netip.Addr{
 	netip.MustParseAddr("fe80::1%<odd\"zone>"), netip.MustParseAddr("::1"),
 }
 
+var trickyPrefixes = []netip.Prefix{
+	{}, {}, netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("2001:db8:1:2::/64"),
+	netip.MustParsePrefix("::ffff:192.0.2.0/120"), netip.MustParsePrefix("::/0"), netip.PrefixFrom(netip.MustParseAddr("192.0.2.1"), 40),
+}
+
 var trickyFloats = []float64{
 	0, math.Copysign(0, -1), 41.8781, -87.6298, 90, -180, 1e-6, 9.99e-7, 1e-7, 1.5e-10, 1e20, 1e21, 123456789.123456789,
 	-1e-300, math.MaxFloat64, math.SmallestNonzeroFloat64, 0.1, 1.0 / 3,
@@ -93,6 +98,7 @@ func randomEvent(r *rand.Rand) event.Event {
 	ev.Network.Transport, ev.Network.Type, ev.Network.Protocol = str(), str(), str()
 	ev.ClientIP.Via, ev.ClientIP.VPCEID = str(), str()
 	ev.ClientIP.Peer = event.Peer{IP: pick(r, trickyAddrs), Port: uint16(r.Uint32())}
+	ev.ClientIP.LimitPrefix = pick(r, trickyPrefixes)
 	if r.IntN(3) > 0 {
 		ev.Residency = event.Residency{Jurisdiction: str(), Decision: str(), Region: str(), Rule: str()}
 	}

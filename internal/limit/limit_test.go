@@ -73,22 +73,62 @@ func TestAcquire(t *testing.T) {
 			acq(a, 0, nil), acq(a, 0, limit.ErrTooManyConns), // no token taken
 			rel(0), acq(a, 0, nil), rel(1), acq(a, 0, limit.ErrRateLimited),
 		}},
-		{"IPv6", limit.Config{MaxConnsPerIP: 1}, []step{
+		{"IPv6Full128", limit.Config{MaxConnsPerIP: 1, PrefixV6: 128}, []step{
 			acq("2001:db8::1", 0, nil), acq("2001:db8::1", 0, limit.ErrTooManyConns), acq("2001:db8::2", 0, nil),
+		}},
+		// Issue #13.8: one host picks a new address in its /64 for each
+		// connection; by default the /64 is the source.
+		{"IPv6Default64", limit.Config{MaxConnsPerIP: 2}, []step{
+			acq("2001:db8:1:2::1", 0, nil), acq("2001:db8:1:2:ffff:ffff:ffff:ffff", 0, nil),
+			acq("2001:db8:1:2:abcd::9", 0, limit.ErrTooManyConns),
+			acq("2001:db8:1:3::1", 0, nil), // the next /64 is another source
+			rel(0), acq("2001:db8:1:2::77", 0, nil),
+		}},
+		{"IPv6RateBy64", limit.Config{RatePerIP: 1, BurstPerIP: 1}, []step{
+			acq("2001:db8:1:2::1", 0, nil), acq("2001:db8:1:2::2", 0, limit.ErrRateLimited),
+			acq("2001:db8:1:2::3", 500*time.Millisecond, limit.ErrRateLimited),
+			acq("2001:db8:1:2::4", time.Second, nil), acq("2001:db8:1:3::1", time.Second, nil),
+		}},
+		{"IPv6Prefix48", limit.Config{MaxConnsPerIP: 1, PrefixV6: 48}, []step{
+			acq("2001:db8:1:2::1", 0, nil), acq("2001:db8:1:ffff::1", 0, limit.ErrTooManyConns), acq("2001:db8:2::1", 0, nil),
+		}},
+		{"IPv6ZoneDropped", limit.Config{MaxConnsPerIP: 1}, []step{
+			acq("fe80::1%eth0", 0, nil), acq("fe80::2%eth1", 0, limit.ErrTooManyConns),
+		}},
+		{"IPv4Default32", limit.Config{MaxConnsPerIP: 1}, []step{
+			acq("198.51.100.1", 0, nil), acq("198.51.100.2", 0, nil), acq("198.51.100.1", 0, limit.ErrTooManyConns),
+		}},
+		{"IPv4Prefix24", limit.Config{MaxConnsPerIP: 2, PrefixV4: 24}, []step{
+			acq("198.51.100.1", 0, nil), acq("::ffff:198.51.100.200", 0, nil), acq("198.51.100.3", 0, limit.ErrTooManyConns),
+			acq("198.51.101.1", 0, nil),
+		}},
+		{"FamiliesApart", limit.Config{MaxConnsPerIP: 1, PrefixV4: 1, PrefixV6: 1}, []step{
+			acq("0.0.0.1", 0, nil), acq("::1", 0, nil), acq("127.0.0.1", 0, limit.ErrTooManyConns),
+			acq("ffff::1", 0, nil), // 0xffff and ::1 differ in the first bit
 		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := limit.New(tt.cfg)
+			l := mustNew(t, tt.cfg)
 			var releases []func()
 			for i, s := range tt.steps {
 				if s.release >= 0 {
 					releases[s.release]()
 					continue
 				}
-				release, err := l.Acquire(netip.MustParseAddr(s.addr), t0.Add(s.at))
+				addr := netip.MustParseAddr(s.addr)
+				key, release, err := l.Acquire(addr, t0.Add(s.at))
 				if !errors.Is(err, s.want) || (err == nil) != (s.want == nil) {
 					t.Fatalf("step %d: Acquire(%s, +%v) = %v, want %v", i, s.addr, s.at, err, s.want)
+				}
+				want := l.Key(addr)
+				if tt.cfg.MaxConnsPerIP == 0 && tt.cfg.RatePerIP == 0 {
+					want = netip.Prefix{} // no limit, no source
+				} else if !want.Contains(addr.Unmap().WithZone("")) {
+					t.Fatalf("step %d: Key(%s) = %v does not contain the address", i, s.addr, want)
+				}
+				if key != want {
+					t.Fatalf("step %d: Acquire(%s) key %v, want %v", i, s.addr, key, want)
 				}
 				if err == nil {
 					if release == nil {
@@ -101,16 +141,62 @@ func TestAcquire(t *testing.T) {
 	}
 }
 
+func mustNew(t testing.TB, cfg limit.Config) *limit.Limiter {
+	t.Helper()
+	l, err := limit.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestKey(t *testing.T) {
+	tests := []struct {
+		v4, v6 int
+		addr   string
+		want   string
+	}{
+		{0, 0, "203.0.113.77", "203.0.113.77/32"},
+		{0, 0, "::ffff:203.0.113.77", "203.0.113.77/32"},
+		{0, 0, "2001:db8:aa:bb:1:2:3:4", "2001:db8:aa:bb::/64"},
+		{0, 0, "fe80::1%eth0", "fe80::/64"},
+		{24, 56, "203.0.113.77", "203.0.113.0/24"},
+		{24, 56, "2001:db8:aa:bb:1:2:3:4", "2001:db8:aa::/56"},
+		{32, 128, "2001:db8:aa:bb:1:2:3:4", "2001:db8:aa:bb:1:2:3:4/128"},
+		{1, 1, "255.1.1.1", "128.0.0.0/1"},
+	}
+	for _, tt := range tests {
+		l := mustNew(t, limit.Config{MaxConnsPerIP: 1, PrefixV4: tt.v4, PrefixV6: tt.v6})
+		if got := l.Key(netip.MustParseAddr(tt.addr)); got.String() != tt.want {
+			t.Errorf("/%d /%d: Key(%s) = %v, want %s", tt.v4, tt.v6, tt.addr, got, tt.want)
+		}
+	}
+	if got := mustNew(t, limit.Config{MaxConnsPerIP: 1}).Key(netip.Addr{}); got.IsValid() {
+		t.Errorf("Key(zero Addr) = %v, want the zero Prefix", got)
+	}
+	if key, _, _ := mustNew(t, limit.Config{}).Acquire(netip.MustParseAddr("2001:db8::1"), t0); key.IsValid() {
+		t.Errorf("Acquire with no limit: key %v, want the zero Prefix", key)
+	}
+}
+
+func TestNewRejectsBadPrefix(t *testing.T) {
+	for _, cfg := range []limit.Config{{PrefixV4: 33}, {PrefixV4: -1}, {PrefixV6: 129}, {PrefixV6: -64}} {
+		if _, err := limit.New(cfg); err == nil {
+			t.Errorf("New(%+v) = nil error, want one", cfg)
+		}
+	}
+}
+
 func addrN(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 }
 
 func TestIdleEntriesEvicted(t *testing.T) {
 	t.Run("ConnsOnlyDroppedOnRelease", func(t *testing.T) {
-		l := limit.New(limit.Config{MaxConnsPerIP: 3})
+		l := mustNew(t, limit.Config{MaxConnsPerIP: 3})
 		var rs []func()
 		for i := range 100 {
-			r, err := l.Acquire(addrN(i), t0)
+			_, r, err := l.Acquire(addrN(i), t0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,9 +213,9 @@ func TestIdleEntriesEvicted(t *testing.T) {
 		}
 	})
 	t.Run("RateSweptWhenFull", func(t *testing.T) {
-		l := limit.New(limit.Config{RatePerIP: 10, BurstPerIP: 10})
+		l := mustNew(t, limit.Config{RatePerIP: 10, BurstPerIP: 10})
 		for i := range 5000 {
-			r, err := l.Acquire(addrN(i), t0)
+			_, r, err := l.Acquire(addrN(i), t0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -141,7 +227,8 @@ func TestIdleEntriesEvicted(t *testing.T) {
 		// A second later every bucket is full: the next admissions sweep.
 		later := t0.Add(time.Second)
 		for i := range 5000 {
-			r, err := l.Acquire(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(i >> 8), 15: byte(i)}), later)
+			a := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 6: byte(i >> 8), 7: byte(i), 15: 1}) // one per /64
+			_, r, err := l.Acquire(a, later)
 			if err != nil {
 				t.Fatalf("Acquire %d: %v", i, err)
 			}
@@ -159,12 +246,12 @@ func TestIdleEntriesEvicted(t *testing.T) {
 		}
 	})
 	t.Run("OpenAndEmptyBucketKept", func(t *testing.T) {
-		l := limit.New(limit.Config{MaxConnsPerIP: 1, RatePerIP: 1})
-		open, err := l.Acquire(addrN(1), t0)
+		l := mustNew(t, limit.Config{MaxConnsPerIP: 1, RatePerIP: 1})
+		_, open, err := l.Acquire(addrN(1), t0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := l.Acquire(addrN(2), t0)
+		_, r, err := l.Acquire(addrN(2), t0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,7 +260,7 @@ func TestIdleEntriesEvicted(t *testing.T) {
 		if got := l.Len(); got != 2 {
 			t.Errorf("Len = %d, want 2 (one open, one bucket still refilling)", got)
 		}
-		if _, err := l.Acquire(addrN(2), t0.Add(200*time.Millisecond)); !errors.Is(err, limit.ErrRateLimited) {
+		if _, _, err := l.Acquire(addrN(2), t0.Add(200*time.Millisecond)); !errors.Is(err, limit.ErrRateLimited) {
 			t.Errorf("Acquire after Sweep = %v, want ErrRateLimited (bucket kept)", err)
 		}
 		open()
@@ -185,10 +272,10 @@ func TestIdleEntriesEvicted(t *testing.T) {
 }
 
 func TestMaxEntries(t *testing.T) {
-	l := limit.New(limit.Config{MaxConnsPerIP: 1, MaxEntries: 64}) // one per shard
+	l := mustNew(t, limit.Config{MaxConnsPerIP: 1, MaxEntries: 64}) // one per shard
 	admitted := 0
 	for i := range 1000 {
-		if r, err := l.Acquire(addrN(i), t0); err == nil {
+		if _, r, err := l.Acquire(addrN(i), t0); err == nil {
 			admitted++
 			defer r()
 		}
@@ -205,7 +292,7 @@ func TestMaxEntries(t *testing.T) {
 // -race) and checks that no address ever holds more than the cap.
 func TestConcurrent(t *testing.T) {
 	const maxConns = 3
-	l := limit.New(limit.Config{MaxConnsPerIP: maxConns, RatePerIP: 1e6, BurstPerIP: 1000})
+	l := mustNew(t, limit.Config{MaxConnsPerIP: maxConns, RatePerIP: 1e6, BurstPerIP: 1000})
 	addrs := []netip.Addr{addrN(1), addrN(2), netip.MustParseAddr("2001:db8::7"), netip.MustParseAddr("::ffff:10.0.0.1")}
 	var open [4]atomic.Int32
 	var admitted, refused atomic.Int64
@@ -221,7 +308,7 @@ func TestConcurrent(t *testing.T) {
 				if k == 3 {
 					k = 0 // ::ffff:10.0.0.1 is 10.0.0.1, addrN(1) is 10.0.0.1 too
 				}
-				r, err := l.Acquire(addrs[(g+i)%len(addrs)], time.Now())
+				_, r, err := l.Acquire(addrs[(g+i)%len(addrs)], time.Now())
 				if err != nil {
 					refused.Add(1)
 					continue

@@ -38,6 +38,7 @@ func SampleEvent(i int, ts time.Time) event.Event {
 	ev.ClientIP.Peer.IP = netip.MustParseAddr("192.0.2.7")
 	ev.ClientIP.Peer.Port = 51000
 	ev.ClientIP.VPCEID = "vpce-0123456789abcdef0"
+	ev.ClientIP.LimitPrefix = netip.PrefixFrom(ev.Source.IP, 32)
 	ev.Residency = event.Residency{Jurisdiction: "EU", Decision: c.decision, Region: "eu-central-1", Rule: "eu-only"}
 	ev.App.Lang = "de"
 	ev.Finish(ts)

@@ -89,7 +89,8 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 	// report says so (reason=rate-limited), no greeting, then close.
 	d := s.cfg.Decider.Decide(client, loc)
 	if !o.Local {
-		release, err := s.cfg.Limiter.Acquire(client, start)
+		key, release, err := s.cfg.Limiter.Acquire(client, start)
+		ev.ClientIP.LimitPrefix = key
 		if err != nil {
 			d = rateLimited(d)
 		} else {

@@ -288,10 +288,14 @@ type deciderFunc func(netip.Addr, geo.Location) policy.Decision
 
 func (f deciderFunc) Decide(a netip.Addr, l geo.Location) policy.Decision { return f(a, l) }
 
-// limiterFunc is a Limiter from a function.
+// limiterFunc is a Limiter from a function; it counts every address as
+// its /128 or /32.
 type limiterFunc func(netip.Addr, time.Time) (func(), error)
 
-func (f limiterFunc) Acquire(a netip.Addr, now time.Time) (func(), error) { return f(a, now) }
+func (f limiterFunc) Acquire(a netip.Addr, now time.Time) (netip.Prefix, func(), error) {
+	r, err := f(a, now)
+	return netip.PrefixFrom(a, a.BitLen()), r, err
+}
 
 func mustResolver(t testing.TB) *origin.Resolver {
 	t.Helper()

@@ -30,6 +30,9 @@
 //	connection-refused  failure  io-error              read failed before the first line
 //
 // Empty connections and health checks are logged at debug level only.
+//
+// Every connection the per-source limits counted carries its source
+// prefix in clientip.limit_prefix; source.ip stays the address.
 // Once the origin is resolved the client is located and decided before its
 // first bytes are awaited, so residency fields are set even when it never
 // sent them. Connections refused on a PROXY header error carry the socket
@@ -74,10 +77,12 @@ type Decider interface {
 	Decide(addr netip.Addr, loc geo.Location) policy.Decision
 }
 
-// Limiter admits connections per source address (see
-// [limit.Limiter.Acquire]). It must be safe for concurrent use.
+// Limiter admits connections per source (see [limit.Limiter.Acquire]):
+// key is the source addr was counted as (a prefix of it; the zero Prefix
+// when no limit applies), recorded in the event. It must be safe for
+// concurrent use.
 type Limiter interface {
-	Acquire(addr netip.Addr, now time.Time) (release func(), err error)
+	Acquire(addr netip.Addr, now time.Time) (key netip.Prefix, release func(), err error)
 }
 
 // Publisher takes the connection events. Publish must be safe for
@@ -386,4 +391,6 @@ func (serveAll) Decide(netip.Addr, geo.Location) policy.Decision {
 
 type noLimit struct{}
 
-func (noLimit) Acquire(netip.Addr, time.Time) (func(), error) { return func() {}, nil }
+func (noLimit) Acquire(netip.Addr, time.Time) (netip.Prefix, func(), error) {
+	return netip.Prefix{}, func() {}, nil
+}

@@ -83,19 +83,17 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 		return
 	}
 
-	// 3. May it connect now, and what do the rules say. Load balancer health
-	// checks (LOCAL) are not clients: no per-source limit.
-	// Over a per-source limit the client is denied like a deny rule: the
-	// report says so (reason=rate-limited), no greeting, then close.
+	// 3. May it connect now, and what do the rules say. Over a per-source
+	// limit the client is denied like a deny rule: the report says so
+	// (reason=rate-limited), no greeting, then close. A LOCAL connection
+	// (health check) counts as the socket peer's: Client is the peer.
 	d := s.cfg.Decider.Decide(client, loc)
-	if !o.Local {
-		key, release, err := s.cfg.Limiter.Acquire(client, start)
-		ev.ClientIP.LimitPrefix = key
-		if err != nil {
-			d = rateLimited(d)
-		} else {
-			defer release()
-		}
+	key, release, err := s.cfg.Limiter.Acquire(client, start)
+	ev.ClientIP.LimitPrefix = key
+	if err != nil {
+		d = rateLimited(d)
+	} else {
+		defer release()
 	}
 	setDecision(ev, &d)
 
@@ -113,6 +111,13 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 	}()
 	raw.SetDeadline(time.Now().Add(s.cfg.FirstBytesTimeout))
 	proto, err := sniff(br)
+	if o.Local && br.Buffered() > 0 {
+		// Payload after a LOCAL header: not a health check of the proxy
+		// but the peer's own connection (client, decision and limit are
+		// the peer's already).
+		o.Local, o.Via = false, event.ViaDirect
+		ev.ClientIP.Via = o.Via
+	}
 	if err != nil {
 		switch {
 		case o.Local:

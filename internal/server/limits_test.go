@@ -1,7 +1,10 @@
 package server_test
 
 import (
+	"bufio"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"testing"
 
@@ -26,6 +29,16 @@ func proxyV2(t testing.TB, src, dst netip.AddrPort) []byte {
 		SourceAddr: net.TCPAddrFromAddrPort(src), DestinationAddr: net.TCPAddrFromAddrPort(dst),
 	}
 	b, err := h.Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// localV2 is a PROXY v2 LOCAL header (what an NLB health check sends).
+func localV2(t testing.TB) []byte {
+	t.Helper()
+	b, err := (&proxyproto.Header{Version: 2, Command: proxyproto.LOCAL, TransportProtocol: proxyproto.UNSPEC}).Format()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,5 +147,119 @@ func TestLimitsKeyOnIPv6Prefix(t *testing.T) {
 				t.Errorf("%d rate-limited events, want %d", limited, 20-tt.allow)
 			}
 		})
+	}
+}
+
+// Ensure a PROXY v2 LOCAL header (v1 UNKNOWN) buys nothing the socket
+// peer would not get (issue #13.9): with payload it is the peer's own
+// direct connection, counted by the peer's limits and reported as the
+// peer; without payload it is a health check: accepted, closed, one
+// health-check event, no report. On e696028 LOCAL with payload got the
+// report and echo as a health check, outside the limits, from any peer in
+// mode required.
+func TestLocalHeaderIsThePeers(t *testing.T) {
+	l := mustLimiter(t, limit.Config{MaxConnsPerIP: 1})
+	ts := proxyServer(t, origin.Required, l)
+	const peer = "127.0.0.71"
+	peerKey := netip.MustParsePrefix(peer + "/32")
+
+	// LOCAL + payload: served as the peer, via direct, holding the peer's
+	// one connection.
+	first := dialFrom(t, peer, ts.addr)
+	fc := &lineClient{Conn: first, br: bufio.NewReader(first)}
+	fc.send(t, string(localV2(t)))
+	r := fc.report(t)
+	if r[report.KeyClient] != first.LocalAddr().String() || r[report.KeyPeer] != first.LocalAddr().String() || r[report.KeyVia] != event.ViaDirect {
+		t.Fatalf("LOCAL with payload: report client %q peer %q via %q; want the socket peer %v, direct",
+			r[report.KeyClient], r[report.KeyPeer], r[report.KeyVia], first.LocalAddr())
+	}
+	if r[report.KeyDecision] != policy.Serve {
+		t.Fatalf("LOCAL with payload, first from the peer: report %v, want served", r)
+	}
+	fc.readLine(t) // greeting
+	fc.send(t, "echo me\n")
+	if got := fc.readLine(t); got != "echo me" {
+		t.Fatalf("echo = %q", got)
+	}
+
+	// A second LOCAL + payload (v2 and v1) from the same peer: over its
+	// limit, like any second connection of the peer.
+	for _, hdr := range []string{string(localV2(t)), "PROXY UNKNOWN\r\n"} {
+		c2 := dialFrom(t, peer, ts.addr)
+		lc := &lineClient{Conn: c2, br: bufio.NewReader(c2)}
+		lc.send(t, hdr)
+		r := lc.report(t)
+		if r[report.KeyDecision] != policy.Deny || r[report.KeyReason] != "rate-limited" || r[report.KeyVia] != event.ViaDirect {
+			t.Errorf("second LOCAL with payload from %s (%q): report %v, want via=direct decision=deny reason=rate-limited", peer, hdr[:5], r)
+		}
+		expectEOF(t, c2, lc.br)
+	}
+	// An HTTP health check (LOCAL, then a request) from the peer gets what
+	// /healthz gives anyone, and nothing more: / is denied.
+	for path, wantCode := range map[string]int{"/healthz": http.StatusOK, "/": http.StatusForbidden} {
+		c3 := dialFrom(t, peer, ts.addr)
+		io.WriteString(c3, string(localV2(t))+"GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c3), nil)
+		if err != nil {
+			t.Fatalf("LOCAL + GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != wantCode {
+			t.Errorf("LOCAL + GET %s over the peer's limit = %d, want %d", path, resp.StatusCode, wantCode)
+		}
+	}
+	fc.send(t, "quit\n")
+	expectEOF(t, first, fc.br)
+	waitFor(t, func() bool { return l.Len() == 0 })
+
+	// LOCAL, no payload: a health check; no report, one event.
+	hc := dialFrom(t, peer, ts.addr)
+	io.WriteString(hc, string(localV2(t)))
+	hc.(*net.TCPConn).CloseWrite()
+	expectEOF(t, hc, nil)
+
+	// A LOCAL health check still holds the peer's connection while it is
+	// open: it does not escape the limit either.
+	held := dialFrom(t, peer, ts.addr)
+	io.WriteString(held, string(localV2(t)))
+	waitFor(t, func() bool { return l.Len() == 1 })
+	c4 := dialFrom(t, peer, ts.addr)
+	lc4 := &lineClient{Conn: c4, br: bufio.NewReader(c4)}
+	lc4.send(t, string(localV2(t)))
+	if r := lc4.report(t); r[report.KeyReason] != "rate-limited" {
+		t.Errorf("LOCAL with payload while a LOCAL check is open: report %v, want rate-limited", r)
+	}
+	expectEOF(t, c4, lc4.br)
+	held.Close()
+
+	ts.stop(t)
+	evs := ts.rec.wait(int(ts.rec.published.Load()))
+	if len(evs) != 8 {
+		t.Fatalf("%d events, want 8", len(evs))
+	}
+	src := bySource(evs)
+	checks := 0
+	for _, ev := range evs {
+		if ev.Source.IP.String() != peer || ev.ClientIP.LimitPrefix != peerKey {
+			t.Errorf("event %s: source %v limit_prefix %v; want the peer %s, %v", ev.Event.Reason, ev.Source.IP, ev.ClientIP.LimitPrefix, peer, peerKey)
+		}
+		if ev.Event.Reason == "health-check" {
+			checks++
+			if ev.ClientIP.Via != event.ViaProxyV2 || ev.Source.Bytes != int64(len(localV2(t))) || ev.Destination.Bytes != 0 {
+				t.Errorf("health-check event: via %s, bytes in %d out %d; want proxy-v2, the header only, nothing written",
+					ev.ClientIP.Via, ev.Source.Bytes, ev.Destination.Bytes)
+			}
+		} else if ev.ClientIP.Via != event.ViaDirect {
+			t.Errorf("LOCAL connection with payload (%s): via %s, want direct", ev.Event.Reason, ev.ClientIP.Via)
+		}
+	}
+	if checks != 2 {
+		t.Errorf("%d health-check events, want 2 (the two LOCAL connections without payload)", checks)
+	}
+	if ev := src[addrOf(t, first.LocalAddr())]; ev.Event.Reason != "served" || ev.Event.Action != event.ActionClosed {
+		t.Errorf("first LOCAL with payload: event %s/%s, want connection-closed/served", ev.Event.Action, ev.Event.Reason)
+	}
+	if ev := src[addrOf(t, c4.LocalAddr())]; ev.Event.Reason != "rate-limited" {
+		t.Errorf("LOCAL with payload over the limit: event reason %s, want rate-limited", ev.Event.Reason)
 	}
 }

@@ -15,7 +15,7 @@
 //	connection-closed   success  served                answered; ended by EOF, quit or keep-alive end
 //	connection-closed   success  redirect              report with decision=redirect, then closed
 //	connection-closed   success  idle-timeout          line protocol: no line within --idle-timeout
-//	connection-closed   success  health-check          PROXY v2 LOCAL / v1 UNKNOWN (load balancer check)
+//	connection-closed   success  health-check          PROXY v2 LOCAL / v1 UNKNOWN with no payload (load balancer check)
 //	connection-closed   unknown  empty                 closed (or reset) before any payload byte
 //	connection-closed   unknown  shutdown              still open at the end of the drain
 //	connection-closed   failure  line-too-long         an echo line over --max-line
@@ -30,14 +30,20 @@
 //	connection-refused  failure  io-error              read failed before the first line
 //
 // Empty connections and health checks are logged at debug level only.
-//
-// Every connection the per-source limits counted carries its source
-// prefix in clientip.limit_prefix; source.ip stays the address.
 // Once the origin is resolved the client is located and decided before its
 // first bytes are awaited, so residency fields are set even when it never
 // sent them. Connections refused on a PROXY header error carry the socket
 // peer as source (located, not decided); those refused at accept carry the
-// socket peer only.
+// socket peer only. Every connection the per-source limits counted carries
+// its source prefix in clientip.limit_prefix; source.ip stays the address.
+//
+// A PROXY v2 LOCAL (v1 UNKNOWN) header says the proxy itself connected, to
+// check that the server is up: accepting and closing cleanly is all such a
+// check needs, and all it gets. It is the socket peer's connection, located,
+// decided and counted by the per-source limits as the peer. If it sends
+// payload anyway (an HTTP health check, or anyone in mode required), it is
+// served as the peer's own direct connection: client and via are the
+// peer's and direct, so it can never get more than the peer would.
 package server
 
 import (

@@ -83,12 +83,14 @@ var errHeaderTooLarge = errors.New("server: request header too large")
 // errHeaderTooLarge. It bounds an HTTP request's header like net/http's
 // MaxHeaderBytes.
 type limitedReader struct {
-	r io.Reader
-	n int64
+	r    io.Reader
+	n    int64
+	over bool // a Read found the budget spent
 }
 
 func (l *limitedReader) Read(p []byte) (int, error) {
 	if l.n <= 0 {
+		l.over = true
 		return 0, errHeaderTooLarge
 	}
 	if int64(len(p)) > l.n {

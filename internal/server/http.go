@@ -51,9 +51,7 @@ func (s *Server) serveHTTP(c *conn, br *bufio.Reader, rep report.Report, d polic
 				return end // the client closed or went idle: a normal end
 			}
 		}
-		c.lr.n = MaxHeaderBytes
-		req, err := http.ReadRequest(br)
-		c.lr.n = noLimit64
+		req, err := readRequest(c, br)
 		if err != nil {
 			code := http.StatusBadRequest
 			if errors.Is(err, errHeaderTooLarge) {
@@ -130,6 +128,31 @@ func (s *Server) serveHTTP(c *conn, br *bufio.Reader, rep report.Report, d polic
 			return end
 		}
 	}
+}
+
+// readRequest reads one request's header from br under the MaxHeaderBytes
+// budget, counting the bytes br already holds (the sniff's, or a pipelined
+// request's) as well as those it reads from c, so that the limit is exact
+// however the bytes arrived: a header of MaxHeaderBytes is read, one more
+// byte is errHeaderTooLarge.
+func readRequest(c *conn, br *bufio.Reader) (*http.Request, error) {
+	held := int64(br.Buffered())
+	budget := max(MaxHeaderBytes-held, 0)
+	c.lr.n, c.lr.over = budget, false
+	req, err := http.ReadRequest(br)
+	read := budget - c.lr.n
+	c.lr.n = noLimit64
+	switch {
+	case err != nil && c.lr.over:
+		// The parser wanted more than the limit. (It may report the
+		// truncated last line as malformed instead of the read error.)
+		return nil, errHeaderTooLarge
+	case err == nil && held+read-int64(br.Buffered()) > MaxHeaderBytes:
+		// The header taken out of br: only a reader buffer larger than
+		// the limit (a --max-line over it) can hold more than the budget.
+		return nil, errHeaderTooLarge
+	}
+	return req, err
 }
 
 func writeResponse(c *conn, out *bytes.Buffer, req *http.Request, code int, ctype string, body []byte, closeAfter bool) error {

@@ -2,11 +2,14 @@ package server_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/originlens/originlens/internal/event"
 	"github.com/originlens/originlens/internal/limit"
@@ -261,5 +264,95 @@ func TestLocalHeaderIsThePeers(t *testing.T) {
 	}
 	if ev := src[addrOf(t, c4.LocalAddr())]; ev.Event.Reason != "rate-limited" {
 		t.Errorf("LOCAL with payload over the limit: event reason %s, want rate-limited", ev.Event.Reason)
+	}
+}
+
+// Ensure the HTTP header limit is exactly server.MaxHeaderBytes (issue
+// #13.10): a header (request line to the empty line) of exactly that many
+// bytes is answered, one byte more gets 431, whether the header is the
+// first request (whose first bytes the sniff buffered) or a pipelined
+// second one, and with a reader buffer larger than the limit (--max-line
+// over it). On e696028 the first request's limit was about 20 KB.
+func TestHTTPHeaderLimitExact(t *testing.T) {
+	// request returns a GET /healthz of exactly n header bytes.
+	request := func(n int) string {
+		head := "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: "
+		tail := "\r\n\r\n"
+		return head + strings.Repeat("a", n-len(head)-len(tail)) + tail
+	}
+	const small = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, maxLine := range []int{0, 4 * server.MaxHeaderBytes} {
+		ts := startServer(t, func(c *server.Config) { c.MaxLine = maxLine })
+		for _, pipelined := range []bool{false, true} {
+			for _, n := range []int{server.MaxHeaderBytes, server.MaxHeaderBytes + 1} {
+				t.Run(fmt.Sprintf("maxline=%d/pipelined=%v/%d", maxLine, pipelined, n), func(t *testing.T) {
+					req := request(n)
+					if len(req) != n {
+						t.Fatalf("built %d bytes, want %d", len(req), n)
+					}
+					if pipelined {
+						req = small + req
+					}
+					c := newLineClient(t, ts.addr)
+					go io.WriteString(c, req) // one write: the sniff buffers its first 4 KiB
+					if pipelined {
+						resp, err := http.ReadResponse(c.br, nil)
+						if err != nil {
+							t.Fatal(err)
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+					resp, err := http.ReadResponse(c.br, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					want := http.StatusOK
+					if n > server.MaxHeaderBytes {
+						want = http.StatusRequestHeaderFieldsTooLarge
+					}
+					if resp.StatusCode != want {
+						t.Errorf("header of %d bytes (limit %d) = %d, want %d", n, server.MaxHeaderBytes, resp.StatusCode, want)
+					}
+				})
+			}
+		}
+	}
+}
+
+// Ensure the header limit holds when the header trickles in: bytes that
+// arrive one segment at a time are counted the same.
+func TestHTTPHeaderLimitTrickled(t *testing.T) {
+	ts := startServer(t, nil)
+	for _, n := range []int{server.MaxHeaderBytes, server.MaxHeaderBytes + 1} {
+		head := "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+		c := newLineClient(t, ts.addr)
+		c.send(t, head)
+		left := n - len(head) - 2
+		for i := 0; left > 0; i++ {
+			line := fmt.Sprintf("X-%d: ", i)
+			k := min(1000, left) - len(line) - 2
+			if k < 0 { // the last few bytes: one short header
+				line, k = "X:", left-4
+			}
+			c.send(t, line+strings.Repeat("b", k)+"\r\n")
+			left -= len(line) + k + 2
+			time.Sleep(time.Millisecond)
+		}
+		c.send(t, "\r\n")
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := http.StatusOK
+		if n > server.MaxHeaderBytes {
+			want = http.StatusRequestHeaderFieldsTooLarge
+		}
+		if resp.StatusCode != want {
+			t.Errorf("trickled header of %d bytes = %d, want %d", n, resp.StatusCode, want)
+		}
 	}
 }

@@ -106,7 +106,10 @@ const (
 	DefaultIdleTimeout       = 60 * time.Second
 	DefaultMaxLine           = 4096
 	DefaultDrainTimeout      = 15 * time.Second
-	// MaxHeaderBytes bounds an HTTP request's line and header fields.
+	// MaxHeaderBytes bounds an HTTP request's header: the request line,
+	// the header fields and the empty line that ends them, line endings
+	// included. A header of exactly this many bytes is read; one byte
+	// more is answered 431.
 	MaxHeaderBytes = 16 << 10
 )
 

@@ -78,10 +78,12 @@ type Origin struct {
 	Server netip.AddrPort // what the client dialed: header destination or socket local address
 	Via    string         // event.ViaDirect, ViaProxyV1 or ViaProxyV2
 	VPCEID string         // AWS TLV 0xEA subtype 0x01, when present
-	// Local is true for a PROXY v2 LOCAL command or a v1 UNKNOWN line (NLB
-	// health check): Client is the socket peer, Server the socket's local
-	// address, Via still says which header version came, and the connection
-	// is not reported as a client.
+	// Local is true for a PROXY v2 LOCAL command or a v1 UNKNOWN line (the
+	// proxy's own connection, e.g. an NLB health check): Client is the
+	// socket peer, Server the socket's local address, and Via still says
+	// which header version came. It carries no client address, so it must
+	// get no more than the peer itself would (the server counts it as the
+	// peer's, and serves any payload as the peer's direct connection).
 	Local bool
 }
 

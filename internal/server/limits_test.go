@@ -17,6 +17,7 @@ import (
 	"github.com/originlens/originlens/internal/policy"
 	"github.com/originlens/originlens/internal/report"
 	"github.com/originlens/originlens/internal/server"
+	"github.com/originlens/originlens/internal/sink"
 	"github.com/pires/go-proxyproto"
 )
 
@@ -354,5 +355,23 @@ func TestHTTPHeaderLimitTrickled(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Errorf("trickled header of %d bytes = %d, want %d", n, resp.StatusCode, want)
 		}
+	}
+}
+
+// BenchmarkFirstBytesLimited is BenchmarkFirstBytes with both per-source
+// limits on (never reached): the limiter's cost per connection, and the
+// event's clientip.limit_prefix encoded.
+func BenchmarkFirstBytesLimited(b *testing.B) {
+	s, err := sink.New(io.Discard, sink.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	l := mustLimiter(b, limit.Config{MaxConnsPerIP: 1 << 20, RatePerIP: 1e9, BurstPerIP: 1 << 30})
+	addr := startServer(b, func(c *server.Config) { c.Publisher, c.Limiter = s, l }).addr
+	var d net.Dialer
+	br := bufio.NewReaderSize(nil, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		lineRoundTrip(b, &d, addr, br)
 	}
 }

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -373,5 +375,57 @@ func BenchmarkFirstBytesLimited(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		lineRoundTrip(b, &d, addr, br)
+	}
+}
+
+// Ensure the header limit does not depend on how the bytes are cut into
+// writes: random cuts of headers around the limit, as a first request and
+// after a pipelined one, are answered 200 up to the limit and 431 above.
+func TestHTTPHeaderLimitAnyCut(t *testing.T) {
+	ts := startServer(t, nil)
+	rng := rand.New(rand.NewPCG(13, 10))
+	const small = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+	for i := range 24 {
+		n := server.MaxHeaderBytes - 1 + i%3
+		head := "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: "
+		req := head + strings.Repeat("c", n-len(head)-4) + "\r\n\r\n"
+		if i%2 == 1 {
+			req = small + req
+		}
+		cuts := []int{0, len(req)}
+		for range 1 + rng.IntN(4) {
+			cuts = append(cuts, rng.IntN(len(req)))
+		}
+		slices.Sort(cuts)
+		c := newLineClient(t, ts.addr)
+		go func() {
+			for k := 1; k < len(cuts); k++ {
+				if _, err := io.WriteString(c, req[cuts[k-1]:cuts[k]]); err != nil {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+		if i%2 == 1 {
+			resp, err := http.ReadResponse(c.br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			t.Fatalf("header of %d bytes cut at %v: %v", n, cuts, err)
+		}
+		resp.Body.Close()
+		want := http.StatusOK
+		if n > server.MaxHeaderBytes {
+			want = http.StatusRequestHeaderFieldsTooLarge
+		}
+		if resp.StatusCode != want {
+			t.Errorf("header of %d bytes cut at %v (pipelined %v) = %d, want %d", n, cuts, i%2 == 1, resp.StatusCode, want)
+		}
+		c.Close()
 	}
 }

@@ -64,8 +64,12 @@ func BenchmarkServeConn(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	limiter, err := limit.New(limit.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
 	srv, err := server.New(server.Config{
-		Resolver: resolver, Locator: locator, Decider: policy.Default(), Limiter: limit.New(limit.Config{}),
+		Resolver: resolver, Locator: locator, Decider: policy.Default(), Limiter: limiter,
 		Publisher: pub, MaxConns: 10000, FirstBytesTimeout: 10 * time.Second, IdleTimeout: time.Minute,
 		MaxLine: 4096, DrainTimeout: 5 * time.Second, Logger: log,
 	})

@@ -8,6 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -20,6 +23,7 @@ import (
 	"github.com/originlens/originlens/internal/report"
 	"github.com/originlens/originlens/internal/server"
 	"github.com/originlens/originlens/internal/sink"
+	"github.com/originlens/originlens/internal/syncbuf"
 	"github.com/pires/go-proxyproto"
 )
 
@@ -427,5 +431,96 @@ func TestHTTPHeaderLimitAnyCut(t *testing.T) {
 			t.Errorf("header of %d bytes cut at %v (pipelined %v) = %d, want %d", n, cuts, i%2 == 1, resp.StatusCode, want)
 		}
 		c.Close()
+	}
+}
+
+// Ensure a real HTTP health check behind PROXY v2 LOCAL keeps working now
+// that LOCAL is the peer's own connection: HAProxy's "option httpchk" with
+// send-proxy-v2 sends LOCAL and GET /healthz; the app answers it as the
+// peer's direct connection, counted by the peer's limits, and even checks
+// over the limit get /healthz's 200, so the proxy never marks the app down
+// because of the limits. Client traffic through the same proxy is still
+// served by its own (header) address.
+func TestHAProxyHTTPCheckThroughLocal(t *testing.T) {
+	if _, err := os.Stat(haproxyBin); err != nil {
+		t.Skipf("skipping: %s not installed (apt-get install haproxy): %v", haproxyBin, err)
+	}
+	// One token for each source, none back while the test runs.
+	l := mustLimiter(t, limit.Config{RatePerIP: 1e-4, BurstPerIP: 1})
+	ts := proxyServer(t, origin.Trusted, l)
+	front := freeAddrs(t, 1)[0]
+	cfg := fmt.Sprintf(`global
+    maxconn 50
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout check 5s
+frontend fe
+    bind %s
+    default_backend be
+backend be
+    option httpchk GET /healthz
+    server app %s send-proxy-v2 check inter 100ms fall 2 rise 1
+`, front, ts.addr)
+	path := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs syncbuf.Buffer
+	cmd := exec.Command(haproxyBin, "-db", "-f", path)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("haproxy output:\n%s", logs.String())
+		}
+	})
+
+	// HTTP checks arrive as the peer's direct HTTP connections.
+	checks := func() (all, limited int) {
+		for _, ev := range ts.rec.all() {
+			if ev.Network.Protocol == event.ProtocolHTTP && ev.ClientIP.Via == event.ViaDirect && ev.Source.IP.String() == "127.0.0.1" {
+				all++
+				if ev.Residency.Rule == "per-source-limit" {
+					limited++
+				}
+			}
+		}
+		return all, limited
+	}
+	waitFor(t, func() bool { all, _ := checks(); return all >= 6 })
+
+	// The backend is up: a client through the proxy is served, by its own
+	// address.
+	c := dialFrom(t, "127.0.0.52", front)
+	lc := &lineClient{Conn: c, br: bufio.NewReader(c)}
+	r := lc.report(t)
+	if r[report.KeyClient] != c.LocalAddr().String() || r[report.KeyVia] != event.ViaProxyV2 || r[report.KeyDecision] != policy.Serve {
+		t.Errorf("client through haproxy: report %v, want itself via proxy-v2, served", r)
+	}
+	c.Close()
+
+	cmd.Process.Kill()
+	cmd.Wait()
+	all, limited := checks()
+	if limited < all-1 || limited == 0 {
+		t.Errorf("%d HTTP checks, %d counted over the peer's limit; want all but the first (burst 1)", all, limited)
+	}
+	for _, ev := range ts.rec.all() {
+		if ev.Event.Reason == "health-check" {
+			t.Errorf("an HTTP check with payload recorded as a health check: %+v", ev.Event)
+		}
+		if ev.ClientIP.Via == event.ViaDirect && ev.Network.Protocol == event.ProtocolHTTP && ev.Event.Reason != "served" {
+			t.Errorf("HTTP check event %s/%s, want served (/healthz answers 200)", ev.Event.Action, ev.Event.Reason)
+		}
+	}
+	if strings.Contains(logs.String(), "is DOWN") {
+		t.Errorf("haproxy marked the app down:\n%s", logs.String())
 	}
 }

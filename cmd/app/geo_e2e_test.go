@@ -109,13 +109,7 @@ func TestGeoResidencyEndToEnd(t *testing.T) {
 	}
 
 	stdout, _ := stop()
-	seen := 0
-	for _, ev := range parseEvents(t, stdout) {
-		w, ok := conns[ev.Event.ID]
-		if !ok {
-			continue
-		}
-		seen++
+	eachEvent(t, stdout, conns, func(ev event.Event, w want) {
 		g := ev.Source.Geo
 		got := []string{g.CountryISOCode, g.CityName, g.Class, ev.Residency.Jurisdiction, ev.Residency.Decision,
 			ev.Residency.Region, ev.Residency.Rule, ev.App.Lang}
@@ -131,6 +125,19 @@ func TestGeoResidencyEndToEnd(t *testing.T) {
 		}
 		if w.asn != "" && strconv.FormatUint(uint64(ev.Source.AS.Number), 10) != w.asn {
 			t.Errorf("event %s source.as.number = %d, want %s", ev.Event.ID, ev.Source.AS.Number, w.asn)
+		}
+	})
+}
+
+// eachEvent calls check for the event on stdout of each connection in
+// conns (by event.id) and fails unless every one has its event.
+func eachEvent[W any](t *testing.T, stdout string, conns map[string]W, check func(event.Event, W)) {
+	t.Helper()
+	seen := 0
+	for _, ev := range parseEvents(t, stdout) {
+		if w, ok := conns[ev.Event.ID]; ok {
+			seen++
+			check(ev, w)
 		}
 	}
 	if seen != len(conns) {
@@ -272,13 +279,7 @@ func TestGeoBrokenRecordsEndToEnd(t *testing.T) {
 		conns[r[report.KeyConn]] = w
 	}
 	stdout, stderr := stop()
-	seen := 0
-	for _, ev := range parseEvents(t, stdout) {
-		w, ok := conns[ev.Event.ID]
-		if !ok {
-			continue
-		}
-		seen++
+	eachEvent(t, stdout, conns, func(ev event.Event, w want) {
 		g := ev.Source.Geo
 		if g.CountryISOCode != w.country || ev.Residency.Decision != w.decision || ev.Residency.Rule != w.rule {
 			t.Errorf("event %s: country %q decision %q rule %q, want %q %q %q", ev.Event.ID,
@@ -291,10 +292,7 @@ func TestGeoBrokenRecordsEndToEnd(t *testing.T) {
 			t.Errorf("event %s: source.geo.location %v location_invalid %v, want none and %v", ev.Event.ID,
 				g.Location, g.LocationInvalid, w.locInvalid)
 		}
-	}
-	if seen != len(conns) {
-		t.Errorf("found %d events of the %d connections on stdout:\n%s\nstderr:\n%s", seen, len(conns), stdout, stderr)
-	}
+	})
 	if n := strings.Count(stderr, "GeoIP record does not decode"); n != 1 {
 		t.Errorf("%d log lines for 2 lookup errors, want 1 (rate-limited):\n%s", n, stderr)
 	}

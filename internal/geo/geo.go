@@ -5,8 +5,8 @@
 // # Lookups
 //
 // [DB.Lookup] returns a [Location], never an error value. When the
-// database has a record for the address,
-// the record wins and the class is "public", whatever the address: tests
+// database has a record for the address, the record wins and the class
+// is "public", whatever the address: tests
 // and the local demo deliberately map documentation ranges (203.0.113.0/24
 // and friends) to countries, and MaxMind's real databases have no records
 // for special-purpose space, so in production a placed address is a
@@ -38,8 +38,8 @@
 // Files are read whole into memory (not memory-mapped: a file rewritten in
 // place under a mapping crashes the process with SIGBUS, or changes the
 // answers of lookups in flight) and opened with maxminddb-golang's
-// OpenBytes; records are decoded
-// with geoip2-golang's models and their generated decoders. A decoded
+// OpenBytes; records are decoded with geoip2-golang's models and their
+// generated decoders. A decoded
 // record is cached by its offset in the data section (as maxminddb-golang
 // suggests), so a lookup of a network seen recently costs a tree walk and
 // a map read, with no allocation; the cache holds at most 16384 records
@@ -59,9 +59,10 @@
 // half-written, garbage, another kind of database) is refused: the error
 // is logged, counted in originlens_geo_reload_errors_total and the
 // database in use stays in use; the refused file is not retried until it
-// changes again. Any way of writing the file is therefore safe, renaming
-// a complete file over it (as geoipupdate does) being the one that never
-// logs a refusal.
+// changes again. So no way of writing the file crashes the process, and a
+// partial file is not put in use (it would have to pass the full
+// verification); renaming a complete file over it (as geoipupdate does)
+// is the way that never logs a refusal.
 //
 // # Memory
 //
@@ -71,8 +72,9 @@
 // database are both held until the lookups on the old one end, and
 // maxminddb's Verify (which reloads ran before, on the mapped file, too)
 // leaves garbage: the same database peaked at about 290 MB of RSS over
-// the start right after a reload, back to 68 MB once the garbage
-// collector had returned it. (Memory-mapped, the file cost no heap, but
+// the start right after a reload, 68 MB once that garbage was returned
+// to the system (debug.FreeOSMemory; the runtime does it by itself over
+// the following minutes). (Memory-mapped, the file cost no heap, but
 // page cache, and a file written in place crashed the process.)
 //
 // # Metrics

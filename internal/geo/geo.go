@@ -73,8 +73,8 @@
 // maxminddb's Verify (which reloads ran before, on the mapped file, too)
 // leaves garbage: the same database peaked at about 290 MB of RSS over
 // the start right after a reload, 68 MB once that garbage was returned
-// to the system (debug.FreeOSMemory; the runtime does it by itself over
-// the following minutes). (Memory-mapped, the file cost no heap, but
+// to the system (measured after debug.FreeOSMemory; otherwise the
+// runtime's background scavenger returns it gradually). (Memory-mapped, the file cost no heap, but
 // page cache, and a file written in place crashed the process.)
 //
 // # Metrics

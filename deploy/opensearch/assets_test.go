@@ -1,7 +1,9 @@
 package opensearchassets_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,6 +70,18 @@ func TestTemplateCoversEvent(t *testing.T) {
 		}
 	}
 	leaves("", doc)
+	// The fields of a GeoIP lookup error and of dropped coordinates,
+	// which a complete sample event does not have.
+	ev.Source.Geo.Error, ev.Source.Geo.LocationInvalid, ev.Source.Geo.Location = "city record: bad", true, nil
+	b, _ = ev.Marshal()
+	doc = nil
+	_ = json.Unmarshal(b, &doc)
+	leaves("", doc)
+	for _, f := range []string{"source.geo.error", "source.geo.location_invalid"} {
+		if !bytes.Contains(b, []byte(`"`+f[strings.LastIndexByte(f, '.')+1:]+`":`)) {
+			t.Errorf("the event does not carry %s: %s", f, b)
+		}
+	}
 	if seen < 40 {
 		t.Errorf("only %d event fields checked; the sample event should fill every group", seen)
 	}

@@ -135,6 +135,22 @@ type Geo struct {
 	// "documentation", "multicast", "unspecified", "reserved"; "public" for
 	// the rest.
 	Class string `json:"class,omitempty"`
+	// Error is set when the client's GeoIP record exists but did not
+	// decode: which database and why (at most 200 bytes, e.g. "city
+	// record: decoding field location: ..."). The other fields then hold
+	// only what could be decoded, and the residency rules decided on that
+	// lookup error (the default rules deny it).
+	Error string `json:"error,omitempty"`
+	// LocationInvalid is true when the record's coordinates were not a
+	// place (not finite, or latitude outside [-90, 90] or longitude
+	// outside [-180, 180]) and were dropped: Location is then absent.
+	LocationInvalid bool `json:"location_invalid,omitempty"`
+}
+
+// ValidLocation reports whether lat and lon are a place that OpenSearch's
+// geo_point accepts: finite, lat in [-90, 90] and lon in [-180, 180].
+func ValidLocation(lat, lon float64) bool {
+	return lat >= -90 && lat <= 90 && lon >= -180 && lon <= 180 // false for NaN
 }
 
 // Location is a geo_point in OpenSearch's object form.

@@ -16,9 +16,14 @@ import (
 // and a fuzz test compare the two), at a fraction of the cost: no
 // reflection and no allocation beyond growing dst.
 //
-// It fails, like encoding/json, on a time outside the years 0-9999 (or with
-// a zone offset RFC 3339 cannot express) and on a NaN or infinite location;
-// dst is then returned as given, with the error.
+// A source.geo.location that is not a place ([ValidLocation] false: NaN,
+// infinite or out of range) is never written: it is written as absent,
+// with source.geo.location_invalid true, so that a float never fails the
+// encoding nor the event's indexing. (encoding/json would fail on NaN.)
+//
+// It fails, like encoding/json, only on a time outside the years 0-9999
+// (or with a zone offset RFC 3339 cannot express); dst is then returned as
+// given, with the error.
 func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 	b := dst
 	var err error
@@ -78,6 +83,8 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 	b = append(b, `,"bytes":`...)
 	b = strconv.AppendInt(b, s.Bytes, 10)
 	if g := &s.Geo; *g != (Geo{}) {
+		locOK := g.Location != nil && ValidLocation(g.Location.Lat, g.Location.Lon)
+		locInvalid := g.LocationInvalid || g.Location != nil && !locOK
 		b = append(b, `,"geo":{`...)
 		n := len(b)
 		b = appendOptString(b, n, "country_iso_code", g.CountryISOCode)
@@ -86,22 +93,25 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 		b = appendOptString(b, n, "region_iso_code", g.RegionISOCode)
 		b = appendOptString(b, n, "region_name", g.RegionName)
 		b = appendOptString(b, n, "city_name", g.CityName)
-		if g.Location != nil {
+		if locOK {
 			if len(b) > n {
 				b = append(b, ',')
 			}
 			b = append(b, `"location":{"lat":`...)
-			if b, err = appendFloat(b, g.Location.Lat, "source.geo.location.lat"); err != nil {
-				return dst, e.encodeErr(err)
-			}
+			b = appendFloat(b, g.Location.Lat)
 			b = append(b, `,"lon":`...)
-			if b, err = appendFloat(b, g.Location.Lon, "source.geo.location.lon"); err != nil {
-				return dst, e.encodeErr(err)
-			}
+			b = appendFloat(b, g.Location.Lon)
 			b = append(b, '}')
 		}
 		b = appendOptString(b, n, "timezone", g.Timezone)
 		b = appendOptString(b, n, "class", g.Class)
+		b = appendOptString(b, n, "error", g.Error)
+		if locInvalid {
+			if len(b) > n {
+				b = append(b, ',')
+			}
+			b = append(b, `"location_invalid":true`...)
+		}
 		b = append(b, '}')
 	}
 	if a := &s.AS; a.Number != 0 || a.Organization.Name != "" {
@@ -217,12 +227,10 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 	return append(b, '"')
 }
 
-// appendFloat appends f as encoding/json encodes a float64: the shortest
-// representation, in exponent form below 1e-6 and from 1e21 on.
-func appendFloat(b []byte, f float64, field string) ([]byte, error) {
-	if math.IsInf(f, 0) || math.IsNaN(f) {
-		return b, fmt.Errorf("%s: unsupported value %s", field, strconv.FormatFloat(f, 'g', -1, 64))
-	}
+// appendFloat appends a finite f as encoding/json encodes a float64: the
+// shortest representation, in exponent form below 1e-6 and from 1e21 on.
+// (Callers check that f is finite: see [ValidLocation].)
+func appendFloat(b []byte, f float64) []byte {
 	format := byte('f')
 	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 		format = 'e'
@@ -235,7 +243,7 @@ func appendFloat(b []byte, f float64, field string) ([]byte, error) {
 			b = b[:n-1]
 		}
 	}
-	return b, nil
+	return b
 }
 
 const hexDigits = "0123456789abcdef"

@@ -38,6 +38,7 @@ var trickyPrefixes = []netip.Prefix{
 var trickyFloats = []float64{
 	0, math.Copysign(0, -1), 41.8781, -87.6298, 90, -180, 1e-6, 9.99e-7, 1e-7, 1.5e-10, 1e20, 1e21, 123456789.123456789,
 	-1e-300, math.MaxFloat64, math.SmallestNonzeroFloat64, 0.1, 1.0 / 3,
+	math.NaN(), math.Inf(1), math.Inf(-1), 90.0000001, -180.0000001,
 }
 
 func trickyTimes() []time.Time {
@@ -84,7 +85,8 @@ func randomEvent(r *rand.Rand) event.Event {
 	if r.IntN(3) > 0 {
 		ev.Source.Geo = event.Geo{
 			CountryISOCode: str(), CountryName: str(), ContinentCode: str(), RegionISOCode: str(),
-			RegionName: str(), CityName: str(), Timezone: str(), Class: str(),
+			RegionName: str(), CityName: str(), Timezone: str(), Class: str(), Error: str(),
+			LocationInvalid: r.IntN(4) == 0,
 		}
 		if r.IntN(2) == 0 {
 			ev.Source.Geo.Location = &event.Location{Lat: pick(r, trickyFloats), Lon: pick(r, trickyFloats)}
@@ -106,10 +108,21 @@ func randomEvent(r *rand.Rand) event.Event {
 	return ev
 }
 
-// checkSame fails when AppendJSON and encoding/json disagree on ev.
+// written is ev as AppendJSON writes it: a location that is not a place
+// becomes location_invalid.
+func written(ev event.Event) event.Event {
+	if l := ev.Source.Geo.Location; l != nil && !event.ValidLocation(l.Lat, l.Lon) {
+		ev.Source.Geo.Location, ev.Source.Geo.LocationInvalid = nil, true
+	}
+	return ev
+}
+
+// checkSame fails when AppendJSON and encoding/json disagree on ev (as
+// written, see written).
 func checkSame(t testing.TB, ev *event.Event) {
 	t.Helper()
-	want, wantErr := json.Marshal(ev)
+	w := written(*ev)
+	want, wantErr := json.Marshal(&w)
 	prefix := []byte("prefix")
 	got, err := ev.AppendJSON(prefix)
 	if (err != nil) != (wantErr != nil) {
@@ -138,6 +151,28 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 	for range 20000 {
 		ev := randomEvent(r)
 		checkSame(t, &ev)
+	}
+}
+
+// TestInvalidLocationWrittenAsFlag checks that a location that is not a
+// place never fails the encoding: it is dropped and flagged, and the rest
+// of the event is written (with encoding/json, NaN lost the whole event).
+func TestInvalidLocationWrittenAsFlag(t *testing.T) {
+	for _, l := range []event.Location{{Lat: math.NaN(), Lon: 1}, {Lat: 1, Lon: math.Inf(1)}, {Lat: -90.1}, {Lon: 180.1}} {
+		ev := event.New(time.Date(2026, 11, 27, 21, 49, 0, 0, time.UTC))
+		ev.Finish(ev.Event.Start)
+		ev.Source.Geo = event.Geo{CountryISOCode: "JP", Location: &l}
+		b, err := ev.Marshal()
+		if err != nil {
+			t.Fatalf("Marshal with location %+v: %v", l, err)
+		}
+		got, err := event.Parse(b)
+		if err != nil {
+			t.Fatalf("Parse(%s): %v", b, err)
+		}
+		if g := got.Source.Geo; g.Location != nil || !g.LocationInvalid || g.CountryISOCode != "JP" {
+			t.Errorf("location %+v written as %s, want no location, location_invalid true, the country kept", l, b)
+		}
 	}
 }
 
@@ -185,12 +220,27 @@ func TestAppendJSONCases(t *testing.T) {
 			ev := full
 			ev.Source.Geo.Location = &event.Location{Lat: math.NaN()}
 			return ev
-		}, true},
+		}, false},
 		{"InfLongitude", func() event.Event {
 			ev := full
 			ev.Source.Geo.Location = &event.Location{Lon: math.Inf(-1)}
 			return ev
-		}, true},
+		}, false},
+		{"OnlyNaNLocation", func() event.Event {
+			ev := full
+			ev.Source.Geo = event.Geo{Location: &event.Location{Lat: math.NaN(), Lon: math.Inf(1)}}
+			return ev
+		}, false},
+		{"LatitudeOutOfRange", func() event.Event {
+			ev := full
+			ev.Source.Geo.Location = &event.Location{Lat: 90.5, Lon: 10}
+			return ev
+		}, false},
+		{"LookupError", func() event.Event {
+			ev := full
+			ev.Source.Geo.Error, ev.Source.Geo.LocationInvalid = "city record: <bad>", true
+			return ev
+		}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -3,7 +3,9 @@ package geo_test
 import (
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"testing"
 
@@ -167,4 +169,38 @@ func BenchmarkLookupParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// BenchmarkOpenMemory measures what holding a City database costs: the
+// live heap after Open minus before, per byte of the file (about 1: the
+// file is read whole into memory), and the file's size. A 60 MB
+// GeoLite2-City costs file-bytes times heap/file-byte. Run it with
+// -benchtime 3x: each iteration reads the whole file.
+func BenchmarkOpenMemory(b *testing.B) {
+	path, _ := benchDB(b)
+	fi, err := os.Stat(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var heap float64
+	for b.Loop() {
+		before := liveHeap()
+		db, err := geo.Open(geo.Config{CityPath: path})
+		if err != nil {
+			b.Fatal(err)
+		}
+		heap = float64(liveHeap() - before)
+		runtime.KeepAlive(db)
+		db.Close()
+	}
+	b.ReportMetric(float64(fi.Size()), "file-bytes")
+	b.ReportMetric(heap/float64(fi.Size()), "heap/file-byte")
+}
+
+// liveHeap is the heap in use after a full collection.
+func liveHeap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

@@ -2,6 +2,7 @@ package ingest_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -213,6 +214,12 @@ func TestPipeline(t *testing.T) {
 	bad := opensearchtest.SampleEvent(n+1, ts)
 	bad.Source.Geo.Location = &event.Location{Lat: 123, Lon: 0} // parses, but not a geo_point
 	badRec := eventRecord(t, bad)
+	// AppendJSON drops a location that is not a place: write it with
+	// encoding/json, as a producer without that check would.
+	var err error
+	if badRec.Value, err = json.Marshal(&bad); err != nil {
+		t.Fatal(err)
+	}
 	poison := [][]byte{
 		[]byte(`{"not":"json"`),
 		[]byte(`{"@timestamp":"2026-11-27T10:00:00Z","event":{"id":""}}`),

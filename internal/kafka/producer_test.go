@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -654,16 +653,17 @@ func TestProducerOverTLSAndSCRAM(t *testing.T) {
 	waitFor(t, "spooled", func() bool { return h2.metric(t, "originlens_kafka_events_spooled_total") == 10 })
 }
 
-// TestProducerDropsUnencodableEvent: an event encoding/json would refuse
-// (a NaN location) is dropped at Publish and counted; the events around it
-// are delivered.
+// TestProducerDropsUnencodableEvent: an event that cannot be encoded (a
+// time after the year 9999; a NaN location no longer fails, it is written
+// as source.geo.location_invalid) is dropped at Publish and counted; the
+// events around it are delivered.
 func TestProducerDropsUnencodableEvent(t *testing.T) {
 	c := startCluster(t, kfake.SeedTopics(1, testTopic))
 	addr := c.ListenAddrs()[0]
 	h := newHarness(t, addr, ProducerConfig{BatchSize: 10})
 	h.run(t)
 	bad := testEvent(1)
-	bad.Source.Geo.Location = &event.Location{Lat: math.NaN()}
+	bad.Event.End = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
 	ids := publishN(h.p, 0, 1)
 	h.p.Publish(bad)
 	ids = append(ids, publishN(h.p, 2, 1)...)

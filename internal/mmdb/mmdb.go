@@ -61,6 +61,14 @@ type Entry struct {
 	Lat, Lon       float64
 	AccuracyRadius uint16 // kilometres; 0 leaves it out
 	TimeZone       string // IANA name, e.g. "Europe/Berlin"
+	// Raw is merged over the record as written, unchecked: a key whose
+	// value is a map in both is merged one level down (so
+	// Raw{"location": Map{"latitude": String("x")}} replaces only the
+	// latitude), any other key is replaced. It writes what a checked
+	// Entry cannot: a wrong-typed field, a NaN or infinite coordinate,
+	// an oversized name, for tests of what readers make of broken
+	// records.
+	Raw mmdbtype.Map
 }
 
 // ASNEntry is one network of an ASN database.
@@ -299,7 +307,7 @@ func (e Entry) record(city bool) mmdbtype.Map {
 		rec["registered_country"] = c.Copy()
 	}
 	if !city {
-		return rec
+		return e.merge(rec)
 	}
 	if e.RegionISO != "" {
 		s := mmdbtype.Map{"iso_code": mmdbtype.String(e.RegionISO)}
@@ -324,6 +332,22 @@ func (e Entry) record(city bool) mmdbtype.Map {
 	}
 	if len(loc) > 0 {
 		rec["location"] = loc
+	}
+	return e.merge(rec)
+}
+
+// merge merges e.Raw over rec (see [Entry.Raw]) and returns rec.
+func (e Entry) merge(rec mmdbtype.Map) mmdbtype.Map {
+	for k, v := range e.Raw {
+		if rm, ok := v.(mmdbtype.Map); ok {
+			if m, ok := rec[k].(mmdbtype.Map); ok {
+				for mk, mv := range rm {
+					m[mk] = mv
+				}
+				continue
+			}
+		}
+		rec[k] = v
 	}
 	return rec
 }

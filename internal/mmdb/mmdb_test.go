@@ -2,6 +2,7 @@ package mmdb_test
 
 import (
 	"bytes"
+	"math"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -10,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/oschwald/geoip2-golang/v2"
+	"github.com/oschwald/maxminddb-golang/v2"
 
 	"github.com/originlens/originlens/internal/mmdb"
 )
@@ -231,5 +234,46 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 	if err := mmdb.WriteCityFile(filepath.Join(dir, "missing", "x.mmdb"), entries, build); err == nil {
 		t.Error("WriteCityFile into a missing directory succeeded, want error")
+	}
+}
+
+// TestRawOverridesRecord writes what a checked Entry cannot (a NaN and an
+// infinite coordinate, a wrong-typed latitude, an extra key) and reads it
+// back with maxminddb, field by field.
+func TestRawOverridesRecord(t *testing.T) {
+	path := writeCity(t, []mmdb.Entry{
+		{Prefix: netip.MustParsePrefix("192.0.2.0/24"), CountryISO: "JP", ContinentCode: "AS", City: "Tokyo", Lat: 1, Lon: 2,
+			Raw: mmdbtype.Map{"location": mmdbtype.Map{"latitude": mmdbtype.Float64(math.NaN()), "longitude": mmdbtype.Float64(math.Inf(1))}}},
+		{Prefix: netip.MustParsePrefix("198.51.100.0/24"), CountryISO: "KP", ContinentCode: "AS",
+			Raw: mmdbtype.Map{"location": mmdbtype.Map{"latitude": mmdbtype.String("north")}, "extra": mmdbtype.Uint16(7)}},
+	})
+	r, err := maxminddb.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var lat, lon float64
+	res := r.Lookup(netip.MustParseAddr("192.0.2.1"))
+	if err := res.DecodePath(&lat, "location", "latitude"); err != nil || !math.IsNaN(lat) {
+		t.Errorf("192.0.2.1 latitude = %v (%v), want NaN", lat, err)
+	}
+	if err := res.DecodePath(&lon, "location", "longitude"); err != nil || !math.IsInf(lon, 1) {
+		t.Errorf("192.0.2.1 longitude = %v (%v), want +Inf", lon, err)
+	}
+	var city, cc string
+	if err := res.DecodePath(&city, "city", "names", "en"); err != nil || city != "Tokyo" {
+		t.Errorf("192.0.2.1 city = %q (%v), want Tokyo (kept beside Raw)", city, err)
+	}
+	res = r.Lookup(netip.MustParseAddr("198.51.100.1"))
+	var s string
+	if err := res.DecodePath(&s, "location", "latitude"); err != nil || s != "north" {
+		t.Errorf("198.51.100.1 latitude = %q (%v), want the string north", s, err)
+	}
+	var extra uint16
+	if err := res.DecodePath(&extra, "extra"); err != nil || extra != 7 {
+		t.Errorf("198.51.100.1 extra = %v (%v), want 7", extra, err)
+	}
+	if err := res.DecodePath(&cc, "country", "iso_code"); err != nil || cc != "KP" {
+		t.Errorf("198.51.100.1 country = %q (%v), want KP", cc, err)
 	}
 }

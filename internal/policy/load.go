@@ -188,7 +188,8 @@ func (ps *parser) lang(n *yaml.Node, what string) (string, error) {
 var (
 	topKeys   = []string{"default", "jurisdictions", "rules", "languages", "greetings", "default_lang"}
 	ruleKeys  = []string{"name", "when", "then"}
-	whenKeys  = []string{"country", "jurisdiction", "continent", "cidr", "asn", "class"}
+	whenKeys  = []string{"country", "jurisdiction", "continent", "cidr", "asn", "class", "geo"}
+	geoStates = []string{GeoError, GeoOK}
 	thenKeys  = []string{"decision", "region", "reason"}
 	continent = []string{"AF", "AN", "AS", "EU", "NA", "OC", "SA"}
 	classes   = []string{geo.ClassPublic, geo.ClassLoopback, geo.ClassPrivate, geo.ClassShared, geo.ClassLinkLocal,
@@ -458,6 +459,12 @@ func (ps *parser) rule(n *yaml.Node, jurs map[string]*countrySet) (rule, error) 
 				}
 				c.class = append(c.class, it.Value)
 				c.has |= keyClass
+			case "geo":
+				if !slices.Contains(geoStates, it.Value) {
+					return ps.errf(it, "%s: unknown geo lookup state %q (want one of %s)", what, it.Value, strings.Join(geoStates, ", "))
+				}
+				c.geo = append(c.geo, it.Value)
+				c.has |= keyGeo
 			}
 		}
 		return nil

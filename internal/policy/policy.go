@@ -14,13 +14,18 @@
 //	  - name: embargo
 //	    when: {country: [KP]}
 //	    then: {decision: deny}
+//	  - name: geo-lookup-error
+//	    when: {geo: [error]}
+//	    then: {decision: deny}
 //	languages: {DE: de, AT: de, FR: fr}   # country -> language
 //	greetings: {de: "Hallo!", fr: "Bonjour !", en: "Hello!"}
 //	default_lang: en                      # optional, "en" by default
 //
 // A rule's `when` holds any of the keys country, jurisdiction, continent
-// (AF AN AS EU NA OC SA), cidr, asn and class (a [geo] class such as
-// "private"). Each key takes a list (or one value); a key matches when the
+// (AF AN AS EU NA OC SA), cidr, asn, class (a [geo] class such as
+// "private") and geo: "error" when a GeoIP record for the client exists
+// but did not decode ([geo.Location.Error]; the location then holds only
+// what could be decoded, often the country), "ok" otherwise. Each key takes a list (or one value); a key matches when the
 // client matches any of its values, and a rule matches when every key it
 // gives matches. A rule with no `when` matches every client. A country is
 // in a jurisdiction when the jurisdiction lists it; [Decision.Jurisdiction]
@@ -35,13 +40,18 @@
 //
 // [Load] and [Parse] refuse, as an [*Error] naming the file, line and
 // reason: YAML syntax errors, unknown or duplicate keys, unknown country,
-// continent or class values, invalid CIDRs (or with host bits set), AS
+// continent, class or geo values, invalid CIDRs (or with host bits set), AS
 // number 0, unknown decisions, unknown jurisdictions, empty lists, a
 // language without a greeting, a greeting with a line break, duplicate rule
 // names, and a rule that can never match because an earlier rule matches
 // every client it would match (an earlier rule without conditions, an
 // identical earlier rule, or one whose every condition is a superset of
 // the later rule's, e.g. jurisdiction EU before country DE).
+//
+// The embedded default rules deny a GeoIP lookup error (fail closed),
+// after the embargo rule, so that an embargoed country still gets the
+// embargo; a rules file may decide otherwise, e.g. serve lookup errors
+// with a rule `when: {geo: error}` and `then: {decision: serve}`.
 //
 // A [Policy] is immutable, so reloading means loading a new one and
 // swapping it in; a bad file leaves the caller with the old one.
@@ -111,6 +121,13 @@ const (
 	keyCIDR
 	keyASN
 	keyClass
+	keyGeo
+)
+
+// Values of the geo condition: the lookup state of [geo.Location].
+const (
+	GeoError = "error" // a record exists but did not decode
+	GeoOK    = "ok"    // no lookup error (placed or not)
 )
 
 type conds struct {
@@ -122,6 +139,7 @@ type conds struct {
 	cidr         []netip.Prefix
 	asn          []uint32
 	class        []string
+	geo          []string // GeoError, GeoOK
 }
 
 //go:embed default.yaml
@@ -191,7 +209,18 @@ func (c *conds) match(addr netip.Addr, loc *geo.Location) bool {
 	if c.has&keyClass != 0 && !slices.Contains(c.class, loc.Class) {
 		return false
 	}
+	if c.has&keyGeo != 0 && !slices.Contains(c.geo, geoState(loc)) {
+		return false
+	}
 	return true
+}
+
+// geoState is the value the geo condition matches for loc.
+func geoState(loc *geo.Location) string {
+	if loc.Error != "" {
+		return GeoError
+	}
+	return GeoOK
 }
 
 func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
@@ -243,6 +272,9 @@ func (c *conds) covers(b *conds) bool {
 		return false
 	}
 	if c.has&keyClass != 0 && (b.has&keyClass == 0 || !subset(b.class, c.class)) {
+		return false
+	}
+	if c.has&keyGeo != 0 && (b.has&keyGeo == 0 || !subset(b.geo, c.geo)) {
 		return false
 	}
 	if c.has&keyCIDR != 0 {

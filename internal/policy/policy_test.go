@@ -18,6 +18,43 @@ func loc(class, country, continent string, asn uint32) geo.Location {
 	return geo.Location{Class: class, CountryISO: country, ContinentCode: continent, ASN: asn}
 }
 
+func lookupErr(l geo.Location) geo.Location {
+	l.Error = "city record: decoding field location: ..."
+	return l
+}
+
+// TestGeoCondition checks a rules file that serves lookup errors (the
+// default denies them) and one that matches only error-free lookups.
+func TestGeoCondition(t *testing.T) {
+	p, err := policy.Parse("g.yaml", []byte(`
+default: {decision: deny, reason: closed}
+rules:
+  - name: errors-served
+    when: {geo: error}
+    then: {decision: serve, region: r1}
+  - name: ok-only
+    when: {geo: [ok], class: [public]}
+    then: {decision: redirect, region: r2}
+`))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	a := netip.MustParseAddr("198.51.100.1")
+	for _, c := range []struct {
+		loc  geo.Location
+		rule string
+	}{
+		{lookupErr(loc("public", "KP", "AS", 0)), "errors-served"},
+		{lookupErr(loc("reserved", "", "", 0)), "errors-served"},
+		{loc("public", "KP", "AS", 0), "ok-only"},
+		{loc("private", "", "", 0), "default"},
+	} {
+		if got := p.Decide(a, c.loc); got.Rule != c.rule {
+			t.Errorf("Decide(%+v) rule = %q (%+v), want %q", c.loc, got.Rule, got, c.rule)
+		}
+	}
+}
+
 func TestDefaultDecide(t *testing.T) {
 	p := policy.Default()
 	tests := []struct {
@@ -44,6 +81,14 @@ func TestDefaultDecide(t *testing.T) {
 			Decision: "serve", Region: "us-east-2", Rule: "default", Lang: "en", Greeting: "Hello!"}},
 		{"GarbageCountry", "127.0.0.1", loc("public", "d", "", 0), policy.Decision{
 			Decision: "serve", Region: "us-east-2", Rule: "default", Lang: "en", Greeting: "Hello!"}},
+		// A record that did not decode: denied (fail closed), but the
+		// country that could be decoded still gets its own rule first.
+		{"LookupErrorDenied", "203.0.113.7", lookupErr(loc("documentation", "", "", 0)), policy.Decision{
+			Decision: "deny", Rule: "geo-lookup-error", Lang: "en", Reason: "geo-lookup-error"}},
+		{"LookupErrorGermanyDenied", "203.0.113.7", lookupErr(loc("public", "DE", "EU", 0)), policy.Decision{
+			Decision: "deny", Rule: "geo-lookup-error", Jurisdiction: "EU", Lang: "de", Reason: "geo-lookup-error"}},
+		{"LookupErrorNorthKoreaEmbargo", "198.51.100.1", lookupErr(loc("public", "KP", "AS", 0)), policy.Decision{
+			Decision: "deny", Rule: "embargo", Lang: "en", Reason: "embargo"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,7 +250,13 @@ func TestParseErrors(t *testing.T) {
 		{"RuleBadThen", "rules:\n  - name: a\n    then: {decision: maybe}\n", `f.yaml:3: rule "a" then: invalid decision "maybe"`},
 		{"RuleWhenNotMapping", "rules:\n  - name: a\n    when: [DE]\n    then: {decision: deny}\n", `rule "a" when: want a mapping`},
 		{"RuleUnknownCondition", "rules:\n  - name: a\n    when: {city: [Berlin]}\n    then: {decision: deny}\n",
-			`f.yaml:3: rule "a" when: unknown key "city" (want one of country, jurisdiction, continent, cidr, asn, class)`},
+			`f.yaml:3: rule "a" when: unknown key "city" (want one of country, jurisdiction, continent, cidr, asn, class, geo)`},
+		{"RuleUnknownGeoState", "rules:\n  - name: a\n    when: {geo: [failed]}\n    then: {decision: deny}\n",
+			`f.yaml:3: rule "a": unknown geo lookup state "failed" (want one of error, ok)`},
+		{"RuleEmptyGeo", "rules:\n  - name: a\n    when: {geo: []}\n    then: {decision: deny}\n", `f.yaml:3: rule "a" geo: empty list`},
+		{"GeoErrorTwice", "rules:\n  - name: a\n    when: {geo: [error, ok]}\n    then: {decision: deny}\n" +
+			"  - name: b\n    when: {geo: error, country: [DE]}\n    then: {decision: serve}\n",
+			`f.yaml:5: rule "b" can never match: rule "a" (line 2) matches every client it would match`},
 		{"RuleUnknownCountry", "rules:\n  - name: a\n    when: {country: [UK]}\n    then: {decision: deny}\n",
 			`f.yaml:3: rule "a" country: unknown country code "UK"`},
 		{"RuleEmptyCountry", "rules:\n  - name: a\n    when: {country: []}\n    then: {decision: deny}\n", `rule "a" country: empty list`},
@@ -280,6 +331,8 @@ func TestNotShadowed(t *testing.T) {
 		{"CIDRMissing", "rules:\n  - name: a\n    when: {cidr: [10.0.0.0/8]}\n    then: {decision: deny}\n  - name: b\n    when: {class: [private]}\n    then: {decision: serve}\n"},
 		{"CIDRWider", "rules:\n  - name: a\n    when: {cidr: [10.0.0.0/16]}\n    then: {decision: deny}\n  - name: b\n    when: {cidr: [10.0.0.0/8]}\n    then: {decision: serve}\n"},
 		{"CIDROtherFamily", "rules:\n  - name: a\n    when: {cidr: [10.0.0.0/8]}\n    then: {decision: deny}\n  - name: b\n    when: {cidr: [\"2001:db8::/32\"]}\n    then: {decision: serve}\n"},
+		{"GeoMissing", "rules:\n  - name: a\n    when: {geo: [error]}\n    then: {decision: deny}\n  - name: b\n    when: {country: [DE]}\n    then: {decision: serve}\n"},
+		{"GeoOtherState", "rules:\n  - name: a\n    when: {geo: [error], country: [KP]}\n    then: {decision: deny}\n  - name: b\n    when: {geo: ok, country: [KP]}\n    then: {decision: serve}\n"},
 		{"CatchAllLast", "rules:\n  - name: a\n    when: {cidr: [10.0.0.0/8]}\n    then: {decision: deny}\n  - name: rest\n    then: {decision: serve}\n"},
 	}
 	for _, tt := range tests {

@@ -10,15 +10,16 @@ import "strconv"
 type Fields struct {
 	Client, Via, Peer, Server, Conn string
 	Country, City, Lat, Lon, ASN    string
-	Class, Jurisdiction, Decision   string
+	Class, Geo, Jurisdiction        string
+	Decision                        string
 	Region, Rule, Lang, Reason      string
 }
 
 // values returns f's values in [Order].
-func (f *Fields) values() [17]string {
+func (f *Fields) values() [18]string {
 	return [...]string{
 		f.Client, f.Via, f.Peer, f.Server, f.Conn,
-		f.Country, f.City, f.Lat, f.Lon, f.ASN, f.Class,
+		f.Country, f.City, f.Lat, f.Lon, f.ASN, f.Class, f.Geo,
 		f.Jurisdiction, f.Decision, f.Region, f.Rule, f.Lang, f.Reason,
 	}
 }
@@ -39,6 +40,7 @@ func (f *Fields) AppendLine(dst []byte) []byte {
 	dst = appendPair(dst, start, KeyLon, f.Lon, false)
 	dst = appendPair(dst, start, KeyASN, f.ASN, false)
 	dst = appendPair(dst, start, KeyClass, f.Class, false)
+	dst = appendPair(dst, start, KeyGeo, f.Geo, false)
 	dst = appendPair(dst, start, KeyJurisdiction, f.Jurisdiction, false)
 	dst = appendPair(dst, start, KeyDecision, f.Decision, true)
 	dst = appendPair(dst, start, KeyRegion, f.Region, false)

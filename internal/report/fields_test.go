@@ -78,3 +78,25 @@ func BenchmarkFieldsAppendLine(b *testing.B) {
 		buf = f.AppendLine(buf[:0])
 	}
 }
+
+// TestGeoErrorKey: a lookup error is its own key, after class, in both
+// forms, and absent when there is none.
+func TestGeoErrorKey(t *testing.T) {
+	f := report.Fields{Client: "198.51.100.1:1", Via: "direct", Peer: "198.51.100.1:1", Server: "192.0.2.80:80",
+		Conn: "c", Country: "KP", Class: "public", Geo: report.GeoError, Decision: "deny", Rule: "embargo"}
+	line := string(f.AppendLine(nil))
+	if !strings.Contains(line, " class=public geo=error decision=deny ") {
+		t.Errorf("line = %q, want ... class=public geo=error decision=deny ...", line)
+	}
+	r, err := report.ParseLine(line)
+	if err != nil || r[report.KeyGeo] != "error" {
+		t.Errorf("ParseLine(%q) = %v, %v; want geo=error", line, r, err)
+	}
+	if got := f.Report()[report.KeyGeo]; got != "error" {
+		t.Errorf("Report()[geo] = %q, want error", got)
+	}
+	f.Geo = ""
+	if line := string(f.AppendLine(nil)); strings.Contains(line, "geo=") {
+		t.Errorf("line without a lookup error = %q, want no geo key", line)
+	}
+}

@@ -34,6 +34,7 @@ const (
 	KeyLon          = "lon"          // longitude, decimal degrees
 	KeyASN          = "asn"          // autonomous system number
 	KeyClass        = "class"        // address class: public, private, loopback, documentation...
+	KeyGeo          = "geo"          // GeoError when the client's GeoIP record did not decode; absent otherwise
 	KeyJurisdiction = "jurisdiction" // the policy's jurisdiction for the country (EU...)
 	KeyDecision     = "decision"     // serve, redirect, deny
 	KeyRegion       = "region"       // the region that serves the client's data
@@ -45,9 +46,15 @@ const (
 // Order is the key order of the line form.
 var Order = []string{
 	KeyClient, KeyVia, KeyPeer, KeyServer, KeyConn,
-	KeyCountry, KeyCity, KeyLat, KeyLon, KeyASN, KeyClass,
+	KeyCountry, KeyCity, KeyLat, KeyLon, KeyASN, KeyClass, KeyGeo,
 	KeyJurisdiction, KeyDecision, KeyRegion, KeyRule, KeyLang, KeyReason,
 }
+
+// GeoError is the value of [KeyGeo] for a GeoIP lookup error: the
+// client's record exists but did not decode, so the location keys hold
+// only what could be decoded (often just the country) and the rules
+// decided on the error (the default rules deny it).
+const GeoError = "error"
 
 var required = map[string]bool{
 	KeyClient: true, KeyVia: true, KeyPeer: true, KeyServer: true, KeyConn: true, KeyDecision: true,

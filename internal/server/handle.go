@@ -266,6 +266,7 @@ func setGeo(ev *event.Event, loc *geo.Location) {
 	g.CountryISOCode, g.CountryName, g.ContinentCode = loc.CountryISO, loc.CountryName, loc.ContinentCode
 	g.RegionISOCode, g.RegionName, g.CityName = loc.RegionISO, loc.RegionName, loc.City
 	g.Timezone, g.Class, g.Location = loc.TimeZone, loc.Class, nil
+	g.Error, g.LocationInvalid = loc.Error, loc.LocationInvalid
 	if loc.HasLocation {
 		g.Location = &event.Location{Lat: loc.Lat, Lon: loc.Lon}
 	}
@@ -312,5 +313,8 @@ func setReport(r *report.Fields, ev *event.Event, o *origin.Origin, loc *geo.Loc
 	}
 	if loc.ASN != 0 {
 		r.ASN = strconv.FormatUint(uint64(loc.ASN), 10)
+	}
+	if loc.Error != "" {
+		r.Geo = report.GeoError
 	}
 }

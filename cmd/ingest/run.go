@@ -71,9 +71,12 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		setupDone.Store(true) // nothing to set up
 	}
 
-	adminLn, err := net.Listen("tcp", cfg.Admin.String())
-	if err != nil {
-		return fmt.Errorf("listening on --admin: %w", err)
+	var servers []*http.Server
+	var listeners []net.Listener
+	closeListeners := func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -93,15 +96,21 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 			fmt.Fprintln(w, "ready")
 		}
 	})
-	servers := []*http.Server{{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
-	listeners := []net.Listener{adminLn}
-	log.Info("admin listening", "addr", adminLn.Addr().String())
+	if cfg.Admin.IsValid() {
+		adminLn, err := net.Listen("tcp", cfg.Admin.String())
+		if err != nil {
+			return fmt.Errorf("listening on --admin: %w", err)
+		}
+		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second})
+		listeners = append(listeners, adminLn)
+		log.Info("admin listening", "addr", adminLn.Addr().String())
+	}
 
 	agg := heatmap.NewAggregator()
 	if cfg.UI.IsValid() {
 		uiLn, err := net.Listen("tcp", cfg.UI.String())
 		if err != nil {
-			adminLn.Close()
+			closeListeners()
 			return fmt.Errorf("listening on --ui: %w", err)
 		}
 		// With OpenSearch, the page shows the aggregations over the indexed
@@ -163,7 +172,7 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		}
 		return errStopped
 	})
-	err = g.Wait()
+	err := g.Wait()
 	if errors.Is(err, errStopped) || (err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled)) {
 		return nil
 	}

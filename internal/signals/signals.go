@@ -1,0 +1,95 @@
+// Package signals owns a program's SIGINT, SIGTERM and SIGHUP for the whole
+// life of the process. Catch, called on the first line of main, registers
+// all three before anything else runs and never unregisters them, so none
+// of them can take its default action (terminate the process) at any
+// point: not while flags are parsed and files load, not during the drain,
+// not between the end of the drain and the exit. The first SIGINT or
+// SIGTERM ends the Stopping context (the program drains); a second one
+// exits at once with status 1. Each SIGHUP is a reload request that waits
+// until the program takes it (Reload), so one sent before the program is
+// ready to reload is kept, not lost, and one sent during the drain is
+// simply not acted on by a program that no longer reloads.
+package signals
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Handler turns the process's signals into a context and reload requests.
+// Its methods are safe for concurrent use.
+type Handler struct {
+	prog     string
+	stderr   io.Writer
+	exit     func(code int)
+	stopping context.Context
+	stop     context.CancelFunc
+	reload   chan struct{}
+}
+
+// Catch starts handling SIGINT, SIGTERM and SIGHUP for the rest of the
+// process's life; prog names the program in the one line written to
+// stderr before a second SIGINT or SIGTERM exits. Call it once, first
+// thing in main. The goroutine it starts is owned by the process: it runs
+// until the process exits.
+func Catch(prog string) *Handler {
+	c := make(chan os.Signal, 8)
+	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	h := newHandler(prog, os.Stderr, os.Exit)
+	go h.loop(c)
+	return h
+}
+
+func newHandler(prog string, stderr io.Writer, exit func(int)) *Handler {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Handler{prog: prog, stderr: stderr, exit: exit, stopping: ctx, stop: cancel, reload: make(chan struct{}, 1)}
+}
+
+// loop handles signals from c until c is closed (never, for Catch).
+func (h *Handler) loop(c <-chan os.Signal) {
+	for s := range c {
+		h.handle(s)
+	}
+}
+
+func (h *Handler) handle(s os.Signal) {
+	switch s {
+	case syscall.SIGHUP:
+		select {
+		case h.reload <- struct{}{}:
+		default: // one is pending already: the reload will read the newest file
+		}
+	case syscall.SIGINT, syscall.SIGTERM:
+		if h.stopping.Err() == nil {
+			h.stop()
+			return
+		}
+		fmt.Fprintf(h.stderr, "%s: second %s during the shutdown: exiting without finishing it\n", h.prog, signalName(s))
+		h.exit(1)
+	}
+}
+
+// Stopping is done at the first SIGINT or SIGTERM: the program should stop
+// accepting work, drain and exit.
+func (h *Handler) Stopping() context.Context { return h.stopping }
+
+// Reload receives one value per SIGHUP not yet taken: SIGHUPs that arrive
+// while one is pending are merged into it (a reload reads the newest
+// file). Requests wait here until taken; none is ever dropped unseen.
+func (h *Handler) Reload() <-chan struct{} { return h.reload }
+
+func signalName(s os.Signal) string {
+	switch s {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	}
+	return s.String()
+}

@@ -65,6 +65,9 @@ type config struct {
 	// ready, when set (by tests), is called with the bound addresses once
 	// the listeners are open; admin is nil without an admin listener.
 	ready func(app, admin net.Addr)
+	// reload receives a request per SIGHUP (internal/signals), set by
+	// main; nil: no reloads.
+	reload <-chan struct{}
 }
 
 // errExit: --help or --version was handled; exit 0.

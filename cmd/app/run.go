@@ -9,10 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/originlens/originlens/internal/geo"
@@ -154,7 +151,15 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return nil
 	})
 	g.Go(func() error { return db.Watch(gctx) })
-	g.Go(func() error { return rules.reloadOnHUP(gctx, log) })
+	// The reloader outlives the drain, so that a SIGHUP then is logged as
+	// ignored; it stops when run returns.
+	reloadCtx, stopReload := context.WithCancel(context.WithoutCancel(ctx))
+	reloadDone := make(chan struct{})
+	go func() {
+		defer close(reloadDone)
+		rules.reloadOnHUP(reloadCtx, cfg.reload, gctx.Done(), log)
+	}()
+	defer func() { stopReload(); <-reloadDone }()
 	if adminLn != nil {
 		admin := &http.Server{
 			Handler:           adminHandler(reg, &ready),
@@ -294,17 +299,23 @@ func (l *livePolicy) Decide(addr netip.Addr, loc geo.Location) policy.Decision {
 	return l.p.Load().Decide(addr, loc)
 }
 
-// reloadOnHUP reloads the rules file on each SIGHUP until ctx is done,
-// keeping the old rules when the new file is bad. It blocks.
-func (l *livePolicy) reloadOnHUP(ctx context.Context, log *slog.Logger) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+// reloadOnHUP reloads the rules file on each request from hup (SIGHUP,
+// see internal/signals) until ctx is done, keeping the old rules when the
+// new file is bad. Once draining is closed it logs each request and
+// ignores it. It blocks. It does not touch the process's signal handling:
+// main owns that for the process's life.
+func (l *livePolicy) reloadOnHUP(ctx context.Context, hup <-chan struct{}, draining <-chan struct{}, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-hup:
+		}
+		select {
+		case <-draining:
+			log.Warn("SIGHUP during the drain: ignored (the policy is not reloaded while stopping)")
+			continue
+		default:
 		}
 		if l.path == "" {
 			log.Info("SIGHUP: no --policy file; keeping the embedded rules")

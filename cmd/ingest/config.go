@@ -51,6 +51,10 @@ type Config struct {
 	Admin    netip.AddrPort // invalid: disabled
 	UI       netip.AddrPort // invalid: disabled
 	LogLevel string
+
+	// hup receives a request per SIGHUP (internal/signals), set by main;
+	// nil: none. ingest has nothing to reload: each is logged and ignored.
+	hup <-chan struct{}
 }
 
 // byteSize is a flag value like 5MiB, 512KiB or 1048576.

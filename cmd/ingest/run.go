@@ -125,6 +125,16 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		log.Info("heat map listening", "url", "http://"+uiLn.Addr().String()+"/")
 	}
 
+	// SIGHUPs are logged and ignored for as long as run runs, the drain
+	// included.
+	hupCtx, stopHUP := context.WithCancel(context.WithoutCancel(ctx))
+	hupDone := make(chan struct{})
+	go func() {
+		defer close(hupDone)
+		ignoreHUP(hupCtx, ctx.Done(), cfg.hup, log)
+	}()
+	defer func() { stopHUP(); <-hupDone }()
+
 	g, gctx := errgroup.WithContext(ctx)
 	for i, srv := range servers {
 		ln := listeners[i]
@@ -177,6 +187,25 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+// ignoreHUP logs each request from hup until ctx is done: ingest has
+// nothing to reload. stopping closed means the shutdown has begun. It
+// blocks.
+func ignoreHUP(ctx context.Context, stopping <-chan struct{}, hup <-chan struct{}, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		select {
+		case <-stopping:
+			log.Warn("SIGHUP during the shutdown: ignored")
+		default:
+			log.Info("SIGHUP: ingest has nothing to reload; ignored")
+		}
+	}
 }
 
 // errStopped ends the errgroup when the consumer returned cleanly.

@@ -52,6 +52,9 @@ type Config struct {
 	UI       netip.AddrPort // invalid: disabled
 	LogLevel string
 
+	// kafkaProbeInterval is how often readiness checks that a broker
+	// answers; 0: ingest.BrokerCheck's default. Tests shorten it.
+	kafkaProbeInterval time.Duration
 	// hup receives a request per SIGHUP (internal/signals), set by main;
 	// nil: none. ingest has nothing to reload: each is logged and ignored.
 	hup <-chan struct{}

@@ -71,6 +71,16 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		setupDone.Store(true) // nothing to set up
 	}
 
+	// Readiness needs a broker that answers: until one does, and while
+	// none does, nothing can be consumed.
+	dialer, err := cfg.Security.Dialer(ctx)
+	if err != nil {
+		return fmt.Errorf("kafka dialer: %w", err)
+	}
+	brokers := ingest.NewBrokerCheck(ingest.BrokerCheckConfig{
+		Brokers: cfg.KafkaBrokers, Dialer: dialer, Interval: cfg.kafkaProbeInterval, Logger: log,
+	})
+
 	var servers []*http.Server
 	var listeners []net.Listener
 	closeListeners := func() {
@@ -83,7 +93,10 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		p := pipe.Load()
+		kerr := brokers.Err()
 		switch {
+		case kerr != nil:
+			http.Error(w, "not ready: Kafka unreachable, nothing can be consumed: "+kerr.Error(), http.StatusServiceUnavailable)
 		case !setupDone.Load():
 			http.Error(w, "not ready: OpenSearch setup pending", http.StatusServiceUnavailable)
 		case p == nil || !p.Ready():
@@ -154,6 +167,7 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		}
 		return nil
 	})
+	g.Go(func() error { return brokers.Run(gctx) })
 	g.Go(func() error {
 		defer func() {
 			// the pipeline is done: let the servers go too
@@ -176,13 +190,13 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 			}
 		}
 		setupDone.Store(true)
-		err := consume(gctx, cfg, log, metrics, osc, agg, &pipe)
+		err := consume(gctx, cfg, dialer, brokers.Reached(), log, metrics, osc, agg, &pipe)
 		if err != nil {
 			return err
 		}
 		return errStopped
 	})
-	err := g.Wait()
+	err = g.Wait()
 	if errors.Is(err, errStopped) || (err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled)) {
 		return nil
 	}
@@ -234,10 +248,14 @@ func setupUntilDone(ctx context.Context, log *slog.Logger, osc *opensearch.Clien
 	}
 }
 
-func consume(ctx context.Context, cfg Config, log *slog.Logger, metrics *ingest.Metrics, osc *opensearch.Client, agg *heatmap.Aggregator, pipe *atomic.Pointer[ingest.Pipeline]) error {
-	dialer, err := cfg.Security.Dialer(ctx)
-	if err != nil {
-		return fmt.Errorf("kafka dialer: %w", err)
+// consume waits until a broker has answered (reached closed; the broker
+// check logs why not until then), creates the dead-letter topic and runs
+// the pipeline until ctx is done.
+func consume(ctx context.Context, cfg Config, dialer *kafkago.Dialer, reached <-chan struct{}, log *slog.Logger, metrics *ingest.Metrics, osc *opensearch.Client, agg *heatmap.Aggregator, pipe *atomic.Pointer[ingest.Pipeline]) error {
+	select {
+	case <-reached:
+	case <-ctx.Done():
+		return nil
 	}
 	transport, err := cfg.Security.Transport(ctx)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/originlens/originlens/internal/origin"
 	"github.com/originlens/originlens/internal/policy"
 	"github.com/originlens/originlens/internal/server"
+	"github.com/originlens/originlens/internal/signals"
 	"github.com/originlens/originlens/internal/sink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -305,30 +306,28 @@ func (l *livePolicy) Decide(addr netip.Addr, loc geo.Location) policy.Decision {
 // ignores it. It blocks. It does not touch the process's signal handling:
 // main owns that for the process's life.
 func (l *livePolicy) reloadOnHUP(ctx context.Context, hup <-chan struct{}, draining <-chan struct{}, log *slog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-		}
-		select {
-		case <-draining:
+	signals.OnReload(ctx, hup, draining, func(draining bool) {
+		if draining {
 			log.Warn("SIGHUP during the drain: ignored (the policy is not reloaded while stopping)")
-			continue
-		default:
+			return
 		}
-		if l.path == "" {
-			log.Info("SIGHUP: no --policy file; keeping the embedded rules")
-			continue
-		}
-		p, err := policy.Load(l.path)
-		if err != nil {
-			l.reloads.WithLabelValues("error").Inc()
-			log.Error("SIGHUP: policy reload failed; keeping the current rules", "err", err)
-			continue
-		}
-		l.p.Store(p)
-		l.reloads.WithLabelValues("ok").Inc()
-		log.Info("SIGHUP: policy reloaded", "path", l.path)
+		l.reload(log)
+	})
+}
+
+// reload loads the rules file, keeping the current rules when it is bad.
+func (l *livePolicy) reload(log *slog.Logger) {
+	if l.path == "" {
+		log.Info("SIGHUP: no --policy file; keeping the embedded rules")
+		return
 	}
+	p, err := policy.Load(l.path)
+	if err != nil {
+		l.reloads.WithLabelValues("error").Inc()
+		log.Error("SIGHUP: policy reload failed; keeping the current rules", "err", err)
+		return
+	}
+	l.p.Store(p)
+	l.reloads.WithLabelValues("ok").Inc()
+	log.Info("SIGHUP: policy reloaded", "path", l.path)
 }

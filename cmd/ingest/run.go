@@ -23,6 +23,7 @@ import (
 	"github.com/originlens/originlens/internal/ingest"
 	"github.com/originlens/originlens/internal/kafka"
 	"github.com/originlens/originlens/internal/opensearch"
+	"github.com/originlens/originlens/internal/signals"
 )
 
 // run is the whole service. It blocks until ctx ends (nil) or something
@@ -207,19 +208,13 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 // nothing to reload. stopping closed means the shutdown has begun. It
 // blocks.
 func ignoreHUP(ctx context.Context, stopping <-chan struct{}, hup <-chan struct{}, log *slog.Logger) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-		}
-		select {
-		case <-stopping:
+	signals.OnReload(ctx, hup, stopping, func(draining bool) {
+		if draining {
 			log.Warn("SIGHUP during the shutdown: ignored")
-		default:
-			log.Info("SIGHUP: ingest has nothing to reload; ignored")
+			return
 		}
-	}
+		log.Info("SIGHUP: ingest has nothing to reload; ignored")
+	})
 }
 
 // errStopped ends the errgroup when the consumer returned cleanly.

@@ -82,6 +82,26 @@ func (h *Handler) Stopping() context.Context { return h.stopping }
 // file). Requests wait here until taken; none is ever dropped unseen.
 func (h *Handler) Reload() <-chan struct{} { return h.reload }
 
+// OnReload calls fn for each request from reload (a Handler's Reload)
+// until ctx is done, with draining true once stopping is closed: a program
+// logs and ignores those. fn runs on the caller's goroutine, one call at a
+// time. OnReload blocks; a nil reload only waits for ctx.
+func OnReload(ctx context.Context, reload, stopping <-chan struct{}, fn func(draining bool)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reload:
+		}
+		select {
+		case <-stopping:
+			fn(true)
+		default:
+			fn(false)
+		}
+	}
+}
+
 func signalName(s os.Signal) string {
 	switch s {
 	case syscall.SIGINT:

@@ -1,6 +1,7 @@
 package signals
 
 import (
+	"context"
 	"os"
 	"strings"
 	"syscall"
@@ -61,5 +62,34 @@ func TestCatchSIGHUP(t *testing.T) {
 	case <-h.Reload():
 	case <-time.After(30 * time.Second):
 		t.Fatal("no reload request within 30s of SIGHUP")
+	}
+}
+
+// Ensure OnReload passes each request with whether the drain has begun,
+// and returns when ctx is done.
+func TestOnReload(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan struct{})
+	stopping := make(chan struct{})
+	got := make(chan bool)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		OnReload(ctx, reload, stopping, func(draining bool) { got <- draining })
+	}()
+	reload <- struct{}{}
+	if d := <-got; d {
+		t.Error("draining before stopping closed")
+	}
+	close(stopping)
+	reload <- struct{}{}
+	if d := <-got; !d {
+		t.Error("not draining after stopping closed")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("OnReload did not return after cancel")
 	}
 }

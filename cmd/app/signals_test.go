@@ -218,3 +218,26 @@ func TestSIGHUPAroundStartAndStop(t *testing.T) {
 		}
 	}
 }
+
+// Ensure a SIGTERM while the app starts (held reading --policy, a FIFO)
+// is a clean stop once start-up is done: status 0, nothing served.
+func TestSIGTERMWhileStarting(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	cmd := exec.Command(appBinary(t), "--listen", "127.0.0.1:0", "--admin", "", "--log-format", "json", "--policy", fifo)
+	stderr := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = io.Discard, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	w := openWriter(t, cmd, fifo, stderr)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, "default: {decision: serve, region: us-east-2}\n")
+	w.Close()
+	waitExit(t, cmd, stderr)
+}

@@ -122,7 +122,7 @@ func (b *BrokerCheck) probe(ctx context.Context) error {
 		return errors.New("no brokers configured")
 	}
 	if n := len(b.cfg.Brokers); n > 1 {
-		return fmt.Errorf("%w (and the other %d brokers)", first, n-1)
+		return fmt.Errorf("%w (all %d brokers failed)", first, n)
 	}
 	return first
 }

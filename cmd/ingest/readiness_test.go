@@ -54,6 +54,10 @@ func TestReadyNeedsABroker(t *testing.T) {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+	metrics := strings.TrimSuffix(readyz, "readyz") + "metrics"
+	if _, m := get(t, metrics); !strings.Contains(m, "\ningest_kafka_reachable 0\n") {
+		t.Errorf("/metrics lacks ingest_kafka_reachable 0 with no broker")
+	}
 	out := logs.String()
 	if n := strings.Count(out, "Kafka unreachable"); n != 1 {
 		t.Errorf("%d unreachable lines for one outage; want 1:\n%s", n, out)
@@ -72,6 +76,9 @@ func TestReadyNeedsABroker(t *testing.T) {
 	k.produceEvents(t, 0, 20, time.Now())
 	waitFor(t, "/readyz 200 with the broker up", 60*time.Second, func() bool { code, _ := get(t, readyz); return code == 200 })
 	waitFor(t, "offsets committed", 60*time.Second, func() bool { return k.lagZero(t) })
+	if _, m := get(t, metrics); !strings.Contains(m, "\ningest_kafka_reachable 1\n") {
+		t.Errorf("/metrics lacks ingest_kafka_reachable 1 with the broker up")
+	}
 	if out := logs.String(); !strings.Contains(out, "Kafka reachable") || !strings.Contains(out, "msg=consuming") || strings.Contains(out, "DEAD-LETTER") {
 		t.Errorf("after the broker started, log lacks reachable/consuming or blames the DLQ:\n%s", out)
 	}

@@ -79,7 +79,7 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		return fmt.Errorf("kafka dialer: %w", err)
 	}
 	brokers := ingest.NewBrokerCheck(ingest.BrokerCheckConfig{
-		Brokers: cfg.KafkaBrokers, Dialer: dialer, Interval: cfg.kafkaProbeInterval, Logger: log,
+		Brokers: cfg.KafkaBrokers, Dialer: dialer, Interval: cfg.kafkaProbeInterval, Logger: log, Up: metrics.KafkaUp,
 	})
 
 	var servers []*http.Server

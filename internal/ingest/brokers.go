@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	kafka "github.com/segmentio/kafka-go"
 )
 
@@ -18,6 +19,7 @@ type BrokerCheckConfig struct {
 	Interval time.Duration // between probes; <= 0: 5s
 	Timeout  time.Duration // of one probe per broker; <= 0: 5s
 	Logger   *slog.Logger
+	Up       prometheus.Gauge // 1 while reachable, 0 otherwise; nil: none
 }
 
 // BrokerCheck tells whether a Kafka broker answers, for readiness: while
@@ -96,6 +98,13 @@ func (b *BrokerCheck) record(err error) {
 		b.cfg.Logger.Error("Kafka unreachable: no broker answers, nothing can be consumed (not ready)", "brokers", b.cfg.Brokers, "err", err)
 	case err == nil && (was != nil || !known):
 		b.cfg.Logger.Info("Kafka reachable: a broker answered", "brokers", b.cfg.Brokers)
+	}
+	if b.cfg.Up != nil {
+		up := 0.0
+		if err == nil {
+			up = 1
+		}
+		b.cfg.Up.Set(up)
 	}
 	if err == nil {
 		b.once.Do(func() { close(b.readyCh) })

@@ -275,8 +275,25 @@ func (c *Config) validate() error {
 	default:
 		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return oneLine(errs)
 }
+
+// oneLine is several configuration errors as one line (errors.Join would
+// put each on its own), for main's one-line exit-2 message.
+type oneLine []error
+
+func (e oneLine) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e oneLine) Unwrap() []error { return e }
 
 func indexPrefixProblem(p string) string {
 	switch {

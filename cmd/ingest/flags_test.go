@@ -201,3 +201,11 @@ func TestBinaryFlagErrors(t *testing.T) {
 		t.Errorf("stderr %q stdout %q; want %q and nothing on stdout", got, stdout.String(), want)
 	}
 }
+
+// Ensure several bad settings are reported on one line, each named.
+func TestValidateOneLine(t *testing.T) {
+	_, err := parseConfig([]string{"--kafka-brokers", "127.0.0.1:9092", "--bulk-docs", "0", "--bulk-workers", "99"}, noEnv, io.Discard)
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "--bulk-docs") || !strings.Contains(err.Error(), "--bulk-workers 99") {
+		t.Errorf("error %q; want one line naming --bulk-docs and --bulk-workers", err)
+	}
+}

@@ -1,10 +1,12 @@
 // Package signals owns a program's SIGINT, SIGTERM and SIGHUP for the whole
-// life of the process. Catch, called on the first line of main, registers
-// all three before anything else runs and never unregisters them, so none
-// of them can take its default action (terminate the process) at any
-// point: not while flags are parsed and files load, not during the drain,
-// not between the end of the drain and the exit. The first SIGINT or
-// SIGTERM ends the Stopping context (the program drains); a second one
+// life of the process. SIGHUP is registered when the package initializes,
+// before main (~2 ms after exec, where main's first line runs ~10-15 ms
+// after it in the app, after every package's initialization); Catch, on the
+// first line of main, adds SIGINT and SIGTERM. None is ever unregistered,
+// so from then on none can take its default action (terminate the
+// process): not while flags are parsed and files load, not during the
+// drain, not between the end of the drain and the exit. The first SIGINT
+// or SIGTERM ends the Stopping context (the program drains); a second one
 // exits at once with status 1. Each SIGHUP is a reload request that waits
 // until the program takes it (Reload), so one sent before the program is
 // ready to reload is kept, not lost, and one sent during the drain is
@@ -31,14 +33,29 @@ type Handler struct {
 	reload   chan struct{}
 }
 
+// early receives SIGHUP from this package's initialization on: before
+// main, and before most of the program's other packages initialize (that
+// takes ~10 ms, during which a SIGHUP would kill the process by its
+// default action). SIGHUPs arriving before Catch wait in its buffer. Only
+// SIGHUP: a SIGINT or SIGTERM before main should still end the process (a
+// test binary that imports the package stays interruptible), and Catch
+// takes them from main's first line. Importing the package is the
+// registration; this is its only package-level state.
+var early = func() chan os.Signal {
+	c := make(chan os.Signal, 8)
+	signal.Notify(c, syscall.SIGHUP)
+	return c
+}()
+
 // Catch starts handling SIGINT, SIGTERM and SIGHUP for the rest of the
-// process's life; prog names the program in the one line written to
+// process's life (SIGHUP from this package's initialization on; see
+// early); prog names the program in the one line written to
 // stderr before a second SIGINT or SIGTERM exits. Call it once, first
 // thing in main. The goroutine it starts is owned by the process: it runs
 // until the process exits.
 func Catch(prog string) *Handler {
-	c := make(chan os.Signal, 8)
-	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	c := early
+	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM) // added to SIGHUP
 	h := newHandler(prog, os.Stderr, os.Exit)
 	go h.loop(c)
 	return h

@@ -49,6 +49,24 @@ func TestHandle(t *testing.T) {
 	}
 }
 
+// Ensure SIGHUP is caught from the package's initialization on, before any
+// Catch (a program's main runs ~10 ms after exec; a SIGHUP then killed
+// it): the test process survives SIGHUPs and they wait in the buffer.
+// Runs before TestCatchSIGHUP, whose Catch would take them.
+func TestEarlySIGHUP(t *testing.T) {
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-early:
+		if s != syscall.SIGHUP {
+			t.Errorf("early got %v; want SIGHUP", s)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no SIGHUP in the early buffer within 30 s")
+	}
+}
+
 // Ensure Catch takes SIGHUP for real: the test process gets SIGHUPs (which
 // would kill it by default), survives, and sees a reload request.
 func TestCatchSIGHUP(t *testing.T) {

@@ -4,7 +4,8 @@
 // netcat, HTTP for curl and browsers) and publishes one connection event per
 // connection, to Kafka or as JSON lines on stdout.
 //
-// Every flag also reads an environment variable APP_<NAME> (see --help).
+// Every flag but --version also reads an environment variable APP_<NAME>
+// (see --help).
 // Logs go to stderr. A bad flag value exits with status 2 before anything
 // listens; other failures exit 1. SIGTERM and SIGINT stop accepting, let
 // open connections finish within --drain-timeout, flush the events and exit

@@ -137,7 +137,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	fs.Var(&bulkBytes, "bulk-bytes", "flush a bulk request at this body size (5MiB, 512KiB, bytes)")
 	fs.Var(&inflightSize, "max-inflight-bytes", "fetched but unacknowledged bytes; fetching pauses above (Kafka is the buffer)")
 	fs.Usage = func() {
-		fmt.Fprintf(out, "usage: %s [flags]\n       ingest setup [flags]   install template, ISM policy and dashboards, then exit\n\nEvery flag also reads INGEST_<NAME> (e.g. INGEST_OPENSEARCH_URL).\n\n", name)
+		fmt.Fprintf(out, "usage: %s [flags]\n       ingest setup [flags]   install template, ISM policy and dashboards, then exit\n\nEvery flag but --version also reads INGEST_<NAME> (e.g. INGEST_OPENSEARCH_URL).\n\n", name)
 		fs.SetOutput(out)
 		fs.PrintDefaults()
 	}

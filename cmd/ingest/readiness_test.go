@@ -108,3 +108,36 @@ func lineWith(s, sub string) string {
 	}
 	return ""
 }
+
+// Ensure a stop while no broker has ever answered is clean and prompt:
+// run returns nil, and nothing was consumed or created.
+func TestStopWithNoBroker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := ln.Addr().String()
+	ln.Close()
+	cfg, err := parseConfig([]string{"--kafka-brokers", broker, "--admin", "", "--ui", ""}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.kafkaProbeInterval = 50 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, io.Discard, &logs) }()
+	waitFor(t, "the unreachable log line", 60*time.Second, func() bool { return strings.Contains(logs.String(), "Kafka unreachable") })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("run = %v; want nil", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("run did not return within 60 s of cancel")
+	}
+	if out := logs.String(); strings.Contains(out, "msg=consuming") || strings.Contains(out, "DEAD-LETTER") {
+		t.Errorf("logs:\n%s", out)
+	}
+}

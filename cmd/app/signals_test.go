@@ -143,6 +143,24 @@ func openWriter(t *testing.T, cmd *exec.Cmd, path string, stderr *syncBuffer) *o
 	}
 }
 
+// startWithFIFOPolicy starts the app with --policy a FIFO: it stays in
+// start-up, reading the policy, until the test writes it (openWriter).
+func startWithFIFOPolicy(t *testing.T) (cmd *exec.Cmd, fifo string, stderr *syncBuffer) {
+	t.Helper()
+	fifo = filepath.Join(t.TempDir(), "policy.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	cmd = exec.Command(appBinary(t), "--listen", "127.0.0.1:0", "--admin", "", "--log-format", "json", "--policy", fifo)
+	stderr = &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = io.Discard, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, fifo, stderr
+}
+
 // Ensure SIGHUPs that arrive while the app starts (here: while it reads
 // --policy, a FIFO that holds it in policy.Load) do not kill it, and are
 // applied once it serves: the policy is read again. The old app died of
@@ -150,17 +168,7 @@ func openWriter(t *testing.T, cmd *exec.Cmd, path string, stderr *syncBuffer) *o
 // goroutine started.
 func TestSIGHUPWhileStarting(t *testing.T) {
 	const rules = "default: {decision: serve, region: us-east-2}\n"
-	fifo := filepath.Join(t.TempDir(), "policy.yaml")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
-	cmd := exec.Command(appBinary(t), "--listen", "127.0.0.1:0", "--admin", "", "--log-format", "json", "--policy", fifo)
-	stderr := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = io.Discard, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	cmd, fifo, stderr := startWithFIFOPolicy(t)
 	// The app is in main, blocked reading the policy: main's first line
 	// ran long ago.
 	w := openWriter(t, cmd, fifo, stderr)
@@ -222,17 +230,7 @@ func TestSIGHUPAroundStartAndStop(t *testing.T) {
 // Ensure a SIGTERM while the app starts (held reading --policy, a FIFO)
 // is a clean stop once start-up is done: status 0, nothing served.
 func TestSIGTERMWhileStarting(t *testing.T) {
-	fifo := filepath.Join(t.TempDir(), "policy.yaml")
-	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
-		t.Skipf("mkfifo: %v", err)
-	}
-	cmd := exec.Command(appBinary(t), "--listen", "127.0.0.1:0", "--admin", "", "--log-format", "json", "--policy", fifo)
-	stderr := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = io.Discard, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	cmd, fifo, stderr := startWithFIFOPolicy(t)
 	w := openWriter(t, cmd, fifo, stderr)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

@@ -12,25 +12,32 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
+// noBrokerConfig is a configuration with args whose one broker is a
+// loopback port nothing listens on (returned), probed every 50 ms.
+func noBrokerConfig(t *testing.T, args ...string) (Config, int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cfg, err := parseConfig(append([]string{"--kafka-brokers", "127.0.0.1:" + strconv.Itoa(port), "--ui", ""}, args...), noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.kafkaProbeInterval = 50 * time.Millisecond
+	return cfg, port
+}
+
 // Ensure /readyz is 503 while no broker answers, names the broker (not the
 // dead-letter topic) as the cause, turns 200 once a broker starts on that
 // port, and is 503 again when it goes away; each change is one log line.
 // The old ingest logged "DEAD-LETTER TOPIC NOT CREATED", then "consuming",
 // and answered 200 with --kafka-brokers 127.0.0.1:1.
 func TestReadyNeedsABroker(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0") // a port nothing listens on, once closed
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	cfg, port := noBrokerConfig(t, "--admin", "127.0.0.1:0", "--flush-interval", "20ms")
 	broker := "127.0.0.1:" + strconv.Itoa(port)
-
-	cfg, err := parseConfig([]string{"--kafka-brokers", broker, "--admin", "127.0.0.1:0", "--ui", "", "--flush-interval", "20ms"}, noEnv, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.kafkaProbeInterval = 50 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer
 	done := make(chan error, 1)
@@ -112,17 +119,7 @@ func lineWith(s, sub string) string {
 // Ensure a stop while no broker has ever answered is clean and prompt:
 // run returns nil, and nothing was consumed or created.
 func TestStopWithNoBroker(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	broker := ln.Addr().String()
-	ln.Close()
-	cfg, err := parseConfig([]string{"--kafka-brokers", broker, "--admin", "", "--ui", ""}, noEnv, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.kafkaProbeInterval = 50 * time.Millisecond
+	cfg, _ := noBrokerConfig(t, "--admin", "")
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs syncBuffer
 	done := make(chan error, 1)

@@ -68,6 +68,9 @@ type config struct {
 	// ready, when set (by tests), is called with the bound addresses once
 	// the listeners are open; admin is nil without an admin listener.
 	ready func(app, admin net.Addr)
+	// reload receives a request per SIGHUP (internal/signals), set by
+	// main; nil: no reloads.
+	reload <-chan struct{}
 }
 
 // errExit: --help or --version was handled; exit 0.
@@ -85,6 +88,10 @@ func envName(flagName string) string { return flagenv.Name(envPrefix, flagName) 
 
 // envPrefix is the prefix of the environment variables the flags read.
 const envPrefix = "APP_"
+
+// cmdOnly are the flags that read the command line only: requests, not
+// settings (CI and container images set APP_VERSION for their own use).
+var cmdOnly = []string{"version"}
 
 // parseConfig parses args, falling back to APP_* environment variables
 // (lookupEnv) for flags not on the command line, and validates the result.
@@ -134,10 +141,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		logFormat    = fs.String("log-format", "text", "log format: text or json")
 		printVersion = fs.Bool("version", false, "print the version and exit")
 	)
-	fs.VisitAll(func(f *flag.Flag) {
-		f.Usage += " [env " + envName(f.Name) + "]"
-	})
-	if err := fs.Parse(args); err != nil {
+	flagenv.Usage(fs, envPrefix, cmdOnly...)
+	if err := flagenv.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(out, "Usage: app [flags]\n\nThe originlens TCP backend. Every flag also reads the environment variable shown.\n\nFlags:")
 			printFlags(out, fs)
@@ -148,7 +153,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
 	}
-	if err := flagenv.Apply(fs, envPrefix, lookupEnv); err != nil {
+	if err := flagenv.Apply(fs, envPrefix, lookupEnv, cmdOnly...); err != nil {
 		return config{}, err
 	}
 	if *printVersion {

@@ -4,29 +4,34 @@
 // netcat, HTTP for curl and browsers) and publishes one connection event per
 // connection, to Kafka or as JSON lines on stdout.
 //
-// Every flag also reads an environment variable APP_<NAME> (see --help).
+// Every flag but --version also reads an environment variable APP_<NAME>
+// (see --help).
 // Logs go to stderr. A bad flag value exits with status 2 before anything
 // listens; other failures exit 1. SIGTERM and SIGINT stop accepting, let
 // open connections finish within --drain-timeout, flush the events and exit
-// 0 (a second signal exits at once). SIGHUP reloads --policy, keeping the
-// current rules when the file is bad.
+// 0 (a second one exits at once, status 1). SIGHUP reloads --policy,
+// keeping the current rules when the file is bad; a SIGHUP that arrives
+// while the app starts is applied once it serves, one during the drain is
+// logged and ignored. All three signals are handled from the first line of
+// main to the exit: none of them terminates the process by its default
+// action.
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/google/uuid"
+
+	"github.com/originlens/originlens/internal/signals"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	sig := signals.Catch("app") // first: no signal may kill the process from here on
 	cfg, err := parseConfig(os.Args[1:], os.LookupEnv, os.Stdout)
 	if errors.Is(err, errExit) {
 		os.Exit(0) // --help or --version
@@ -40,11 +45,8 @@ func main() {
 	// connection (~300 ns less per event; internal/event BenchmarkNew).
 	// They are document ids, not secrets. Set once, before any id is made.
 	uuid.EnableRandPool()
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	// The first signal drains; a second one during the drain kills at once.
-	context.AfterFunc(ctx, stop)
-	if err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
+	cfg.reload = sig.Reload()
+	if err := run(sig.Stopping(), cfg, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "app:", err)
 		if errors.As(err, new(*configError)) {
 			os.Exit(2)

@@ -9,10 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"os/signal"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/originlens/originlens/internal/geo"
@@ -21,6 +18,7 @@ import (
 	"github.com/originlens/originlens/internal/origin"
 	"github.com/originlens/originlens/internal/policy"
 	"github.com/originlens/originlens/internal/server"
+	"github.com/originlens/originlens/internal/signals"
 	"github.com/originlens/originlens/internal/sink"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -158,7 +156,15 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return nil
 	})
 	g.Go(func() error { return db.Watch(gctx) })
-	g.Go(func() error { return rules.reloadOnHUP(gctx, log) })
+	// The reloader outlives the drain, so that a SIGHUP then is logged as
+	// ignored; it stops when run returns.
+	reloadCtx, stopReload := context.WithCancel(context.WithoutCancel(ctx))
+	reloadDone := make(chan struct{})
+	go func() {
+		defer close(reloadDone)
+		rules.reloadOnHUP(reloadCtx, cfg.reload, gctx.Done(), log)
+	}()
+	defer func() { stopReload(); <-reloadDone }()
 	if adminLn != nil {
 		admin := &http.Server{
 			Handler:           adminHandler(reg, &ready),
@@ -298,30 +304,34 @@ func (l *livePolicy) Decide(addr netip.Addr, loc geo.Location) policy.Decision {
 	return l.p.Load().Decide(addr, loc)
 }
 
-// reloadOnHUP reloads the rules file on each SIGHUP until ctx is done,
-// keeping the old rules when the new file is bad. It blocks.
-func (l *livePolicy) reloadOnHUP(ctx context.Context, log *slog.Logger) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-hup:
+// reloadOnHUP reloads the rules file on each request from hup (SIGHUP,
+// see internal/signals) until ctx is done, keeping the old rules when the
+// new file is bad. Once draining is closed it logs each request and
+// ignores it. It blocks. It does not touch the process's signal handling:
+// main owns that for the process's life.
+func (l *livePolicy) reloadOnHUP(ctx context.Context, hup <-chan struct{}, draining <-chan struct{}, log *slog.Logger) {
+	signals.OnReload(ctx, hup, draining, func(draining bool) {
+		if draining {
+			log.Warn("SIGHUP during the drain: ignored (the policy is not reloaded while stopping)")
+			return
 		}
-		if l.path == "" {
-			log.Info("SIGHUP: no --policy file; keeping the embedded rules")
-			continue
-		}
-		p, err := policy.Load(l.path)
-		if err != nil {
-			l.reloads.WithLabelValues("error").Inc()
-			log.Error("SIGHUP: policy reload failed; keeping the current rules", "err", err)
-			continue
-		}
-		l.p.Store(p)
-		l.reloads.WithLabelValues("ok").Inc()
-		log.Info("SIGHUP: policy reloaded", "path", l.path)
+		l.reload(log)
+	})
+}
+
+// reload loads the rules file, keeping the current rules when it is bad.
+func (l *livePolicy) reload(log *slog.Logger) {
+	if l.path == "" {
+		log.Info("SIGHUP: no --policy file; keeping the embedded rules")
+		return
 	}
+	p, err := policy.Load(l.path)
+	if err != nil {
+		l.reloads.WithLabelValues("error").Inc()
+		log.Error("SIGHUP: policy reload failed; keeping the current rules", "err", err)
+		return
+	}
+	l.p.Store(p)
+	l.reloads.WithLabelValues("ok").Inc()
+	log.Info("SIGHUP: policy reloaded", "path", l.path)
 }

@@ -48,9 +48,16 @@ type Config struct {
 	RetryMaxBackoff  time.Duration
 	ShutdownGrace    time.Duration
 
-	Admin    netip.AddrPort
+	Admin    netip.AddrPort // invalid: disabled
 	UI       netip.AddrPort // invalid: disabled
 	LogLevel string
+
+	// kafkaProbeInterval is how often readiness checks that a broker
+	// answers; 0: ingest.BrokerCheck's default. Tests shorten it.
+	kafkaProbeInterval time.Duration
+	// hup receives a request per SIGHUP (internal/signals), set by main;
+	// nil: none. ingest has nothing to reload: each is logged and ignored.
+	hup <-chan struct{}
 }
 
 // byteSize is a flag value like 5MiB, 512KiB or 1048576.
@@ -88,7 +95,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		name = "ingest setup"
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(out)
+	fs.SetOutput(io.Discard) // errors are one line, from main; the help goes to out
 	var (
 		brokers      = fs.String("kafka-brokers", "", "Kafka bootstrap brokers host:port[,...] (required to consume)")
 		topic        = fs.String("kafka-topic", "conn-events", "Kafka topic of connection events")
@@ -120,7 +127,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		workers      = fs.Int("bulk-workers", 2, "concurrent bulk requests")
 		maxBackoff   = fs.Duration("retry-max-backoff", 30*time.Second, "cap of the jittered exponential retry delay")
 		grace        = fs.Duration("shutdown-grace", 10*time.Second, "time in-flight bulk requests get to finish on SIGTERM")
-		admin        = fs.String("admin", "127.0.0.1:9091", "address of /metrics, /healthz and /readyz")
+		admin        = fs.String("admin", "127.0.0.1:9091", "address of /metrics, /healthz and /readyz; empty: disabled")
 		ui           = fs.String("ui", "127.0.0.1:8088", "address of the live heat-map page; empty: disabled")
 		logLevel     = fs.String("log-level", "info", "debug, info, warn or error")
 		showVersion  = fs.Bool("version", false, "print the version and exit")
@@ -130,11 +137,13 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	fs.Var(&bulkBytes, "bulk-bytes", "flush a bulk request at this body size (5MiB, 512KiB, bytes)")
 	fs.Var(&inflightSize, "max-inflight-bytes", "fetched but unacknowledged bytes; fetching pauses above (Kafka is the buffer)")
 	fs.Usage = func() {
-		fmt.Fprintf(out, "usage: %s [flags]\n       ingest setup [flags]   install template, ISM policy and dashboards, then exit\n\nEvery flag also reads INGEST_<NAME> (e.g. INGEST_OPENSEARCH_URL).\n\n", name)
+		fmt.Fprintf(out, "usage: %s [flags]\n       ingest setup [flags]   install template, ISM policy and dashboards, then exit\n\nEvery flag but --version also reads INGEST_<NAME> (e.g. INGEST_OPENSEARCH_URL).\n\n", name)
+		fs.SetOutput(out)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := flagenv.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.Usage()
 			return cfg, errExit
 		}
 		return cfg, err
@@ -142,7 +151,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if err := flagenv.Apply(fs, "INGEST_", lookupEnv); err != nil {
+	if err := flagenv.Apply(fs, "INGEST_", lookupEnv, "version"); err != nil {
 		return cfg, err
 	}
 	if *showVersion {
@@ -164,17 +173,26 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	cfg.LogLevel = *logLevel
 
 	var err error
-	if cfg.Admin, err = netip.ParseAddrPort(*admin); err != nil {
-		return cfg, fmt.Errorf("--admin %q: want ip:port: %w", *admin, err)
+	if cfg.Admin, err = optionalAddrPort("admin", *admin); err != nil {
+		return cfg, err
 	}
-	cfg.Admin = netip.AddrPortFrom(cfg.Admin.Addr().Unmap(), cfg.Admin.Port())
-	if *ui != "" {
-		if cfg.UI, err = netip.ParseAddrPort(*ui); err != nil {
-			return cfg, fmt.Errorf("--ui %q: want ip:port or empty: %w", *ui, err)
-		}
-		cfg.UI = netip.AddrPortFrom(cfg.UI.Addr().Unmap(), cfg.UI.Port())
+	if cfg.UI, err = optionalAddrPort("ui", *ui); err != nil {
+		return cfg, err
 	}
 	return cfg, cfg.validate()
+}
+
+// optionalAddrPort parses an ip:port flag value, unmapped; empty is the
+// zero AddrPort: the listener is off.
+func optionalAddrPort(flagName, s string) (netip.AddrPort, error) {
+	if s == "" {
+		return netip.AddrPort{}, nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return ap, fmt.Errorf("--%s %s: want ip:port, e.g. 127.0.0.1:9091, or empty for none: %w", flagName, s, err)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
 
 func (c *Config) validate() error {
@@ -257,8 +275,25 @@ func (c *Config) validate() error {
 	default:
 		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
-	return errors.Join(errs...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return oneLine(errs)
 }
+
+// oneLine is several configuration errors as one line (errors.Join would
+// put each on its own), for main's one-line exit-2 message.
+type oneLine []error
+
+func (e oneLine) Error() string {
+	msgs := make([]string, len(e))
+	for i, err := range e {
+		msgs[i] = err.Error()
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e oneLine) Unwrap() []error { return e }
 
 func indexPrefixProblem(p string) string {
 	switch {

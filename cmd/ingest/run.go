@@ -23,6 +23,7 @@ import (
 	"github.com/originlens/originlens/internal/ingest"
 	"github.com/originlens/originlens/internal/kafka"
 	"github.com/originlens/originlens/internal/opensearch"
+	"github.com/originlens/originlens/internal/signals"
 )
 
 // run is the whole service. It blocks until ctx ends (nil) or something
@@ -71,16 +72,32 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		setupDone.Store(true) // nothing to set up
 	}
 
-	adminLn, err := net.Listen("tcp", cfg.Admin.String())
+	// Readiness needs a broker that answers: until one does, and while
+	// none does, nothing can be consumed.
+	dialer, err := cfg.Security.Dialer(ctx)
 	if err != nil {
-		return fmt.Errorf("listening on --admin: %w", err)
+		return fmt.Errorf("kafka dialer: %w", err)
+	}
+	brokers := ingest.NewBrokerCheck(ingest.BrokerCheckConfig{
+		Brokers: cfg.KafkaBrokers, Dialer: dialer, Interval: cfg.kafkaProbeInterval, Logger: log, Up: metrics.KafkaUp,
+	})
+
+	var servers []*http.Server
+	var listeners []net.Listener
+	closeListeners := func() {
+		for _, ln := range listeners {
+			ln.Close()
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		p := pipe.Load()
+		kerr := brokers.Err()
 		switch {
+		case kerr != nil:
+			http.Error(w, "not ready: Kafka unreachable, nothing can be consumed: "+kerr.Error(), http.StatusServiceUnavailable)
 		case !setupDone.Load():
 			http.Error(w, "not ready: OpenSearch setup pending", http.StatusServiceUnavailable)
 		case p == nil || !p.Ready():
@@ -93,15 +110,21 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 			fmt.Fprintln(w, "ready")
 		}
 	})
-	servers := []*http.Server{{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
-	listeners := []net.Listener{adminLn}
-	log.Info("admin listening", "addr", adminLn.Addr().String())
+	if cfg.Admin.IsValid() {
+		adminLn, err := net.Listen("tcp", cfg.Admin.String())
+		if err != nil {
+			return fmt.Errorf("listening on --admin: %w", err)
+		}
+		servers = append(servers, &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second})
+		listeners = append(listeners, adminLn)
+		log.Info("admin listening", "addr", adminLn.Addr().String())
+	}
 
 	agg := heatmap.NewAggregator()
 	if cfg.UI.IsValid() {
 		uiLn, err := net.Listen("tcp", cfg.UI.String())
 		if err != nil {
-			adminLn.Close()
+			closeListeners()
 			return fmt.Errorf("listening on --ui: %w", err)
 		}
 		// With OpenSearch, the page shows the aggregations over the indexed
@@ -115,6 +138,16 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		listeners = append(listeners, uiLn)
 		log.Info("heat map listening", "url", "http://"+uiLn.Addr().String()+"/")
 	}
+
+	// SIGHUPs are logged and ignored for as long as run runs, the drain
+	// included.
+	hupCtx, stopHUP := context.WithCancel(context.WithoutCancel(ctx))
+	hupDone := make(chan struct{})
+	go func() {
+		defer close(hupDone)
+		ignoreHUP(hupCtx, ctx.Done(), cfg.hup, log)
+	}()
+	defer func() { stopHUP(); <-hupDone }()
 
 	g, gctx := errgroup.WithContext(ctx)
 	for i, srv := range servers {
@@ -135,6 +168,7 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		}
 		return nil
 	})
+	g.Go(func() error { return brokers.Run(gctx) })
 	g.Go(func() error {
 		defer func() {
 			// the pipeline is done: let the servers go too
@@ -157,7 +191,7 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 			}
 		}
 		setupDone.Store(true)
-		err := consume(gctx, cfg, log, metrics, osc, agg, &pipe)
+		err := consume(gctx, cfg, dialer, brokers.Reached(), log, metrics, osc, agg, &pipe)
 		if err != nil {
 			return err
 		}
@@ -168,6 +202,19 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return err
+}
+
+// ignoreHUP logs each request from hup until ctx is done: ingest has
+// nothing to reload. stopping closed means the shutdown has begun. It
+// blocks.
+func ignoreHUP(ctx context.Context, stopping <-chan struct{}, hup <-chan struct{}, log *slog.Logger) {
+	signals.OnReload(ctx, hup, stopping, func(draining bool) {
+		if draining {
+			log.Warn("SIGHUP during the shutdown: ignored")
+			return
+		}
+		log.Info("SIGHUP: ingest has nothing to reload; ignored")
+	})
 }
 
 // errStopped ends the errgroup when the consumer returned cleanly.
@@ -196,10 +243,14 @@ func setupUntilDone(ctx context.Context, log *slog.Logger, osc *opensearch.Clien
 	}
 }
 
-func consume(ctx context.Context, cfg Config, log *slog.Logger, metrics *ingest.Metrics, osc *opensearch.Client, agg *heatmap.Aggregator, pipe *atomic.Pointer[ingest.Pipeline]) error {
-	dialer, err := cfg.Security.Dialer(ctx)
-	if err != nil {
-		return fmt.Errorf("kafka dialer: %w", err)
+// consume waits until a broker has answered (reached closed; the broker
+// check logs why not until then), creates the dead-letter topic and runs
+// the pipeline until ctx is done.
+func consume(ctx context.Context, cfg Config, dialer *kafkago.Dialer, reached <-chan struct{}, log *slog.Logger, metrics *ingest.Metrics, osc *opensearch.Client, agg *heatmap.Aggregator, pipe *atomic.Pointer[ingest.Pipeline]) error {
+	select {
+	case <-reached:
+	case <-ctx.Done():
+		return nil
 	}
 	transport, err := cfg.Security.Transport(ctx)
 	if err != nil {

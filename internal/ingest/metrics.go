@@ -17,6 +17,7 @@ type Metrics struct {
 	Lag           *prometheus.GaugeVec // by topic, partition
 	InFlightBytes prometheus.Gauge
 	WriteBlocked  prometheus.Gauge
+	KafkaUp       prometheus.Gauge // set by BrokerCheck
 	Commits       prometheus.Counter
 	CommitErrors  prometheus.Counter
 }
@@ -36,11 +37,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Lag:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ingest_consumer_lag", Help: "Messages between the last fetched offset and the partition's high watermark."}, []string{"topic", "partition"}),
 		InFlightBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ingest_inflight_bytes", Help: "Bytes of fetched messages not yet acknowledged by OpenSearch or the DLQ."}),
 		WriteBlocked:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "ingest_write_blocked", Help: "1 while OpenSearch refuses writes (flood-stage or read-only block, permissions): operator action needed."}),
+		KafkaUp:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "ingest_kafka_reachable", Help: "1 while the last readiness probe reached a Kafka broker (a new connection and a metadata request); 0 while none answers: nothing can be consumed."}),
 		Commits:       prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_offset_commits_total", Help: "Successful offset commits."}),
 		CommitErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ingest_offset_commit_errors_total", Help: "Failed offset commits (retried)."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Fetched, m.Indexed, m.Duplicates, m.Retried, m.DeadLettered, m.BulkRequests, m.BulkDuration, m.BulkDocs, m.Lag, m.InFlightBytes, m.WriteBlocked, m.Commits, m.CommitErrors)
+		reg.MustRegister(m.Fetched, m.Indexed, m.Duplicates, m.Retried, m.DeadLettered, m.BulkRequests, m.BulkDuration, m.BulkDocs, m.Lag, m.InFlightBytes, m.WriteBlocked, m.KafkaUp, m.Commits, m.CommitErrors)
 	}
 	return m
 }

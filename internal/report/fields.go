@@ -12,14 +12,16 @@ type Fields struct {
 	Country, City, Lat, Lon, ASN    string
 	Class, Jurisdiction, Decision   string
 	Region, Rule, Lang, Reason      string
+	Proxy                           string
 }
 
 // values returns f's values in [Order].
-func (f *Fields) values() [17]string {
+func (f *Fields) values() [18]string {
 	return [...]string{
 		f.Client, f.Via, f.Peer, f.Server, f.Conn,
 		f.Country, f.City, f.Lat, f.Lon, f.ASN, f.Class,
 		f.Jurisdiction, f.Decision, f.Region, f.Rule, f.Lang, f.Reason,
+		f.Proxy,
 	}
 }
 
@@ -45,6 +47,7 @@ func (f *Fields) AppendLine(dst []byte) []byte {
 	dst = appendPair(dst, start, KeyRule, f.Rule, false)
 	dst = appendPair(dst, start, KeyLang, f.Lang, false)
 	dst = appendPair(dst, start, KeyReason, f.Reason, false)
+	dst = appendPair(dst, start, KeyProxy, f.Proxy, false)
 	return dst
 }
 

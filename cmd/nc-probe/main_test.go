@@ -82,7 +82,14 @@ func waitDial(tb testing.TB, addr string, what string, logs fmt.Stringer) {
 // returns its address and output.
 func startListen(tb testing.TB) (string, *syncBuf) {
 	tb.Helper()
-	cfg, err := parseArgs([]string{"listen", "--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc + "/32", "127.0.0.1:0"}, noEnv, &bytes.Buffer{})
+	return startListenArgs(tb, "--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc+"/32")
+}
+
+// startListenArgs runs `nc-probe listen` in-process with args on
+// 127.0.0.1:0 and returns its address and output.
+func startListenArgs(tb testing.TB, args ...string) (string, *syncBuf) {
+	tb.Helper()
+	cfg, err := parseArgs(append(append([]string{"listen"}, args...), "127.0.0.1:0"), noEnv, &bytes.Buffer{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -121,6 +128,12 @@ var (
 // build (it is written in parallel with this tool).
 func startApp(tb testing.TB) (string, *syncBuf) {
 	tb.Helper()
+	return startAppArgs(tb, "--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc+"/32")
+}
+
+// startAppArgs is startApp with the app's PROXY protocol flags in args.
+func startAppArgs(tb testing.TB, args ...string) (string, *syncBuf) {
+	tb.Helper()
 	appOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "nc-probe-app")
 		if err != nil {
@@ -136,8 +149,7 @@ func startApp(tb testing.TB) (string, *syncBuf) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(tb))
 	logs := &syncBuf{}
-	cmd := exec.Command(appBin, "--listen", addr, "--admin", "127.0.0.1:0", "--drain-timeout", "2s",
-		"--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc+"/32")
+	cmd := exec.Command(appBin, append([]string{"--listen", addr, "--admin", "127.0.0.1:0", "--drain-timeout", "2s"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("starting the app: %v", err)
@@ -188,6 +200,13 @@ func startSocatFrom(tb testing.TB, listenIP, target, src string) string {
 // trustedSrc.
 func startHAProxy(tb testing.TB, target string) string {
 	tb.Helper()
+	return startHAProxyWith(tb, target, "send-proxy-v2", trustedSrc)
+}
+
+// startHAProxyWith forwards a free port to target with the server option
+// send (send-proxy or send-proxy-v2), dialing from src.
+func startHAProxyWith(tb testing.TB, target, send, src string) string {
+	tb.Helper()
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
 		tb.Skip("haproxy not installed (.ci/run installs it): skipping the send-proxy-v2 test")
@@ -204,8 +223,8 @@ frontend fe
 	bind 127.0.0.1:%d
 	default_backend be
 backend be
-	server app %s send-proxy-v2 source %s
-`, port, target, trustedSrc)
+	server app %s %s source %s
+`, port, target, send, src)
 	path := filepath.Join(tb.TempDir(), "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)

@@ -98,10 +98,10 @@ func natKind(saw, want netip.Addr, rep report.Report) string {
 	}
 	via := rep[report.KeyVia]
 	switch {
-	case server.IsValid() && saw == server:
-		return "the server's own address, a hairpin (client and target are the same instance: an NLB with client IP preservation cannot loop a connection back to its source, so it was translated)"
 	case want.Is6() && saw.Is4():
 		return "an IPv4 address for an IPv6 client: the path behind a dual-stack front is IPv4-only (the accelerator or NLB translated the connection)"
+	case server.IsValid() && want == server:
+		return "this probe runs on the target itself, a hairpin (an NLB with client IP preservation does not loop a connection back to its source, so it was translated): probe from another host"
 	case via != "" && via != "direct":
 		return fmt.Sprintf("a proxy in front sent a PROXY header (%s) naming that address, so it did not learn the client's", via)
 	case server.IsValid() && sameNetwork(saw, server):
@@ -109,7 +109,7 @@ func natKind(saw, want netip.Addr, rep report.Report) string {
 	case saw.IsPrivate() || saw.IsLoopback():
 		return fmt.Sprintf("%s, looks like a load balancer or NAT node", classOf(saw))
 	}
-	return "a public address that is not this client's: a proxy or NAT in between"
+	return "an address that is neither private nor in the server's network: a proxy or NAT in between"
 }
 
 func classOf(a netip.Addr) string {

@@ -398,6 +398,21 @@ func TestCompare(t *testing.T) {
 	if !strings.Contains(errb, "collide") {
 		t.Errorf("--compare stderr %q, want the GA collision warning", errb)
 	}
+	// the diagnosis per path: a row of the table, one sentence each on stderr
+	if !regexp.MustCompile(`(?m)^diagnosis\s+preserved\s+source-nat\s*$`).MatchString(out) ||
+		!strings.Contains(errb, "A "+addr+": preserved: ") || !strings.Contains(errb, "B "+relay+": source-nat: the server saw "+relaySrc) {
+		t.Errorf("--compare: want the diagnosis per path in the table and on stderr\nstdout:\n%s\nstderr:\n%s", out, errb)
+	}
+	code, jout, _ := probeRun(t, "--json", "--compare", relay, "-n", "2", "-i", "0", addr)
+	var j struct {
+		Diagnosis string `json:"diagnosis"`
+		Compare   struct {
+			Diagnosis string `json:"diagnosis"`
+		} `json:"compare"`
+	}
+	if err := json.Unmarshal([]byte(jout), &j); err != nil || code != exitNotPreserved || j.Diagnosis != "preserved" || j.Compare.Diagnosis != "source-nat" {
+		t.Errorf("--json --compare: exit %d, %+v (%v); want 1, preserved and compare.diagnosis source-nat\n%s", code, j, err, jout)
+	}
 	// the ratio column holds a number on the report p50 row
 	if !regexp.MustCompile(`report p50 ms\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d\d`).MatchString(out) {
 		t.Errorf("--compare output has no ratio on the report p50 row:\n%s", out)

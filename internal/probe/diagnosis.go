@@ -100,7 +100,7 @@ func natKind(saw, want netip.Addr, rep report.Report) string {
 	switch {
 	case want.Is6() && saw.Is4():
 		return "an IPv4 address for an IPv6 client: the path behind a dual-stack front is IPv4-only (the accelerator or NLB translated the connection)"
-	case server.IsValid() && want == server:
+	case server.IsValid() && want == server && !want.IsLoopback(): // on loopback every path is on one host
 		return "this probe runs on the target itself, a hairpin (an NLB with client IP preservation does not loop a connection back to its source, so it was translated): probe from another host"
 	case via != "" && via != "direct":
 		return fmt.Sprintf("a proxy in front sent a PROXY header (%s) naming that address, so it did not learn the client's", via)

@@ -60,6 +60,8 @@ const usageListen = `usage: nc-probe listen [flags] [ADDR]   (default ADDR :80)
 
 Prints the source address (and PROXY header) of every connection, answers
 the first line with a report line in the app's format, then echoes lines.
+A connection refused for its PROXY header gets one line error=<why>, as
+from the app (see docs/protocol.md).
 Every flag also reads NC_PROBE_<FLAG> (e.g. NC_PROBE_PROXY_PROTOCOL).
 
 flags:

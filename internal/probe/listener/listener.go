@@ -4,7 +4,11 @@
 // of internal/origin accepts it), answers the client's first line with a
 // report line in the app's format (decision=serve) and a greeting, then
 // echoes lines until EOF, "quit" or the idle timeout. An HTTP request gets
-// the report as a JSON object instead, as the app does.
+// the report as a JSON object instead, as the app does. As the app, it
+// answers a connection refused for its PROXY header with one refusal line
+// (error=proxy-header-required, -untrusted or -malformed) and reports
+// proxy=ignored when the payload starts with a PROXY signature it reads as
+// data (docs/protocol.md).
 package listener
 
 import (

@@ -86,6 +86,10 @@ func diagnoseReport(a Attempt, pv byte) (Diagnosis, string) {
 		return DiagHeaderIgnored, fmt.Sprintf("proxy-header-ignored: the probe sent a PROXY v%d header claiming %s, but the server %s and saw %s; "+
 			"the app reads PROXY headers only with --proxy-protocol required or trusted: set %s to match %s", pv, want, how, saw, settingMode, settingPP2)
 	}
+	if pv == 0 && a.Report[report.KeyProxy] == report.ProxyIgnored {
+		return DiagHeaderIgnored, fmt.Sprintf("proxy-header-ignored: a load balancer or proxy in front (the server's peer %s) sent a PROXY header, but the server read it as data (proxy=ignored) and saw %s instead of %s; "+
+			"set %s to required or trusted (with that peer's network in %s) to match %s", peer, saw, want, settingMode, settingTrusted, settingPP2)
+	}
 	return DiagSourceNAT, fmt.Sprintf("source-nat: the server saw %s instead of %s: %s; check %s, or turn on %s and set %s to trusted with the NLB subnets in %s",
 		saw, want, natKind(saw, want, a.Report), settingPreserve, settingPP2, settingMode, settingTrusted)
 }

@@ -177,3 +177,141 @@ func TestFamilyBoth(t *testing.T) {
 		}
 	})
 }
+
+// diagResult is the part of nc-probe --json the diagnosis tests read.
+type diagResult struct {
+	Diagnosis string         `json:"diagnosis"`
+	Advice    string         `json:"advice"`
+	ServerSaw string         `json:"server_saw"`
+	ExitCode  int            `json:"exit_code"`
+	Families  []familyResult `json:"families"`
+}
+
+// probeDiag runs nc-probe --json in the client namespace and returns its
+// exit code, JSON and stderr.
+func (tp *topology) probeDiag(args ...string) (int, diagResult, string) {
+	tp.t.Helper()
+	c := tp.cmd("client", append([]string{binary(tp.t, "nc-probe"), "--json", "--timeout", "5s"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	c.Stdout, c.Stderr = &stdout, &stderr
+	code := 0
+	if err := c.Run(); err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			tp.t.Fatalf("running nc-probe: %v", err)
+		}
+		code = ee.ExitCode()
+	}
+	var res diagResult
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		tp.t.Fatalf("nc-probe --json output is not JSON: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	}
+	return code, res, stderr.String()
+}
+
+// TestDiagnosisThroughTheBlogTopology: one scenario per diagnosis code on
+// the blog's path (client -> accelerator -> NLB -> instance), each checked
+// for the code, the sentence on stderr and the exit code.
+func TestDiagnosisThroughTheBlogTopology(t *testing.T) {
+	requireEnv(t)
+	accel := accelIP4 + ":8080"
+	cases := []struct {
+		name     string
+		setup    func(t *testing.T, tp *topology)
+		args     []string
+		diag     string
+		sentence []string
+		exit     int
+	}{
+		{"Preserved", func(t *testing.T, tp *topology) { tp.nlbForward(false); tp.startApp(t, "--proxy-protocol", "off") },
+			nil, "preserved", []string{"saw " + clientIP4}, 0},
+		{"SourceNATByTheNLB", func(t *testing.T, tp *topology) { tp.nlbForward(true); tp.startApp(t, "--proxy-protocol", "off") },
+			nil, "source-nat", []string{"saw " + nlbTIP4 + " instead of " + clientIP4, "in the server's own network, looks like a load balancer node", "preserve_client_ip.enabled"}, 1},
+		{"HeaderIgnoredNLBSendsPPv2AppOff", func(t *testing.T, tp *topology) {
+			if _, err := exec.LookPath("haproxy"); err != nil {
+				t.Skip("skipping: haproxy not found (Debian package haproxy; .ci/run installs it)")
+			}
+			tp.nlbHAProxy(false)
+			tp.startApp(t, "--proxy-protocol", "off")
+		}, nil, "proxy-header-ignored", []string{"peer " + nlbTIP4, "proxy=ignored", "proxy_protocol_v2.enabled"}, 1},
+		{"HeaderIgnoredClientHeaderAppOff", func(t *testing.T, tp *topology) { tp.nlbForward(false); tp.startApp(t, "--proxy-protocol", "off") },
+			[]string{"--proxy", "v2", "--proxy-src", forged + ":4242"}, "proxy-header-ignored", []string{"claiming " + forged, "saw " + clientIP4}, 1},
+		{"HeaderRefusedClientNotTrusted", func(t *testing.T, tp *topology) {
+			tp.nlbForward(false)
+			tp.startApp(t, "--proxy-protocol", "trusted", "--trusted-proxies", nlbNet4)
+		}, []string{"--proxy", "v2", "--proxy-src", forged + ":4242"}, "proxy-header-refused", []string{"error=proxy-header-untrusted", clientIP4, "--trusted-proxies"}, 2},
+		{"HeaderExpectedNLBWithoutPPv2", func(t *testing.T, tp *topology) { tp.nlbForward(false); tp.startApp(t, "--proxy-protocol", "required") },
+			nil, "proxy-header-expected", []string{"error=proxy-header-required", "proxy_protocol_v2.enabled"}, 2},
+		{"NoReportNotTheApp", func(t *testing.T, tp *topology) {
+			if _, err := exec.LookPath("socat"); err != nil {
+				t.Skip("skipping: socat not found (Debian package socat; .ci/run installs it)")
+			}
+			tp.nlbForward(false)
+			c := tp.cmd("target", "socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo SSH-2.0-OpenSSH_9.2")
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Process.Kill(); c.Wait() })
+			tp.waitListen("target", 80)
+		}, nil, "no-report", []string{"SSH-2.0-OpenSSH_9.2", "not an originlens server"}, 2},
+		{"UnreachableNoApp", func(t *testing.T, tp *topology) { tp.nlbForward(false) },
+			nil, "unreachable", []string{"connection refused"}, 2},
+		{"TimeoutDropped", func(t *testing.T, tp *topology) {
+			tp.nlbForward(false)
+			tp.startApp(t, "--proxy-protocol", "off")
+			tp.nft("nlb", "table inet sg {\n chain drop80 {\n  type filter hook forward priority filter; policy accept;\n  tcp dport 80 drop\n }\n}\n")
+		}, []string{"--timeout", "2s"}, "timeout", []string{"no answer to the TCP handshake"}, 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tp := newTopology(t)
+			tc.setup(t, tp)
+			code, res, stderr := tp.probeDiag(append(tc.args, accel)...)
+			sentence := strings.TrimSpace(stderr)
+			if code != tc.exit || res.ExitCode != tc.exit || res.Diagnosis != tc.diag || res.Advice != sentence {
+				t.Errorf("exit %d, diagnosis %q; want exit %d, %q with its sentence on stderr\n%+v\nstderr: %s", code, res.Diagnosis, tc.exit, tc.diag, res, stderr)
+			}
+			for _, s := range tc.sentence {
+				if !strings.Contains(sentence, s) {
+					t.Errorf("sentence %q does not say %q", sentence, s)
+				}
+			}
+		})
+	}
+}
+
+// TestFamilyBothThroughTheAccelerator: the blog topology with a dual-stack
+// accelerator whose name resolves (in the client's own hosts file) to its
+// IPv4 and IPv6 addresses; the NLB keeps the IPv4 client and source-NATs
+// IPv6 to its own address: exit 1 naming IPv6.
+func TestFamilyBothThroughTheAccelerator(t *testing.T) {
+	requireEnv(t)
+	tp := newTopology(t)
+	dir := filepath.Join("/etc/netns", tp.ns("client"))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hosts := fmt.Sprintf("127.0.0.1 localhost\n%s accel.originlens.test\n%s accel.originlens.test\n", accelIP4, accelIP6)
+	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(hosts), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tp.nlbForward(false)
+	tp.startApp(t, "--proxy-protocol", "off")
+	code, res, _ := tp.probeDiag("--family", "both", "accel.originlens.test:8080")
+	if code != 0 || len(res.Families) != 2 || res.Families[0].Diagnosis != "preserved" || res.Families[1].Diagnosis != "preserved" ||
+		res.Families[0].ServerSaw != clientIP4 || res.Families[1].ServerSaw != clientIP6 {
+		t.Fatalf("both families preserved: exit %d, %+v; want 0, %s and %s", code, res.Families, clientIP4, clientIP6)
+	}
+	tp.nft("nlb", fmt.Sprintf("table ip6 snat6 {\n chain post {\n  type nat hook postrouting priority srcnat; policy accept;\n  ip6 daddr %s tcp dport 80 snat to %s\n }\n}\n", targetIP6, nlbTIP6))
+	code, res, stderr := tp.probeDiag("--family", "both", "accel.originlens.test:8080")
+	byFamily := map[string]familyResult{}
+	for _, f := range res.Families {
+		byFamily[f.Family] = f
+	}
+	v4, v6 := byFamily["ipv4"], byFamily["ipv6"]
+	if code != 1 || v4.Diagnosis != "preserved" || v6.Diagnosis != "source-nat" || v6.ServerSaw != nlbTIP6 ||
+		!strings.Contains(stderr, "IPv6 ["+accelIP6+"]:8080: source-nat: the server saw "+nlbTIP6) {
+		t.Errorf("IPv6 source-NATed: exit %d, %+v; want 1, IPv4 preserved, IPv6 source-nat (%s) named on stderr\n%s", code, res.Families, nlbTIP6, stderr)
+	}
+}

@@ -98,7 +98,7 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object instead of text")
 	fs.StringVar(&compare, "compare", "", "second `HOST:PORT` probed interleaved, shown side by side")
 	fs.StringVar(&proxyVer, "proxy", "", "send a PROXY protocol header first: v1 or v2")
-	fs.StringVar(&proxySrc, "proxy-src", "", "the client `IP:PORT[,IP:PORT...]` the PROXY header claims; several: one per round, in turn")
+	fs.StringVar(&proxySrc, "proxy-src", "", "the client `IP:PORT[,IP:PORT...]` the PROXY header claims; several: attempt k claims the k-th, in turn")
 	fs.StringVar(&proxyDst, "proxy-dst", "", "the destination `IP:PORT` in the PROXY header (default: the target's address)")
 	fs.StringVar(&bind, "bind", "", "local `IP` to dial from")
 	fs.StringVar(&line, "line", probe.DefaultLine, "the probe line sent first")

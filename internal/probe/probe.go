@@ -187,6 +187,10 @@ type RefusedError struct {
 	Peer string // the peer address the server saw, when it said
 }
 
+// Unwrap returns [ErrClosed]: a refusal is the server closing the
+// connection before a report, with its reason.
+func (e *RefusedError) Unwrap() error { return ErrClosed }
+
 func (e *RefusedError) Error() string {
 	s := "server refused the connection: error=" + e.Code
 	if e.Peer != "" {

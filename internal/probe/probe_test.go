@@ -99,8 +99,8 @@ func TestOnceProxyHeader(t *testing.T) {
 		Proxy: &probe.ProxyHeader{Version: 2, Src: src},
 	})
 	var refused *probe.RefusedError
-	if probe.StageOf(err) != probe.StageReport || !errors.As(err, &refused) || refused.Code != report.ErrorHeaderUntrusted {
-		t.Errorf("Once with a header from untrusted 127.0.0.1: err = %v, want a report-stage refusal error=%s", err, report.ErrorHeaderUntrusted)
+	if probe.StageOf(err) != probe.StageReport || !errors.As(err, &refused) || refused.Code != report.ErrorHeaderUntrusted || !errors.Is(err, probe.ErrClosed) {
+		t.Errorf("Once with a header from untrusted 127.0.0.1: err = %v, want a report-stage refusal error=%s (an ErrClosed)", err, report.ErrorHeaderUntrusted)
 	}
 	waitFor(t, func() bool { return strings.Contains(out.String(), "spoof") }, "listener to print the spoof refusal")
 }

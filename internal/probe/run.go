@@ -203,7 +203,8 @@ func (t *TargetResult) Explain() string {
 	if !ok {
 		if t.LastError != nil {
 			hint := ""
-			if StageOf(t.LastError) == StageReport && errors.Is(t.LastError, ErrClosed) {
+			var refused *RefusedError
+			if StageOf(t.LastError) == StageReport && errors.Is(t.LastError, ErrClosed) && !errors.As(t.LastError, &refused) {
 				hint = " (a server with --proxy-protocol required or trusted closes a connection whose PROXY header is missing or comes from an untrusted address)"
 			}
 			return fmt.Sprintf("failed: %s: %v%s", t.Target, t.LastError, hint)

@@ -134,6 +134,16 @@ func startApp(tb testing.TB) (string, *syncBuf) {
 // startAppArgs is startApp with the app's PROXY protocol flags in args.
 func startAppArgs(tb testing.TB, args ...string) (string, *syncBuf) {
 	tb.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(tb))
+	logs, _ := runApp(tb, addr, args...)
+	return addr, logs
+}
+
+// runApp runs the app on addr with args until the test ends or stop is
+// called, and waits until it accepts connections. stop interrupts it and
+// waits for it to exit; it may be called more than once.
+func runApp(tb testing.TB, addr string, args ...string) (logs *syncBuf, stop func()) {
+	tb.Helper()
 	appOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "nc-probe-app")
 		if err != nil {
@@ -147,26 +157,29 @@ func startAppArgs(tb testing.TB, args ...string) (string, *syncBuf) {
 	if appErr != nil {
 		tb.Skipf("go build ./cmd/app failed, skipping the tests against the real app: %v\n%s", appErr, appOut)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(tb))
-	logs := &syncBuf{}
+	logs = &syncBuf{}
 	cmd := exec.Command(appBin, append([]string{"--listen", addr, "--admin", "127.0.0.1:0", "--drain-timeout", "2s"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("starting the app: %v", err)
 	}
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	tb.Cleanup(stop)
 	waitDial(tb, addr, "the app", logs)
-	return addr, logs
+	return logs, stop
 }
 
 // startSocat relays a free port on 127.0.0.1 to target from relaySrc.

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"fmt"
 	"net"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,33 +17,54 @@ import (
 )
 
 // serveListener runs the nc-probe listen server on ln until the returned
-// stop function is called; stop waits for it.
+// stop function is called; stop waits for it and may be called again.
 func serveListener(tb testing.TB, ln net.Listener) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- listener.New(listener.Config{}).Serve(ctx, ln) }()
+	var once sync.Once
 	return func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("Serve: %v", err)
-		}
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				tb.Errorf("Serve: %v", err)
+			}
+		})
 	}
 }
 
-// TestWatchDowntime: --watch --format csv against a server stopped for
-// about 2 s in the middle. Every CSV row parses, and the longest run of
-// failures in the summary matches the measured downtime within the
-// interval plus 1 s (the first failed and first recovered attempts start
-// up to one interval after the stop and the restart; the second is slack
-// for a loaded machine).
+// TestWatchDowntime: --watch --format csv against a server (nc-probe
+// listen in-process, and the app) stopped for about 2 s in the middle.
+// Every CSV row parses, and the longest run of failures in the summary
+// matches the measured downtime within the interval plus 1 s (the first
+// failed and first recovered attempts start up to one interval after the
+// stop and the restart; the second is slack for a loaded machine).
 func TestWatchDowntime(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	stop := serveListener(t, ln)
-	defer func() { stop() }()
+	t.Run("listen", func(t *testing.T) {
+		testWatchDowntime(t, func(addr string) (stop func()) {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Fatalf("listening on %s: %v", addr, err)
+			}
+			stop = serveListener(t, ln)
+			t.Cleanup(stop)
+			return stop
+		})
+	})
+	t.Run("app", func(t *testing.T) {
+		testWatchDowntime(t, func(addr string) (stop func()) {
+			_, stop = runApp(t, addr, "--proxy-protocol", "off")
+			return stop
+		})
+	})
+}
+
+// testWatchDowntime runs the downtime test against the server start
+// starts on an address; the stop function it returns must return once the
+// server no longer accepts, and may be called twice.
+func testWatchDowntime(t *testing.T, start func(addr string) (stop func())) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	stop := start(addr)
 
 	const interval = 200 * time.Millisecond
 	cfg, err := parseArgs([]string{"--watch", "--format", "csv", "-i", interval.String(), "--timeout", "2s", "-n", "40", addr}, noEnv, &bytes.Buffer{})
@@ -59,12 +82,8 @@ func TestWatchDowntime(t *testing.T) {
 	stop()
 	down := time.Now()
 	time.Sleep(2 * time.Second) // the outage itself
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("listening again on %s: %v", addr, err)
-	}
+	start(addr)
 	up := time.Now()
-	stop = serveListener(t, ln)
 	actual := up.Sub(down)
 
 	var code int

@@ -99,24 +99,8 @@ type familyResult struct {
 // probeBoth runs nc-probe --family both --json in the namespace.
 func (n *familyNS) probeBoth(target string) (int, map[string]familyResult, string) {
 	n.t.Helper()
-	c := n.cmd(binary(n.t, "nc-probe"), "--json", "--family", "both", "--timeout", "5s", target)
-	var stdout, stderr bytes.Buffer
-	c.Stdout, c.Stderr = &stdout, &stderr
-	code := 0
-	if err := c.Run(); err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			n.t.Fatalf("running nc-probe: %v", err)
-		}
-		code = ee.ExitCode()
-	}
-	var j struct {
-		Families []familyResult `json:"families"`
-		ExitCode int            `json:"exit_code"`
-	}
-	if err := json.Unmarshal(stdout.Bytes(), &j); err != nil {
-		n.t.Fatalf("nc-probe --json: %v\n%s\n%s", err, stdout.String(), stderr.String())
-	}
+	var j diagResult
+	code, stderr := runProbeJSON(n.t, n.cmd(binary(n.t, "nc-probe"), "--json", "--family", "both", "--timeout", "5s", target), &j)
 	byFamily := map[string]familyResult{}
 	for _, f := range j.Families {
 		byFamily[f.Family] = f
@@ -124,7 +108,7 @@ func (n *familyNS) probeBoth(target string) (int, map[string]familyResult, strin
 	if len(j.Families) != 2 || j.ExitCode != code {
 		n.t.Errorf("families %+v, exit_code %d (exit %d): want ipv4 and ipv6 and the same exit code", j.Families, j.ExitCode, code)
 	}
-	return code, byFamily, stderr.String()
+	return code, byFamily, stderr
 }
 
 // TestFamilyBoth: one verdict per family against a dual-stack app; exit 0
@@ -191,22 +175,29 @@ type diagResult struct {
 // exit code, JSON and stderr.
 func (tp *topology) probeDiag(args ...string) (int, diagResult, string) {
 	tp.t.Helper()
-	c := tp.cmd("client", append([]string{binary(tp.t, "nc-probe"), "--json", "--timeout", "5s"}, args...)...)
+	var res diagResult
+	code, stderr := runProbeJSON(tp.t, tp.cmd("client", append([]string{binary(tp.t, "nc-probe"), "--json", "--timeout", "5s"}, args...)...), &res)
+	return code, res, stderr
+}
+
+// runProbeJSON runs an nc-probe --json command, decodes its stdout into
+// res and returns its exit code and stderr.
+func runProbeJSON(t *testing.T, c *exec.Cmd, res any) (int, string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	c.Stdout, c.Stderr = &stdout, &stderr
 	code := 0
 	if err := c.Run(); err != nil {
 		ee, ok := err.(*exec.ExitError)
 		if !ok {
-			tp.t.Fatalf("running nc-probe: %v", err)
+			t.Fatalf("running nc-probe: %v", err)
 		}
 		code = ee.ExitCode()
 	}
-	var res diagResult
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-		tp.t.Fatalf("nc-probe --json output is not JSON: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	if err := json.Unmarshal(stdout.Bytes(), res); err != nil {
+		t.Fatalf("nc-probe --json output is not JSON: %v\n%s\n%s", err, stdout.String(), stderr.String())
 	}
-	return code, res, stderr.String()
+	return code, stderr.String()
 }
 
 // TestDiagnosisThroughTheBlogTopology: one scenario per diagnosis code on

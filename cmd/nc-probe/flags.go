@@ -135,6 +135,9 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	if err := checkHostPort(cfg.probe.Target); err != nil {
 		return cfg, err
 	}
+	if host, _, _ := net.SplitHostPort(cfg.probe.Target); len(cfg.probe.Families) > 0 && net.ParseIP(host) != nil {
+		return cfg, fmt.Errorf("--family both needs a host name with A and AAAA records, not the address %s (e.g. --family both app.example.com:80)", host)
+	}
 	if compare != "" {
 		if err := checkHostPort(compare); err != nil {
 			return cfg, fmt.Errorf("--compare: %w", err)

@@ -477,6 +477,7 @@ func TestParseArgs(t *testing.T) {
 		{"FormatJSON", []string{"--format", "json", "h:1"}, nil, func(c config) bool { return c.json && !c.csv }, ""},
 		{"BadFamily", []string{"--family", "5", "h:1"}, nil, nil, `--family must be 4, 6 or both, not "5" (e.g. --family both)`},
 		{"BadFormat", []string{"--format", "xml", "h:1"}, nil, nil, `--format must be text, json or csv, not "xml" (e.g. --format csv)`},
+		{"FamilyBothAddress", []string{"--family", "both", "127.0.0.1:80"}, nil, nil, "--family both needs a host name"},
 		{"FamilyBothCompare", []string{"--family", "both", "--compare", "h:2", "h:1"}, nil, nil, "exclude each other"},
 		{"JSONAndCSV", []string{"--json", "--format", "csv", "h:1"}, nil, nil, "exclude each other"},
 		{"ListenBadMode", []string{"listen", "--proxy-protocol", "maybe", ":1"}, nil, nil, "--proxy-protocol"},

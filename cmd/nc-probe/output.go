@@ -45,10 +45,26 @@ func writeText(w io.Writer, cfg config, res probe.Result, interrupted bool) {
 	}
 }
 
-// writeWatchLine prints one attempt as a --watch line: time, family,
-// target, diagnosis, connect and report times, what the server saw (or
-// the error).
-func writeWatchLine(w io.Writer, a probe.Attempt) {
+// watchLines prints --watch lines. Its write method is called from
+// probe.Run's goroutine, one call at a time.
+type watchLines struct {
+	w            io.Writer
+	done, failed int
+}
+
+// write prints one attempt as a --watch line: time, family, target,
+// diagnosis, connect and report times, what the server saw (or the error),
+// and the running count of failed attempts.
+func (l *watchLines) write(a probe.Attempt) {
+	l.done++
+	if a.Diagnosis.Failed() {
+		l.failed++
+	}
+	writeWatchLine(l.w, a, fmt.Sprintf("  [%d/%d failed]", l.failed, l.done))
+}
+
+// writeWatchLine prints one attempt as a --watch line, then tail.
+func writeWatchLine(w io.Writer, a probe.Attempt, tail string) {
 	fam := ""
 	if a.Family != 0 {
 		fam = fmt.Sprintf("IPv%d ", a.Family)
@@ -69,7 +85,7 @@ func writeWatchLine(w io.Writer, a probe.Attempt) {
 			rtt += "-"
 		}
 	}
-	fmt.Fprintf(w, "%s %s%s seq=%d %-21s %s  %s\n", a.Start.Format("15:04:05.000"), fam, a.Target, a.Seq, a.Diagnosis, rtt, detail)
+	fmt.Fprintf(w, "%s %s%s seq=%d %-21s %s  %s%s\n", a.Start.Format("15:04:05.000"), fam, a.Target, a.Seq, a.Diagnosis, rtt, detail, tail)
 }
 
 // writeWatchSummary prints the --watch summary: per target the attempts,

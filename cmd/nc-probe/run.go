@@ -32,7 +32,8 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 		cw := newCSVWriter(stdout)
 		pcfg.OnAttempt = cw.row
 	case cfg.watch && !cfg.json:
-		pcfg.OnAttempt = func(a probe.Attempt) { writeWatchLine(stdout, a) }
+		wl := &watchLines{w: stdout}
+		pcfg.OnAttempt = wl.write
 	case !cfg.json && isTerminal(stdout) && (pcfg.Count != 1 || pcfg.Compare != "" || len(pcfg.Families) > 0):
 		prog = &progress{w: stdout, total: pcfg.Count * targetsOf(pcfg)}
 		pcfg.OnAttempt = prog.update

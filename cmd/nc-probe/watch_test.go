@@ -146,7 +146,7 @@ func testWatchDowntime(t *testing.T, start func(addr string) (stop func())) {
 func TestWatchLines(t *testing.T) {
 	addr, _ := startListenArgs(t)
 	code, out, _ := probeRun(t, "--watch", "-n", "3", "-i", "20ms", addr)
-	lines := regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d\.\d{3} `+regexp.QuoteMeta(addr)+` seq=\d+ preserved +connect [0-9.]+ ms report [0-9.]+ ms  saw 127\.0\.0\.1$`).FindAllString(out, -1)
+	lines := regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d\.\d{3} `+regexp.QuoteMeta(addr)+` seq=\d+ preserved +connect [0-9.]+ ms report [0-9.]+ ms  saw 127\.0\.0\.1  \[0/\d failed\]$`).FindAllString(out, -1)
 	if code != exitPreserved || len(lines) != 3 || !strings.Contains(out, "longest run of failures: none") {
 		t.Errorf("--watch -n 3: exit %d, %d attempt lines; want 0, 3 and a summary\n%s", code, len(lines), out)
 	}

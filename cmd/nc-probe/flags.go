@@ -29,6 +29,8 @@ type config struct {
 	listen bool
 	probe  probe.Config
 	json   bool
+	csv    bool // --format csv: one row per attempt
+	watch  bool // --watch: one line per attempt, then a summary
 
 	listenAddr string
 	origin     origin.Config
@@ -40,10 +42,16 @@ const usageProbe = `usage: nc-probe [flags] HOST:PORT
 
 Connects to HOST:PORT, sends a probe line, reads the server's report of the
 client address it saw, and compares it with the address expected.
-Exit: 0 preserved, 1 not preserved (the server saw another address),
-2 connection/protocol failure or bad flags, 3 cannot tell (the probe is
-behind NAT: pass --expect-ip). Every flag also reads NC_PROBE_<FLAG>
-(e.g. NC_PROBE_EXPECT_IP); the target NC_PROBE_TARGET.
+Every verdict comes with a diagnosis code and one sentence on stderr naming
+the likely cause and the setting to check: preserved, source-nat,
+proxy-header-ignored, proxy-header-refused, proxy-header-expected,
+no-report, unreachable, timeout (cannot-tell behind NAT).
+Exit: 0 preserved, 1 not preserved (the server saw another address:
+source-nat, proxy-header-ignored), 2 no report (proxy-header-refused,
+proxy-header-expected, no-report, unreachable, timeout) or bad flags,
+3 cannot tell (the probe is behind NAT: pass --expect-ip). With --family
+both, 0 only when every family is preserved. Every flag also reads
+NC_PROBE_<FLAG> (e.g. NC_PROBE_EXPECT_IP); the target NC_PROBE_TARGET.
 
 flags:
 `
@@ -52,6 +60,8 @@ const usageListen = `usage: nc-probe listen [flags] [ADDR]   (default ADDR :80)
 
 Prints the source address (and PROXY header) of every connection, answers
 the first line with a report line in the app's format, then echoes lines.
+A connection refused for its PROXY header gets one line error=<why>, as
+from the app (see docs/protocol.md).
 Every flag also reads NC_PROBE_<FLAG> (e.g. NC_PROBE_PROXY_PROTOCOL).
 
 flags:
@@ -77,21 +87,26 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 		interval, timeout                                           time.Duration
 	)
 	fs.StringVar(&expectIP, "expect-ip", "", "the client `IP` the server should see (default: the probe's local address, or --proxy-src)")
-	fs.IntVar(&count, "count", 1, "attempts per target; 0 runs until Ctrl-C (alias -n)")
+	fs.IntVar(&count, "count", 1, "attempts per target; 0 runs until Ctrl-C (alias -n; default 0 with --watch)")
 	fs.IntVar(&count, "n", 1, "alias of --count")
-	fs.IntVar(&conc, "concurrency", 1, "attempts in flight at once (alias -c)")
+	fs.IntVar(&conc, "concurrency", 1, "attempts started together and in flight at once, per target (alias -c)")
 	fs.IntVar(&conc, "c", 1, "alias of --concurrency")
-	fs.DurationVar(&interval, "interval", 100*time.Millisecond, "time between the starts of rounds (alias -i)")
+	fs.DurationVar(&interval, "interval", 100*time.Millisecond, "time between the starts of batches of -c attempts per target; 0: back to back (alias -i; default 1s with --watch)")
 	fs.DurationVar(&interval, "i", 100*time.Millisecond, "alias of --interval")
 	fs.DurationVar(&timeout, "timeout", probe.DefaultTimeout, "bound on each attempt, dial to last echo")
 	fs.IntVar(&echo, "echo", 0, "echo lines to time after the greeting (decision serve only)")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object instead of text")
 	fs.StringVar(&compare, "compare", "", "second `HOST:PORT` probed interleaved, shown side by side")
 	fs.StringVar(&proxyVer, "proxy", "", "send a PROXY protocol header first: v1 or v2")
-	fs.StringVar(&proxySrc, "proxy-src", "", "the client `IP:PORT[,IP:PORT...]` the PROXY header claims; several: one per round, in turn")
+	fs.StringVar(&proxySrc, "proxy-src", "", "the client `IP:PORT[,IP:PORT...]` the PROXY header claims; several: attempt k claims the k-th, in turn")
 	fs.StringVar(&proxyDst, "proxy-dst", "", "the destination `IP:PORT` in the PROXY header (default: the target's address)")
 	fs.StringVar(&bind, "bind", "", "local `IP` to dial from")
 	fs.StringVar(&line, "line", probe.DefaultLine, "the probe line sent first")
+	// Issue 18: diagnosis per family, watch, CSV.
+	var family, format string
+	fs.StringVar(&family, "family", "", "address family to probe: 4, 6 or both (one verdict per family); default: what the name resolves to, first that answers")
+	fs.BoolVar(&cfg.watch, "watch", false, "one line per attempt until Ctrl-C or -n, then a summary with the longest run of failures")
+	fs.StringVar(&format, "format", "text", "output: text, json (same as --json) or csv (one row per attempt: time,family,target,connect_ms,report_ms,server_saw,verdict,diagnosis)")
 	aliases := map[string]string{"n": "count", "c": "concurrency", "i": "interval"}
 
 	pos, err := parseInterspersed(fs, args, getenv, aliases)
@@ -102,6 +117,9 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 		return cfg, err
 	}
 	if err != nil {
+		return cfg, err
+	}
+	if err := applyFamilyFormat(&cfg, fs, family, format, &count, &interval); err != nil {
 		return cfg, err
 	}
 	switch {
@@ -116,6 +134,9 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	}
 	if err := checkHostPort(cfg.probe.Target); err != nil {
 		return cfg, err
+	}
+	if host, _, _ := net.SplitHostPort(cfg.probe.Target); len(cfg.probe.Families) > 0 && net.ParseIP(host) != nil {
+		return cfg, fmt.Errorf("--family both needs a host name with A and AAAA records, not the address %s (e.g. --family both app.example.com:80)", host)
 	}
 	if compare != "" {
 		if err := checkHostPort(compare); err != nil {
@@ -180,6 +201,46 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 		return cfg, err
 	}
 	return cfg, nil
+}
+
+// applyFamilyFormat applies --family, --watch and --format. A --watch without
+// -n runs until Ctrl-C, and without -i probes once a second.
+func applyFamilyFormat(cfg *config, fs *flag.FlagSet, family, format string, count *int, interval *time.Duration) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	switch family {
+	case "", "any":
+	case "4", "6":
+		cfg.probe.Options.Family = int(family[0] - '0')
+	case "both", "46":
+		cfg.probe.Families = []int{4, 6}
+		if set["compare"] {
+			return errors.New("--family both and --compare exclude each other: compare one family at a time (--family 4 or 6)")
+		}
+	default:
+		return fmt.Errorf("--family must be 4, 6 or both, not %q (e.g. --family both)", family)
+	}
+	switch format {
+	case "text":
+	case "json":
+		cfg.json = true
+	case "csv":
+		if cfg.json {
+			return errors.New("--json and --format csv exclude each other")
+		}
+		cfg.csv = true
+	default:
+		return fmt.Errorf("--format must be text, json or csv, not %q (e.g. --format csv)", format)
+	}
+	if cfg.watch {
+		if !set["count"] && !set["n"] {
+			*count = 0
+		}
+		if !set["interval"] && !set["i"] {
+			*interval = time.Second
+		}
+	}
+	return nil
 }
 
 func parseListen(args []string, getenv func(string) string, help io.Writer) (config, error) {

@@ -82,7 +82,14 @@ func waitDial(tb testing.TB, addr string, what string, logs fmt.Stringer) {
 // returns its address and output.
 func startListen(tb testing.TB) (string, *syncBuf) {
 	tb.Helper()
-	cfg, err := parseArgs([]string{"listen", "--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc + "/32", "127.0.0.1:0"}, noEnv, &bytes.Buffer{})
+	return startListenArgs(tb, "--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc+"/32")
+}
+
+// startListenArgs runs `nc-probe listen` in-process with args on
+// 127.0.0.1:0 and returns its address and output.
+func startListenArgs(tb testing.TB, args ...string) (string, *syncBuf) {
+	tb.Helper()
+	cfg, err := parseArgs(append(append([]string{"listen"}, args...), "127.0.0.1:0"), noEnv, &bytes.Buffer{})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -121,6 +128,22 @@ var (
 // build (it is written in parallel with this tool).
 func startApp(tb testing.TB) (string, *syncBuf) {
 	tb.Helper()
+	return startAppArgs(tb, "--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc+"/32")
+}
+
+// startAppArgs is startApp with the app's PROXY protocol flags in args.
+func startAppArgs(tb testing.TB, args ...string) (string, *syncBuf) {
+	tb.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(tb))
+	logs, _ := runApp(tb, addr, args...)
+	return addr, logs
+}
+
+// runApp runs the app on addr with args until the test ends or stop is
+// called, and waits until it accepts connections. stop interrupts it and
+// waits for it to exit; it may be called more than once.
+func runApp(tb testing.TB, addr string, args ...string) (logs *syncBuf, stop func()) {
+	tb.Helper()
 	appOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "nc-probe-app")
 		if err != nil {
@@ -134,27 +157,29 @@ func startApp(tb testing.TB) (string, *syncBuf) {
 	if appErr != nil {
 		tb.Skipf("go build ./cmd/app failed, skipping the tests against the real app: %v\n%s", appErr, appOut)
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(tb))
-	logs := &syncBuf{}
-	cmd := exec.Command(appBin, "--listen", addr, "--admin", "127.0.0.1:0", "--drain-timeout", "2s",
-		"--proxy-protocol", "trusted", "--trusted-proxies", trustedSrc+"/32")
+	logs = &syncBuf{}
+	cmd := exec.Command(appBin, append([]string{"--listen", addr, "--admin", "127.0.0.1:0", "--drain-timeout", "2s"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("starting the app: %v", err)
 	}
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		})
+	}
+	tb.Cleanup(stop)
 	waitDial(tb, addr, "the app", logs)
-	return addr, logs
+	return logs, stop
 }
 
 // startSocat relays a free port on 127.0.0.1 to target from relaySrc.
@@ -188,6 +213,13 @@ func startSocatFrom(tb testing.TB, listenIP, target, src string) string {
 // trustedSrc.
 func startHAProxy(tb testing.TB, target string) string {
 	tb.Helper()
+	return startHAProxyWith(tb, target, "send-proxy-v2", trustedSrc)
+}
+
+// startHAProxyWith forwards a free port to target with the server option
+// send (send-proxy or send-proxy-v2), dialing from src.
+func startHAProxyWith(tb testing.TB, target, send, src string) string {
+	tb.Helper()
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
 		tb.Skip("haproxy not installed (.ci/run installs it): skipping the send-proxy-v2 test")
@@ -204,8 +236,8 @@ frontend fe
 	bind 127.0.0.1:%d
 	default_backend be
 backend be
-	server app %s send-proxy-v2 source %s
-`, port, target, trustedSrc)
+	server app %s %s source %s
+`, port, target, send, src)
 	path := filepath.Join(tb.TempDir(), "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
@@ -379,6 +411,21 @@ func TestCompare(t *testing.T) {
 	if !strings.Contains(errb, "collide") {
 		t.Errorf("--compare stderr %q, want the GA collision warning", errb)
 	}
+	// the diagnosis per path: a row of the table, one sentence each on stderr
+	if !regexp.MustCompile(`(?m)^diagnosis\s+preserved\s+source-nat\s*$`).MatchString(out) ||
+		!strings.Contains(errb, "A "+addr+": preserved: ") || !strings.Contains(errb, "B "+relay+": source-nat: the server saw "+relaySrc) {
+		t.Errorf("--compare: want the diagnosis per path in the table and on stderr\nstdout:\n%s\nstderr:\n%s", out, errb)
+	}
+	code, jout, _ := probeRun(t, "--json", "--compare", relay, "-n", "2", "-i", "0", addr)
+	var j struct {
+		Diagnosis string `json:"diagnosis"`
+		Compare   struct {
+			Diagnosis string `json:"diagnosis"`
+		} `json:"compare"`
+	}
+	if err := json.Unmarshal([]byte(jout), &j); err != nil || code != exitNotPreserved || j.Diagnosis != "preserved" || j.Compare.Diagnosis != "source-nat" {
+		t.Errorf("--json --compare: exit %d, %+v (%v); want 1, preserved and compare.diagnosis source-nat\n%s", code, j, err, jout)
+	}
 	// the ratio column holds a number on the report p50 row
 	if !regexp.MustCompile(`report p50 ms\s+\d+\.\d+\s+\d+\.\d+\s+\d+\.\d\d`).MatchString(out) {
 		t.Errorf("--compare output has no ratio on the report p50 row:\n%s", out)
@@ -418,6 +465,21 @@ func TestParseArgs(t *testing.T) {
 		{"SrcWithoutProxy", []string{"--proxy-src", "1.2.3.4:5", "h:1"}, nil, nil, "need --proxy"},
 		{"HTTPLine", []string{"--line", "GET / HTTP/1.1", "h:1"}, nil, nil, "HTTP"},
 		{"ZeroConcurrency", []string{"-c", "0", "h:1"}, nil, nil, "concurrency"},
+		{"FamilyBoth", []string{"--family", "both", "h:1"}, nil,
+			func(c config) bool { return len(c.probe.Families) == 2 && c.probe.Options.Family == 0 }, ""},
+		{"FamilySix", []string{"h:1"}, map[string]string{"NC_PROBE_FAMILY": "6"},
+			func(c config) bool { return c.probe.Options.Family == 6 && len(c.probe.Families) == 0 }, ""},
+		{"WatchDefaults", []string{"--watch", "h:1"}, nil,
+			func(c config) bool { return c.watch && c.probe.Count == 0 && c.probe.Interval == time.Second }, ""},
+		{"WatchCountInterval", []string{"--watch", "-n", "5", "-i", "200ms", "h:1"}, nil,
+			func(c config) bool { return c.probe.Count == 5 && c.probe.Interval == 200*time.Millisecond }, ""},
+		{"FormatCSV", []string{"--format", "csv", "h:1"}, nil, func(c config) bool { return c.csv && !c.json }, ""},
+		{"FormatJSON", []string{"--format", "json", "h:1"}, nil, func(c config) bool { return c.json && !c.csv }, ""},
+		{"BadFamily", []string{"--family", "5", "h:1"}, nil, nil, `--family must be 4, 6 or both, not "5" (e.g. --family both)`},
+		{"BadFormat", []string{"--format", "xml", "h:1"}, nil, nil, `--format must be text, json or csv, not "xml" (e.g. --format csv)`},
+		{"FamilyBothAddress", []string{"--family", "both", "127.0.0.1:80"}, nil, nil, "--family both needs a host name"},
+		{"FamilyBothCompare", []string{"--family", "both", "--compare", "h:2", "h:1"}, nil, nil, "exclude each other"},
+		{"JSONAndCSV", []string{"--json", "--format", "csv", "h:1"}, nil, nil, "exclude each other"},
 		{"ListenBadMode", []string{"listen", "--proxy-protocol", "maybe", ":1"}, nil, nil, "--proxy-protocol"},
 		{"ListenTrustedWithoutPrefixes", []string{"listen", "--proxy-protocol", "trusted", ":1"}, nil, nil, "trusted"},
 	}

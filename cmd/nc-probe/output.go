@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,19 +28,127 @@ func writeText(w io.Writer, cfg config, res probe.Result, interrupted bool) {
 	if interrupted {
 		fmt.Fprintf(w, "interrupted after %s: summary so far (%d attempts in flight dropped)\n", res.Elapsed.Round(time.Millisecond), res.Interrupted)
 	}
-	if len(res.Targets) == 2 {
+	if cfg.probe.Compare != "" {
 		writeCompare(w, res)
 	} else {
-		writeTarget(w, res.Targets[0], res.Elapsed)
+		for i, t := range res.Targets {
+			if len(res.Targets) > 1 {
+				fmt.Fprintln(w, strings.TrimSuffix(pathLabel(res, i), " "))
+			}
+			writeTarget(w, t, res.Elapsed)
+		}
 	}
 	fmt.Fprintln(w, wrap(gaNote, 96, "      "))
 	for i, t := range res.Targets {
-		prefix := ""
-		if len(res.Targets) == 2 {
-			prefix = fmt.Sprintf("%c %s: ", 'A'+i, t.Target)
-		}
-		fmt.Fprintln(w, prefix+shout(t.Explain()))
+		fmt.Fprintln(w, pathLabel(res, i)+shout(t.Explain()))
+		fmt.Fprintln(w, pathLabel(res, i)+"diagnosis: "+string(t.Diagnosis))
 	}
+}
+
+// watchLines prints --watch lines. Its write method is called from
+// probe.Run's goroutine, one call at a time.
+type watchLines struct {
+	w            io.Writer
+	done, failed int
+}
+
+// write prints one attempt as a --watch line: time, family, target,
+// diagnosis, connect and report times, what the server saw (or the error),
+// and the running count of failed attempts.
+func (l *watchLines) write(a probe.Attempt) {
+	l.done++
+	if a.Diagnosis.Failed() {
+		l.failed++
+	}
+	writeWatchLine(l.w, a, fmt.Sprintf("  [%d/%d failed]", l.failed, l.done))
+}
+
+// writeWatchLine prints one attempt as a --watch line, then tail.
+func writeWatchLine(w io.Writer, a probe.Attempt, tail string) {
+	fam := ""
+	if a.Family != 0 {
+		fam = fmt.Sprintf("IPv%d ", a.Family)
+	}
+	detail := ""
+	switch {
+	case a.Saw.IsValid():
+		detail = "saw " + a.Saw.Addr().String()
+	case a.Err != nil:
+		detail = a.Err.Error()
+	}
+	rtt := "connect - report -"
+	if a.Timings.Remote.IsValid() {
+		rtt = "connect " + fmtMS(a.Timings.Connect) + " ms report "
+		if a.Report != nil {
+			rtt += fmtMS(a.Timings.Report) + " ms"
+		} else {
+			rtt += "-"
+		}
+	}
+	fmt.Fprintf(w, "%s %s%s seq=%d %-21s %s  %s%s\n", a.Start.Format("15:04:05.000"), fam, a.Target, a.Seq, a.Diagnosis, rtt, detail, tail)
+}
+
+// writeWatchSummary prints the --watch summary: per target the attempts,
+// the failures and the longest run of failures as a duration, with when it
+// started and ended.
+func writeWatchSummary(w io.Writer, res probe.Result) {
+	for i, t := range res.Targets {
+		fmt.Fprintf(w, "--- %s%s: %s, %d failed (%.1f%% loss) in %s; report p50 %s ms\n", pathLabel(res, i), t.Target,
+			plural(t.Attempts, "attempt"), t.Failures, t.LossPct(), res.Elapsed.Round(time.Millisecond), fmtMS(t.Report.P50))
+		fmt.Fprintln(w, "    "+outageText(t))
+	}
+}
+
+// outageText describes a target's longest run of failures.
+func outageText(t *probe.TargetResult) string {
+	o := t.LongestOutage
+	if o.Failures == 0 {
+		return "longest run of failures: none"
+	}
+	end := "recovered"
+	if !o.Recovered {
+		end = "not recovered at the end"
+	}
+	return fmt.Sprintf("longest run of failures: %.3f s (%s) from %s to %s, %s; %d run(s) of failures",
+		o.Duration().Seconds(), plural(o.Failures, "attempt"), o.Start.Format("15:04:05.000"), o.End.Format("15:04:05.000"), end, t.Outages)
+}
+
+// csvHeader is the --format csv header row.
+var csvHeader = []string{"time", "family", "target", "connect_ms", "report_ms", "server_saw", "verdict", "diagnosis"}
+
+// csvWriter writes one row per attempt, the header first.
+type csvWriter struct {
+	w      *csv.Writer
+	header bool
+}
+
+func newCSVWriter(w io.Writer) *csvWriter { return &csvWriter{w: csv.NewWriter(w)} }
+
+func (c *csvWriter) row(a probe.Attempt) {
+	if !c.header {
+		_ = c.w.Write(csvHeader)
+		c.header = true
+	}
+	fam, saw, connect, rep := "", "", "", ""
+	if a.Family != 0 {
+		fam = fmt.Sprintf("ipv%d", a.Family)
+	} else if a.Timings.Remote.IsValid() {
+		fam = "ipv4"
+		if a.Timings.Remote.Addr().Is6() {
+			fam = "ipv6"
+		}
+	}
+	if a.Saw.IsValid() {
+		saw = a.Saw.Addr().String()
+	}
+	if a.Timings.Remote.IsValid() {
+		connect = fmt.Sprintf("%.3f", ms(a.Timings.Connect))
+	}
+	if a.Report != nil {
+		rep = fmt.Sprintf("%.3f", ms(a.Timings.Report))
+	}
+	_ = c.w.Write([]string{a.Start.UTC().Format(time.RFC3339Nano), fam, a.Target, connect, rep, saw, a.Verdict.String(), string(a.Diagnosis)})
+	c.w.Flush()
 }
 
 // shout upper-cases an explanation's leading verdict ("not preserved: ...").
@@ -114,6 +223,7 @@ func writeCompare(w io.Writer, res probe.Result) {
 	fmt.Fprintf(tw, "country\t%s\t%s\t\n", key(a, report.KeyCountry), key(b, report.KeyCountry))
 	fmt.Fprintf(tw, "decision\t%s\t%s\t\n", key(a, report.KeyDecision), key(b, report.KeyDecision))
 	fmt.Fprintf(tw, "verdict\t%s\t%s\t\n", a.Verdict, b.Verdict)
+	fmt.Fprintf(tw, "diagnosis\t%s\t%s\t\n", a.Diagnosis, b.Diagnosis)
 	type metric struct {
 		name string
 		get  func(*probe.TargetResult) time.Duration
@@ -214,8 +324,13 @@ type jsonTarget struct {
 	Expected        string         `json:"expected"`
 	ExpectedFrom    string         `json:"expected_from"` // local-address, expect-ip, proxy-src
 	Preserved       bool           `json:"preserved"`
-	Verdict         string         `json:"verdict"` // preserved, not-preserved, unknown, no-report
+	Verdict         string         `json:"verdict"`   // preserved, not-preserved, unknown, no-report
+	Diagnosis       string         `json:"diagnosis"` // preserved, source-nat, proxy-header-*, no-report, unreachable, timeout, cannot-tell
+	Advice          string         `json:"advice"`    // the diagnosis sentence: the likely cause and the setting to check
 	Explanation     string         `json:"explanation"`
+	Family          string         `json:"family,omitempty"`  // ipv4 or ipv6, with --family
+	Address         string         `json:"address,omitempty"` // the address dialed last
+	LongestOutage   *jsonOutage    `json:"longest_outage,omitempty"`
 	Attempts        int            `json:"attempts"`
 	Failures        int            `json:"failures"`
 	LossPct         float64        `json:"loss_pct"`
@@ -233,8 +348,18 @@ type jsonTarget struct {
 	Report          report.Report  `json:"report"` // the last report, every key
 }
 
+// jsonOutage is a run of failed attempts.
+type jsonOutage struct {
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end"`
+	DurationMS float64   `json:"duration_ms"`
+	Failures   int       `json:"failures"`
+	Recovered  bool      `json:"recovered"`
+}
+
 type jsonResult struct {
 	jsonTarget
+	Families    []jsonTarget        `json:"families,omitempty"` // --family both: one per family, the first also at the top level
 	Compare     *jsonTarget         `json:"compare,omitempty"`
 	Ratio       map[string]*float64 `json:"ratio,omitempty"` // compare / target
 	Interrupted bool                `json:"interrupted"`
@@ -246,9 +371,19 @@ type jsonResult struct {
 func toJSONTarget(t *probe.TargetResult) jsonTarget {
 	j := jsonTarget{
 		Target: t.Target, ServerSawAll: []string{}, Verdict: t.Verdict.String(), Explanation: t.Explain(),
+		Diagnosis: string(t.Diagnosis), Advice: t.Advice,
 		Preserved: t.Verdict == probe.Preserved, Attempts: t.Attempts, Failures: t.Failures, LossPct: t.LossPct(),
 		FailuresByStage: map[string]int{}, ConnectMS: toJSONSummary(t.Connect), ReportMS: toJSONSummary(t.Report),
 		EchoMS: toJSONSummary(t.Echo), EchoSkipped: t.EchoSkipped, Report: t.Last,
+	}
+	if t.Family != 0 {
+		j.Family = fmt.Sprintf("ipv%d", t.Family)
+	}
+	if t.Addr.IsValid() {
+		j.Address = t.Addr.String()
+	}
+	if o := t.LongestOutage; o.Failures > 0 {
+		j.LongestOutage = &jsonOutage{o.Start, o.End, ms(o.Duration()), o.Failures, o.Recovered}
 	}
 	if t.DNS.Count > 0 {
 		d := toJSONSummary(t.DNS)
@@ -285,7 +420,12 @@ func writeJSON(w io.Writer, cfg config, res probe.Result, code int, interrupted 
 		jsonTarget: toJSONTarget(res.Targets[0]), Interrupted: interrupted,
 		ElapsedMS: ms(res.Elapsed), ExitCode: code, Note: strings.TrimPrefix(gaNote, "note: "),
 	}
-	if len(res.Targets) == 2 {
+	if len(cfg.probe.Families) > 0 {
+		for _, t := range res.Targets {
+			out.Families = append(out.Families, toJSONTarget(t))
+		}
+	}
+	if cfg.probe.Compare != "" && len(res.Targets) == 2 {
 		a, b := res.Targets[0], res.Targets[1]
 		c := toJSONTarget(b)
 		out.Compare = &c

@@ -27,7 +27,14 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	}
 	pcfg := cfg.probe
 	var prog *progress
-	if !cfg.json && isTerminal(stdout) && (pcfg.Count != 1 || pcfg.Compare != "") {
+	switch {
+	case cfg.csv:
+		cw := newCSVWriter(stdout)
+		pcfg.OnAttempt = cw.row
+	case cfg.watch && !cfg.json:
+		wl := &watchLines{w: stdout}
+		pcfg.OnAttempt = wl.write
+	case !cfg.json && isTerminal(stdout) && (pcfg.Count != 1 || pcfg.Compare != "" || len(pcfg.Families) > 0):
 		prog = &progress{w: stdout, total: pcfg.Count * targetsOf(pcfg)}
 		pcfg.OnAttempt = prog.update
 	}
@@ -39,18 +46,48 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	code := exitCode(res.Verdict())
-	if cfg.json {
+	switch {
+	case cfg.json:
 		if err := writeJSON(stdout, cfg, res, code, interrupted); err != nil {
 			fmt.Fprintln(stderr, "nc-probe: "+err.Error())
 			return exitFailure
 		}
-		for _, t := range res.Targets {
-			fmt.Fprintln(stderr, t.Explain())
+	case cfg.csv:
+		if cfg.watch {
+			writeWatchSummary(stderr, res)
 		}
-		return code
+	case cfg.watch:
+		writeWatchSummary(stdout, res)
+	default:
+		writeText(stdout, cfg, res, interrupted)
 	}
-	writeText(stdout, cfg, res, interrupted)
+	writeDiagnoses(stderr, res)
 	return code
+}
+
+// writeDiagnoses prints each target's diagnosis sentence, one line each,
+// prefixed with the path when there are several.
+func writeDiagnoses(w io.Writer, res probe.Result) {
+	for i, t := range res.Targets {
+		fmt.Fprintln(w, pathLabel(res, i)+t.Advice)
+	}
+}
+
+// pathLabel names target i when a run has several ("A host:port: ",
+// "IPv6 [::1]:80: "), "" otherwise.
+func pathLabel(res probe.Result, i int) string {
+	if len(res.Targets) < 2 {
+		return ""
+	}
+	t := res.Targets[i]
+	if t.Family != 0 {
+		addr := t.Target
+		if t.Addr.IsValid() {
+			addr = t.Addr.String()
+		}
+		return fmt.Sprintf("IPv%d %s: ", t.Family, addr)
+	}
+	return fmt.Sprintf("%c %s: ", 'A'+i, t.Target)
 }
 
 const compareWarning = "warning: probing an endpoint directly while it is also behind Global Accelerator can collide with GA's own connections " +
@@ -60,7 +97,7 @@ func targetsOf(c probe.Config) int {
 	if c.Compare != "" {
 		return 2
 	}
-	return 1
+	return max(1, len(c.Families))
 }
 
 func exitCode(v probe.Verdict) int {

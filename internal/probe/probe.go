@@ -63,6 +63,11 @@ type Options struct {
 	Bind netip.Addr
 	// Proxy, when not nil, is a PROXY header written before the probe line.
 	Proxy *ProxyHeader
+	// Family restricts the target's addresses to IPv4 (4) or IPv6 (6); 0
+	// dials what the name resolves to, in the resolver's order.
+	Family int
+	// Resolver looks the target's name up; nil: net.DefaultResolver.
+	Resolver *net.Resolver
 }
 
 // ProxyHeader is a PROXY protocol header the probe sends, as a trusted proxy
@@ -107,6 +112,9 @@ func (o Options) Validate() error {
 	}
 	if len(o.Line) > MaxLine {
 		return fmt.Errorf("probe: the probe line is longer than %d bytes", MaxLine)
+	}
+	if o.Family != 0 && o.Family != 4 && o.Family != 6 {
+		return fmt.Errorf("probe: address family must be 4 or 6, not %d", o.Family)
 	}
 	if o.Proxy != nil {
 		return o.Proxy.Validate()
@@ -167,7 +175,42 @@ var (
 	ErrClosed = errors.New("server closed the connection")
 	// ErrEchoMismatch: an echo line came back different.
 	ErrEchoMismatch = errors.New("echo differs from the line sent")
+	// ErrNoAddress: the name has no address of the asked family.
+	ErrNoAddress = errors.New("no address of that family")
 )
+
+// RefusedError is the cause of a report-stage [Error] when the server
+// answered a refusal line (error=..., see docs/protocol.md) instead of a
+// report.
+type RefusedError struct {
+	Code string // report.ErrorHeaderRequired, ErrorHeaderUntrusted, ErrorHeaderMalformed or another
+	Peer string // the peer address the server saw, when it said
+}
+
+// Unwrap returns [ErrClosed]: a refusal is the server closing the
+// connection before a report, with its reason.
+func (e *RefusedError) Unwrap() error { return ErrClosed }
+
+func (e *RefusedError) Error() string {
+	s := "server refused the connection: error=" + e.Code
+	if e.Peer != "" {
+		s += " (it saw the peer " + e.Peer + ")"
+	}
+	return s
+}
+
+// NotReportError is the cause of a report-stage [Error] when the server's
+// first line is neither a report nor a refusal: not an originlens server.
+type NotReportError struct {
+	Line string // the line, clipped
+	Err  error  // why it is not a report
+}
+
+func (e *NotReportError) Error() string {
+	return fmt.Sprintf("%v (got %q)", e.Err, e.Line)
+}
+
+func (e *NotReportError) Unwrap() error { return e.Err }
 
 // StageOf returns the stage of an attempt error, or "" when err is not an
 // [*Error].
@@ -200,7 +243,7 @@ func Once(ctx context.Context, target string, opts Options) (report.Report, Timi
 	if opts.Bind.IsValid() {
 		d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(opts.Bind, 0))
 	}
-	addrs, err := resolve(ctx, target, &tm)
+	addrs, err := resolve(ctx, opts.Resolver, target, opts.Family, &tm)
 	if err != nil {
 		return nil, tm, &Error{StageConnect, ctxCause(ctx, err)}
 	}
@@ -250,9 +293,12 @@ func Once(ctx context.Context, target string, opts Options) (report.Report, Timi
 		return nil, tm, &Error{StageReport, ctxCause(ctx, err)}
 	}
 	tm.Report = time.Since(sent)
+	if r, ok := report.ParseRefusal(line); ok {
+		return nil, tm, &Error{StageReport, &RefusedError{Code: r[report.KeyError], Peer: r[report.KeyPeer]}}
+	}
 	rep, err := report.ParseLine(line)
 	if err != nil {
-		return nil, tm, &Error{StageReport, fmt.Errorf("%w (got %q)", err, clip(line))}
+		return nil, tm, &Error{StageReport, &NotReportError{Line: clip(line), Err: err}}
 	}
 	if opts.Echo == 0 {
 		return rep, tm, nil
@@ -284,27 +330,43 @@ func Once(ctx context.Context, target string, opts Options) (report.Report, Timi
 	return rep, tm, nil
 }
 
-// resolve turns target (host:port) into addresses, timing the DNS lookup
-// in tm.DNS when host is a name, so that Connect times only the handshake.
-func resolve(ctx context.Context, target string, tm *Timings) ([]netip.AddrPort, error) {
+// resolve turns target (host:port) into addresses of family (4, 6, or 0
+// for any), timing the DNS lookup in tm.DNS when host is a name, so that
+// Connect times only the handshake.
+func resolve(ctx context.Context, r *net.Resolver, target string, family int, tm *Timings) ([]netip.AddrPort, error) {
+	if r == nil {
+		r = net.DefaultResolver
+	}
 	host, portStr, err := net.SplitHostPort(target)
 	if err != nil {
 		return nil, fmt.Errorf("target %q: %w", target, err)
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
-		p, lerr := net.DefaultResolver.LookupPort(ctx, "tcp", portStr)
+		p, lerr := r.LookupPort(ctx, "tcp", portStr)
 		if lerr != nil {
 			return nil, fmt.Errorf("target %q: port: %w", target, lerr)
 		}
 		port = uint64(p)
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
-		return []netip.AddrPort{netip.AddrPortFrom(ip.Unmap(), uint16(port))}, nil
+		ip = ip.Unmap()
+		if family != 0 && familyOf(ip) != family {
+			return nil, fmt.Errorf("target %s is not IPv%d: %w", ip, family, ErrNoAddress)
+		}
+		return []netip.AddrPort{netip.AddrPortFrom(ip, uint16(port))}, nil
+	}
+	network := "ip"
+	if family != 0 {
+		network = fmt.Sprintf("ip%d", family)
 	}
 	start := time.Now()
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	ips, err := r.LookupNetIP(ctx, network, host)
 	tm.DNS = time.Since(start)
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) && dnsErr.IsNotFound && family != 0 {
+		return nil, fmt.Errorf("resolving %s: no IPv%d address: %w", host, family, ErrNoAddress)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("resolving %s: %w", host, err)
 	}
@@ -331,6 +393,14 @@ func ctxCause(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (%w)", ErrClosed, err)
 	}
 	return err
+}
+
+// familyOf returns 4 or 6.
+func familyOf(a netip.Addr) int {
+	if a.Unmap().Is4() {
+		return 4
+	}
+	return 6
 }
 
 func addrPort(a net.Addr) netip.AddrPort {

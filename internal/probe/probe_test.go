@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,8 +98,9 @@ func TestOnceProxyHeader(t *testing.T) {
 		Bind:  netip.MustParseAddr("127.0.0.1"),
 		Proxy: &probe.ProxyHeader{Version: 2, Src: src},
 	})
-	if probe.StageOf(err) != probe.StageReport || !errors.Is(err, probe.ErrClosed) {
-		t.Errorf("Once with a header from untrusted 127.0.0.1: err = %v, want a report-stage ErrClosed", err)
+	var refused *probe.RefusedError
+	if probe.StageOf(err) != probe.StageReport || !errors.As(err, &refused) || refused.Code != report.ErrorHeaderUntrusted || !errors.Is(err, probe.ErrClosed) {
+		t.Errorf("Once with a header from untrusted 127.0.0.1: err = %v, want a report-stage refusal error=%s (an ErrClosed)", err, report.ErrorHeaderUntrusted)
 	}
 	waitFor(t, func() bool { return strings.Contains(out.String(), "spoof") }, "listener to print the spoof refusal")
 }
@@ -335,7 +337,73 @@ func TestOnceHostName(t *testing.T) {
 	if tm.DNS <= 0 || tm.Connect <= 0 || rep[report.KeyClient] != tm.Local.String() {
 		t.Errorf("Once(localhost:%s) = %v, %+v; want DNS and connect timed and the report of the probe's address", port, rep, tm)
 	}
-	if _, _, err := probe.Once(context.Background(), "nosuch.invalid:80", probe.Options{Timeout: 2 * time.Second}); probe.StageOf(err) != probe.StageConnect {
-		t.Errorf("Once(nosuch.invalid) = %v, want a connect-stage error", err)
+}
+
+// TestOnceNameNotFound: a name that does not resolve fails the connect
+// stage and is diagnosed unreachable. The lookup goes to a loopback stub
+// DNS server that answers NXDOMAIN, never to the machine's resolver.
+func TestOnceNameNotFound(t *testing.T) {
+	stub, queries := startNXDomainStub(t)
+	opts := probe.Options{Timeout: 5 * time.Second, Resolver: stub}
+	_, _, err := probe.Once(context.Background(), "nosuch.invalid:80", opts)
+	if probe.StageOf(err) != probe.StageConnect {
+		t.Fatalf("Once(nosuch.invalid) = %v, want a connect-stage error", err)
 	}
+	if queries.Load() == 0 {
+		t.Fatalf("the stub DNS server got no query: the name was resolved elsewhere (err %v)", err)
+	}
+	d, sentence := probe.Diagnose(probe.Attempt{Target: "nosuch.invalid:80", Err: err}, 0)
+	if d != probe.DiagUnreachable || !strings.Contains(sentence, "does not resolve") {
+		t.Errorf("Diagnose = %s, %q; want unreachable naming the name", d, sentence)
+	}
+	opts.Family = 6
+	if _, _, err := probe.Once(context.Background(), "nosuch.invalid:80", opts); probe.StageOf(err) != probe.StageConnect {
+		t.Errorf("Once(nosuch.invalid, IPv6) = %v, want a connect-stage error", err)
+	}
+}
+
+// startNXDomainStub serves DNS on a loopback UDP port, answering NXDOMAIN
+// to every query, and returns a resolver that asks only it and the count
+// of queries.
+func startNXDomainStub(tb testing.TB) (*net.Resolver, *atomic.Int64) {
+	tb.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { pc.Close() })
+	var n atomic.Int64
+	go func() { // ends when pc is closed at cleanup
+		buf := make([]byte, 1500)
+		for {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := buf[:k]
+			if len(q) < 12 {
+				continue
+			}
+			// End of the first question: labels, a zero byte, type and class.
+			end := 12
+			for end < len(q) && q[end] != 0 {
+				end += int(q[end]) + 1
+			}
+			end += 5
+			if end > len(q) {
+				continue
+			}
+			n.Add(1)
+			resp := append([]byte{}, q[:2]...)            // id
+			resp = append(resp, 0x80|(q[2]&0x01), 0x80|3) // QR, RD copied; RA, RCODE 3 (NXDOMAIN)
+			resp = append(resp, 0, 1, 0, 0, 0, 0, 0, 0)   // one question, no records
+			resp = append(resp, q[12:end]...)             // the question
+			_, _ = pc.WriteTo(resp, from)
+		}
+	}()
+	addr := pc.LocalAddr().String()
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}, &n
 }

@@ -20,13 +20,21 @@ type Config struct {
 	Compare string
 	// Count is the number of attempts per target; 0 runs until ctx is done.
 	Count int
-	// Concurrency is the number of attempts in flight at once (default 1).
-	// Samples are recorded in completion order, so with more than one
-	// attempt in flight "consecutive" (for jitter) means consecutive to
-	// finish.
+	// Families, when not empty, probes Target once per address family
+	// listed (4, 6), each as its own target result, as if Options.Family
+	// were set to it. It excludes Compare.
+	Families []int
+	// Count is the number of rounds; a round is one attempt per target
+	// (two with Compare or two Families).
+	// Concurrency is the number of rounds started together and the number
+	// of attempts in flight at once (default 1). Samples are recorded in
+	// completion order, so with more than one attempt in flight
+	// "consecutive" (for jitter) means consecutive to finish.
 	Concurrency int
-	// Interval is the time between the starts of consecutive rounds (one
-	// attempt per target); 0 starts each as soon as a worker is free.
+	// Interval is the time between the starts of consecutive batches of
+	// Concurrency rounds: every Interval, Concurrency rounds start (so -c 4
+	// -i 100ms starts 4 rounds every 100 ms). 0 starts each attempt as soon
+	// as one of the Concurrency slots is free.
 	Interval time.Duration
 	// Options apply to every attempt.
 	Options Options
@@ -59,6 +67,14 @@ func (c Config) Validate() error {
 	if c.Interval < 0 {
 		return fmt.Errorf("probe: interval must not be negative, got %v", c.Interval)
 	}
+	if len(c.Families) > 0 && c.Compare != "" {
+		return errors.New("probe: address families and a compared target exclude each other")
+	}
+	for _, f := range c.Families {
+		if f != 4 && f != 6 {
+			return fmt.Errorf("probe: address family must be 4 or 6, not %d", f)
+		}
+	}
 	if len(c.ProxySources) > 0 && c.Options.Proxy == nil {
 		return errors.New("probe: proxy sources need a PROXY header version (Options.Proxy)")
 	}
@@ -88,23 +104,54 @@ func (c Config) expectation() (netip.Addr, ExpectSource) {
 
 // Attempt is one finished attempt.
 type Attempt struct {
-	Target   string // the host:port probed
-	Index    int    // 0 for Config.Target, 1 for Config.Compare
-	Seq      int    // the round, from 0
+	Target   string    // the host:port probed
+	Index    int       // 0 for Config.Target, 1 for Config.Compare or the second family
+	Family   int       // the address family asked for (4, 6), 0 when any
+	Seq      int       // the round, from 0
+	Start    time.Time // when the attempt started
 	Report   report.Report
 	Timings  Timings
 	Err      error          // nil, or an [*Error]
 	Saw      netip.AddrPort // the client address in the report, unmapped
 	Expected netip.Addr     // the address the server should have seen
 	Verdict  Verdict
+	// Diagnosis is the likely cause of the verdict; Advice its sentence
+	// (see [Diagnose]).
+	Diagnosis Diagnosis
+	Advice    string
 }
+
+// Outage is a run of consecutive failed attempts (see [Diagnosis.Failed])
+// of one target, in completion order.
+type Outage struct {
+	// Start is when the first failed attempt started; End when the next
+	// successful attempt started, or when the last failed one ended if
+	// none followed.
+	Start, End time.Time
+	Failures   int  // attempts in the run
+	Recovered  bool // a successful attempt ended the run
+}
+
+// Duration is End - Start.
+func (o Outage) Duration() time.Duration { return o.End.Sub(o.Start) }
 
 // TargetResult aggregates the attempts against one target. Run fills it
 // from its own goroutine; read it once Run has returned.
 type TargetResult struct {
-	Target   string
-	Attempts int // finished attempts, interrupted ones excluded
-	Failures int // attempts that ended in an error
+	Target string
+	Family int // the address family asked for (4, 6), 0 when any
+	// Addr is the address the last attempt that connected dialed.
+	Addr netip.AddrPort
+	// Diagnosis and Advice explain the verdict (the example attempt's, or
+	// the last failure's when no report came).
+	Diagnosis Diagnosis
+	Advice    string
+	// LongestOutage is the longest run of failed attempts (zero when none
+	// failed); Outages counts the runs.
+	LongestOutage Outage
+	Outages       int
+	Attempts      int // finished attempts, interrupted ones excluded
+	Failures      int // attempts that ended in an error
 	// FailuresByStage counts failures per [Stage].
 	FailuresByStage map[Stage]int
 	// LastError is the most recent failure, nil when none.
@@ -133,6 +180,8 @@ type TargetResult struct {
 	Verdict Verdict
 
 	examples map[Verdict]Attempt // the first attempt per verdict
+	lastFail Attempt             // the last attempt that failed
+	outage   Outage              // the run of failures in progress (Failures 0: none)
 
 	connect, report, echo, dns *Recorder
 }
@@ -154,7 +203,8 @@ func (t *TargetResult) Explain() string {
 	if !ok {
 		if t.LastError != nil {
 			hint := ""
-			if StageOf(t.LastError) == StageReport && errors.Is(t.LastError, ErrClosed) {
+			var refused *RefusedError
+			if StageOf(t.LastError) == StageReport && errors.Is(t.LastError, ErrClosed) && !errors.As(t.LastError, &refused) {
 				hint = " (a server with --proxy-protocol required or trusted closes a connection whose PROXY header is missing or comes from an untrusted address)"
 			}
 			return fmt.Sprintf("failed: %s: %v%s", t.Target, t.LastError, hint)
@@ -162,6 +212,9 @@ func (t *TargetResult) Explain() string {
 		return "failed: " + t.Target + ": no attempt finished"
 	}
 	s := Explain(t.Verdict, a.Saw.Addr(), a.Expected, t.ExpectedFrom, a.Report[report.KeyPeer])
+	if a.Diagnosis == DiagHeaderIgnored {
+		s = fmt.Sprintf("not preserved: the server saw %s instead of %s (%s): it did not read the PROXY header the probe sent", a.Saw.Addr(), a.Expected, t.ExpectedFrom)
+	}
 	if t.Verdict == Preserved && len(t.Seen) > 1 {
 		s += fmt.Sprintf(" (and in every attempt: %d distinct client addresses)", len(t.Seen))
 	}
@@ -177,6 +230,7 @@ func newTargetResult(target string) *TargetResult {
 
 func (t *TargetResult) add(a Attempt) {
 	t.Attempts++
+	t.track(a)
 	if a.Err != nil {
 		t.Failures++
 		t.FailuresByStage[StageOf(a.Err)]++
@@ -187,6 +241,7 @@ func (t *TargetResult) add(a Attempt) {
 		t.dns.Record(tm.DNS)
 	}
 	if tm.Remote.IsValid() {
+		t.Addr = tm.Remote
 		t.connect.Record(tm.Connect)
 		if !t.Expected.IsValid() && a.Expected.IsValid() {
 			t.Expected = a.Expected
@@ -228,8 +283,46 @@ func (t *TargetResult) add(a Attempt) {
 	}
 }
 
-// summarize fills Connect, Report and Echo from the recorders.
+// track follows the runs of failed attempts.
+func (t *TargetResult) track(a Attempt) {
+	end := a.Start.Add(a.Timings.DNS + a.Timings.Connect + a.Timings.Report)
+	if a.Diagnosis.Failed() {
+		t.lastFail = a
+		if t.outage.Failures == 0 {
+			t.outage = Outage{Start: a.Start}
+			t.Outages++
+		}
+		t.outage.Failures++
+		if end.After(t.outage.End) {
+			t.outage.End = end
+		}
+		return
+	}
+	if t.outage.Failures > 0 {
+		t.outage.End, t.outage.Recovered = a.Start, true
+		t.closeOutage()
+	}
+}
+
+// closeOutage ends the run in progress and keeps the longest.
+func (t *TargetResult) closeOutage() {
+	if t.outage.Failures > 0 && t.outage.Duration() >= t.LongestOutage.Duration() {
+		t.LongestOutage = t.outage
+	}
+	t.outage = Outage{}
+}
+
+// summarize fills Connect, Report and Echo from the recorders, the
+// diagnosis, and closes a run of failures still open.
 func (t *TargetResult) summarize() {
+	t.closeOutage()
+	if a, ok := t.Example(); ok {
+		t.Diagnosis, t.Advice = a.Diagnosis, a.Advice
+	} else if t.Failures > 0 {
+		t.Diagnosis, t.Advice = t.lastFail.Diagnosis, t.lastFail.Advice
+	} else {
+		t.Diagnosis, t.Advice = DiagNoReport, "no-report: no attempt finished"
+	}
 	t.Connect, t.Report, t.Echo = t.connect.Summary(), t.report.Summary(), t.echo.Summary()
 	t.DNS = t.dns.Summary()
 }
@@ -284,17 +377,25 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return Result{}, err
 	}
-	targets := []string{cfg.Target}
-	if cfg.Compare != "" {
-		targets = append(targets, cfg.Compare)
+	targets := []path{{cfg.Target, cfg.Options.Family}}
+	switch {
+	case cfg.Compare != "":
+		targets = append(targets, path{cfg.Compare, cfg.Options.Family})
+	case len(cfg.Families) > 0:
+		targets = targets[:0]
+		for _, f := range cfg.Families {
+			targets = append(targets, path{cfg.Target, f})
+		}
 	}
 	res := Result{}
-	for _, t := range targets {
-		tr := newTargetResult(t)
+	for _, p := range targets {
+		tr := newTargetResult(p.target)
+		tr.Family = p.family
 		tr.Expected, tr.ExpectedFrom = cfg.expectation()
 		res.Targets = append(res.Targets, tr)
 	}
-	workers := max(1, cfg.Concurrency)
+	batch := max(1, cfg.Concurrency)
+	workers := batch
 	if cfg.Count > 0 {
 		workers = min(workers, cfg.Count*len(targets))
 	}
@@ -305,14 +406,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	results := make(chan Attempt)
 	var wg sync.WaitGroup
 
-	// Producer: rounds of one job per target, paced by Interval.
+	// Producer: rounds of one job per target, in batches of Concurrency
+	// rounds paced by Interval.
 	wg.Go(func() {
 		defer close(jobs)
 		timer := time.NewTimer(0)
 		defer timer.Stop()
 		for seq := 0; cfg.Count == 0 || seq < cfg.Count; seq++ {
-			if seq > 0 && cfg.Interval > 0 {
-				timer.Reset(time.Until(start.Add(time.Duration(seq) * cfg.Interval)))
+			if seq > 0 && seq%batch == 0 && cfg.Interval > 0 {
+				timer.Reset(time.Until(start.Add(time.Duration(seq/batch) * cfg.Interval)))
 				select {
 				case <-ctx.Done():
 					return
@@ -358,15 +460,31 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	return res, ctx.Err()
 }
 
-func attempt(ctx context.Context, cfg Config, target string, index, seq int) Attempt {
+// path is one target of a run: an address and the family asked for.
+type path struct {
+	target string
+	family int
+}
+
+// attempt runs one attempt and judges and diagnoses it.
+func attempt(ctx context.Context, cfg Config, p path, index, seq int) (a Attempt) {
 	opts := cfg.Options
+	opts.Family = p.family
 	if n := len(cfg.ProxySources); n > 0 {
-		p := *opts.Proxy
-		p.Src = cfg.ProxySources[seq%n]
-		opts.Proxy = &p
+		h := *opts.Proxy
+		h.Src = cfg.ProxySources[seq%n]
+		opts.Proxy = &h
 	}
-	rep, tm, err := Once(ctx, target, opts)
-	a := Attempt{Target: target, Index: index, Seq: seq, Report: rep, Timings: tm, Err: err}
+	start := time.Now()
+	rep, tm, err := Once(ctx, p.target, opts)
+	a = Attempt{Target: p.target, Index: index, Family: p.family, Seq: seq, Start: start, Report: rep, Timings: tm, Err: err}
+	defer func() {
+		var pv byte
+		if opts.Proxy != nil {
+			pv = opts.Proxy.Version
+		}
+		a.Diagnosis, a.Advice = Diagnose(a, pv)
+	}()
 	var src ExpectSource
 	a.Expected, src = cfg.expectation()
 	switch src {

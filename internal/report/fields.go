@@ -13,6 +13,7 @@ type Fields struct {
 	Class, Geo, Jurisdiction        string
 	Decision                        string
 	Region, Rule, Lang, Reason      string
+	Proxy                           string
 }
 
 // values returns f's values in [Order].
@@ -21,6 +22,7 @@ func (f *Fields) values() [18]string {
 		f.Client, f.Via, f.Peer, f.Server, f.Conn,
 		f.Country, f.City, f.Lat, f.Lon, f.ASN, f.Class, f.Geo,
 		f.Jurisdiction, f.Decision, f.Region, f.Rule, f.Lang, f.Reason,
+		f.Proxy,
 	}
 }
 
@@ -47,6 +49,7 @@ func (f *Fields) AppendLine(dst []byte) []byte {
 	dst = appendPair(dst, start, KeyRule, f.Rule, false)
 	dst = appendPair(dst, start, KeyLang, f.Lang, false)
 	dst = appendPair(dst, start, KeyReason, f.Reason, false)
+	dst = appendPair(dst, start, KeyProxy, f.Proxy, false)
 	return dst
 }
 

@@ -41,6 +41,7 @@ const (
 	KeyRule         = "rule"         // the policy rule that matched
 	KeyLang         = "lang"         // the language of the greeting
 	KeyReason       = "reason"       // why the client was denied or redirected
+	KeyProxy        = "proxy"        // "ignored": the payload began with a PROXY signature the server did not read
 )
 
 // Order is the key order of the line form.
@@ -48,6 +49,7 @@ var Order = []string{
 	KeyClient, KeyVia, KeyPeer, KeyServer, KeyConn,
 	KeyCountry, KeyCity, KeyLat, KeyLon, KeyASN, KeyClass, KeyGeo,
 	KeyJurisdiction, KeyDecision, KeyRegion, KeyRule, KeyLang, KeyReason,
+	KeyProxy,
 }
 
 // GeoError is the value of [KeyGeo] for a GeoIP lookup error: the

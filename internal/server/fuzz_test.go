@@ -131,7 +131,15 @@ func FuzzFirstBytes(f *testing.F) {
 				t.Fatalf("report conn %s; event %s", r[report.KeyConn], ev.Event.ID)
 			}
 		default:
-			t.Fatalf("answer %q without a protocol in the event", out)
+			// A connection refused for its PROXY header gets one refusal
+			// line (error=...) and nothing else.
+			r, ok := report.ParseRefusal(strings.TrimSuffix(string(out), "\n"))
+			if !ok || !strings.HasPrefix(ev.Event.Reason, "proxy-header-") || bytes.Count(out, []byte("\n")) != 1 {
+				t.Fatalf("answer %q without a protocol in the event (reason %s)", out, ev.Event.Reason)
+			}
+			if want := report.RefusalFor(strings.TrimPrefix(ev.Event.Reason, "proxy-header-")); r[report.KeyError] != want {
+				t.Fatalf("refusal %q for reason %s; want error=%s", out, ev.Event.Reason, want)
+			}
 		}
 	})
 }

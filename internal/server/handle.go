@@ -80,6 +80,7 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 	setGeo(ev, &loc)
 	if err != nil {
 		end = s.originFailed(err)
+		refuse(c, raw, o.Peer.String(), err)
 		return
 	}
 
@@ -135,6 +136,7 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 
 	// 5. Answer.
 	setReport(&c.rep, ev, &o, &loc, &d)
+	markIgnoredHeader(&c.rep, br)
 	if proto == event.ProtocolHTTP {
 		end = s.serveHTTP(c, br, httpReport(&c.rep), d)
 	} else {

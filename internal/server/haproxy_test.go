@@ -230,6 +230,9 @@ func TestHAProxyInterop(t *testing.T) {
 				}
 				direct.Close()
 			} else {
+				if l := dc.readLine(t); !strings.HasPrefix(l, "error="+report.ErrorHeaderRequired+" ") {
+					t.Errorf("direct client in required mode: %q, want a refusal line error=%s", l, report.ErrorHeaderRequired)
+				}
 				expectEOF(t, direct, dc.br)
 			}
 			// A client forging a header from an untrusted source (trusted
@@ -238,7 +241,11 @@ func TestHAProxyInterop(t *testing.T) {
 			if mode == origin.Trusted {
 				forger = dialFrom(t, "127.0.0.61", ts.addr)
 				io.WriteString(forger, "PROXY TCP4 192.0.2.1 192.0.2.2 1111 80\r\nhello\n")
-				expectEOF(t, forger, nil)
+				fbr := bufio.NewReader(forger)
+				if l, _ := fbr.ReadString('\n'); !strings.HasPrefix(l, "error="+report.ErrorHeaderUntrusted+" ") {
+					t.Errorf("forged header from an untrusted source: %q, want a refusal line error=%s", l, report.ErrorHeaderUntrusted)
+				}
+				expectEOF(t, forger, fbr)
 			}
 
 			// Let haproxy run a few health checks, then stop everything.

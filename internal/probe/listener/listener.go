@@ -4,7 +4,11 @@
 // of internal/origin accepts it), answers the client's first line with a
 // report line in the app's format (decision=serve) and a greeting, then
 // echoes lines until EOF, "quit" or the idle timeout. An HTTP request gets
-// the report as a JSON object instead, as the app does.
+// the report as a JSON object instead, as the app does. As the app, it
+// answers a connection refused for its PROXY header with one refusal line
+// (error=proxy-header-required, -untrusted or -malformed) and reports
+// proxy=ignored when the payload starts with a PROXY signature it reads as
+// data (docs/protocol.md).
 package listener
 
 import (
@@ -144,6 +148,7 @@ func (s *Server) handle(conn net.Conn) {
 		o, c, err = s.cfg.Resolver.Resolve(conn)
 		if err != nil {
 			s.printf("%s conn=%s refused: %v (%s)", stamp(), id, err, origin.Kind(err))
+			refuse(conn, addrPort(conn.RemoteAddr()).String(), err)
 			return
 		}
 	} else {
@@ -166,6 +171,9 @@ func (s *Server) handle(conn net.Conn) {
 
 	br := bufio.NewReaderSize(c, 1024)
 	_ = c.SetReadDeadline(time.Now().Add(s.cfg.FirstLineTimeout))
+	_, _ = br.Peek(1) // the first bytes, to look for a PROXY signature in the payload
+	head, _ := br.Peek(min(br.Buffered(), 12))
+	ignored := report.HasProxySignature(head)
 	first, err := probe.ReadLine(br, report.MaxLineLength)
 	if err != nil {
 		s.printf("%s conn=%s closed before its first line: %v", stamp(), id, err)
@@ -180,6 +188,10 @@ func (s *Server) handle(conn net.Conn) {
 		report.KeyClass:    Class(o.Client.Addr()),
 		report.KeyDecision: probe.DecisionServe,
 		report.KeyLang:     "en",
+	}
+	if ignored {
+		rep[report.KeyProxy] = report.ProxyIgnored
+		s.printf("%s conn=%s payload starts with a PROXY signature: read as data (proxy=ignored)", stamp(), id)
 	}
 	_ = c.SetWriteDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	if isHTTP(first) {
@@ -199,6 +211,25 @@ func (s *Server) handle(conn net.Conn) {
 			return
 		}
 	}
+}
+
+// refuse writes the refusal line the app writes for a Resolve error (see
+// docs/protocol.md), half-closes and drains the client's bytes for at most
+// half a second, so that the close is a FIN, not a reset that could drop
+// the line.
+func refuse(conn net.Conn, peer string, err error) {
+	code := report.RefusalFor(origin.Kind(err))
+	if code == "" {
+		return
+	}
+	_ = conn.SetDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := conn.Write(append(report.AppendRefusal(nil, code, peer), '\n')); err != nil {
+		return
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 64<<10))
 }
 
 // isHTTP reports whether a first line is an HTTP/1.x request line.

@@ -229,3 +229,53 @@ func TestServeListenerClosed(t *testing.T) {
 		t.Fatal("Serve did not return after its listener was closed")
 	}
 }
+
+// TestRefusalAndIgnoredHeader: as the app, a refused connection gets one
+// error= line then EOF, and in mode off a PROXY header read as data is
+// reported as proxy=ignored.
+func TestRefusalAndIgnoredHeader(t *testing.T) {
+	v2 := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 5555}, &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 80})
+	for _, tc := range []struct {
+		name   string
+		oc     *origin.Config
+		header bool
+		want   string // the refusal code, or "" for a report
+	}{
+		{"RequiredNoHeader", &origin.Config{Mode: origin.Required}, false, report.ErrorHeaderRequired},
+		{"UntrustedHeader", &origin.Config{Mode: origin.Trusted, Trusted: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, true, report.ErrorHeaderUntrusted},
+		{"OffHeaderIgnored", nil, true, ""},
+		{"OffPlain", nil, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _ := serve(t, tc.oc)
+			c, br := dial(t, addr)
+			if tc.header {
+				v2.WriteTo(c)
+			}
+			io.WriteString(c, "hi\n")
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("no line: %v", err)
+			}
+			line = strings.TrimSuffix(line, "\n")
+			if tc.want != "" {
+				r, ok := report.ParseRefusal(line)
+				if !ok || r[report.KeyError] != tc.want || !strings.HasPrefix(r[report.KeyPeer], "127.0.0.1:") {
+					t.Errorf("got %q, want error=%s peer=127.0.0.1:port", line, tc.want)
+				}
+				if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
+					t.Errorf("after the refusal: %q, %v; want EOF", rest, err)
+				}
+				return
+			}
+			rep, err := report.ParseLine(line)
+			want := ""
+			if tc.header {
+				want = report.ProxyIgnored
+			}
+			if err != nil || rep[report.KeyProxy] != want || rep[report.KeyVia] != "direct" {
+				t.Errorf("report %q (%v): want via=direct and proxy=%q", line, err, want)
+			}
+		})
+	}
+}

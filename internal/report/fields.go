@@ -17,7 +17,7 @@ type Fields struct {
 }
 
 // values returns f's values in [Order].
-func (f *Fields) values() [18]string {
+func (f *Fields) values() [19]string {
 	return [...]string{
 		f.Client, f.Via, f.Peer, f.Server, f.Conn,
 		f.Country, f.City, f.Lat, f.Lon, f.ASN, f.Class, f.Geo,

@@ -113,8 +113,8 @@ func TestParseConfig(t *testing.T) {
 		{"limit prefix defaults", nil, nil, "", func(c config) bool { return c.LimitPrefixV4 == 32 && c.LimitPrefixV6 == 64 }},
 		{"limit prefixes", []string{"--limit-prefix-v4", "24"}, map[string]string{"APP_LIMIT_PREFIX_V6": "56"}, "",
 			func(c config) bool { return c.LimitPrefixV4 == 24 && c.LimitPrefixV6 == 56 }},
-		{"limit prefix v4 too long", []string{"--limit-prefix-v4", "33"}, nil, "--limit-prefix-v4: must be a prefix length 1-32, got 33 (e.g. --limit-prefix-v4 32)", nil},
-		{"limit prefix v6 zero", nil, map[string]string{"APP_LIMIT_PREFIX_V6": "0"}, "--limit-prefix-v6: must be a prefix length 1-128, got 0 (e.g. --limit-prefix-v6 64)", nil},
+		{"limit prefix v4 too long", []string{"--limit-prefix-v4", "33"}, nil, "--limit-prefix-v4 33: must be a prefix length 1-32, got 33 (e.g. --limit-prefix-v4 32)", nil},
+		{"limit prefix v6 zero", nil, map[string]string{"APP_LIMIT_PREFIX_V6": "0"}, "--limit-prefix-v6 0: must be a prefix length 1-128, got 0 (e.g. --limit-prefix-v6 64)", nil},
 		{"limit prefix v6 not a number", nil, map[string]string{"APP_LIMIT_PREFIX_V6": "/64"}, "APP_LIMIT_PREFIX_V6", nil},
 	}
 	for _, tt := range tests {

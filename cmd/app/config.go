@@ -141,11 +141,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		logFormat    = fs.String("log-format", "text", "log format: text or json")
 		printVersion = fs.Bool("version", false, "print the version and exit")
 	)
-	flagenv.Usage(fs, envPrefix, cmdOnly...)
-	if err := flagenv.Parse(fs, args); err != nil {
+	if err := command.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(out, "Usage: app [flags]\n\nThe originlens TCP backend. Every flag also reads the environment variable shown.\n\nFlags:")
-			printFlags(out, fs)
+			command.Help(out, fs)
 			return config{}, errExit
 		}
 		return config{}, err
@@ -153,7 +151,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
 	}
-	if err := flagenv.Apply(fs, envPrefix, lookupEnv, cmdOnly...); err != nil {
+	if err := command.Apply(fs, lookupEnv); err != nil {
 		return config{}, err
 	}
 	if *printVersion {
@@ -180,7 +178,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	var err error
 	check := func(name string, e error) {
 		if err == nil && e != nil {
-			err = fmt.Errorf("--%s: %w", name, e)
+			err = command.Invalid(fs, name, e)
 		}
 	}
 	check("listen", checkHostPort(*listen, false))
@@ -202,7 +200,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		cfg.TrustedProxies = append(cfg.TrustedProxies, p)
 	}
 	if err == nil && cfg.ProxyMode == origin.Trusted && len(cfg.TrustedProxies) == 0 {
-		err = errors.New("--proxy-protocol trusted needs --trusted-proxies")
+		err = errors.New("--proxy-protocol trusted needs --trusted-proxies, e.g. --trusted-proxies 10.0.0.0/8")
 	}
 	if err == nil && cfg.ProxyMode != origin.Trusted && len(cfg.TrustedProxies) > 0 {
 		err = fmt.Errorf("--trusted-proxies is only used with --proxy-protocol trusted, not %s", cfg.ProxyMode)
@@ -241,7 +239,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		cfg.KafkaSASL = ""
 	}
 	if err == nil && *sasl == "scram-sha-512" && (*username == "" || *password == "") {
-		err = errors.New("--kafka-sasl scram-sha-512 needs --kafka-username and --kafka-password")
+		err = errors.New("--kafka-sasl scram-sha-512 needs --kafka-username and --kafka-password, e.g. --kafka-username ingest and APP_KAFKA_PASSWORD in the environment")
 	}
 	check("queue-size", atLeast(*queueSize, 1))
 	if *spoolMax < 0 {
@@ -319,21 +317,4 @@ func oneOf(s string, allowed ...string) error {
 		}
 	}
 	return fmt.Errorf("must be one of %s, got %q", strings.Join(allowed, ", "), s)
-}
-
-// printFlags lists the flags GNU-style (--name TYPE), each with its usage,
-// environment variable and default.
-func printFlags(w io.Writer, fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		typ, usage := flag.UnquoteUsage(f)
-		line := "  --" + f.Name
-		if typ != "" {
-			line += " " + typ
-		}
-		fmt.Fprintf(w, "%s\n    \t%s", line, usage)
-		if def := f.DefValue; def != "" && def != "false" && def != "0" {
-			fmt.Fprintf(w, " (default %q)", def)
-		}
-		fmt.Fprintln(w)
-	})
 }

@@ -133,8 +133,8 @@ func TestBinaryBadLimitPrefix(t *testing.T) {
 		args, env []string
 		want      string
 	}{
-		{[]string{"--limit-prefix-v4", "33"}, nil, "--limit-prefix-v4: must be a prefix length 1-32, got 33 (e.g. --limit-prefix-v4 32)"},
-		{nil, []string{"APP_LIMIT_PREFIX_V6=0"}, "--limit-prefix-v6: must be a prefix length 1-128, got 0 (e.g. --limit-prefix-v6 64)"},
+		{[]string{"--limit-prefix-v4", "33"}, nil, "--limit-prefix-v4 33: must be a prefix length 1-32, got 33 (e.g. --limit-prefix-v4 32)"},
+		{nil, []string{"APP_LIMIT_PREFIX_V6=0"}, "--limit-prefix-v6 0: must be a prefix length 1-128, got 0 (e.g. --limit-prefix-v6 64)"},
 		{nil, []string{"APP_LIMIT_PREFIX_V6=/64"}, "APP_LIMIT_PREFIX_V6"},
 	} {
 		cmd := exec.Command(bin, append([]string{"--listen", "127.0.0.1:0", "--admin", ""}, tt.args...)...)

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/originlens/originlens/internal/flagenv/flagenvtest"
+)
+
+var appTopics = []string{"Listening", "PROXY protocol", "GeoIP and rules", "Limits and timeouts", "Kafka", "Spool", "Admin and logs"}
+
+// Ensure --help lists every flag as --name under a topic, in the topics'
+// order, with APP_<NAME> beside every flag but --version: a flag added to
+// parseConfig that no topic of help.go takes fails here.
+func TestHelpGroups(t *testing.T) {
+	var help bytes.Buffer
+	if _, err := parseConfig([]string{"--help"}, env(nil), &help); !errors.Is(err, errExit) {
+		t.Fatal(err)
+	}
+	got := flagenvtest.Check(t, help.String(), command, appTopics)
+	for _, tt := range []struct{ flag, topic, env string }{
+		{"listen", "Listening", "APP_LISTEN"},
+		{"trusted-proxies", "PROXY protocol", "APP_TRUSTED_PROXIES"},
+		{"geoip-db", "GeoIP and rules", "APP_GEOIP_DB"},
+		{"policy", "GeoIP and rules", "APP_POLICY"},
+		{"max-conns-per-ip", "Limits and timeouts", "APP_MAX_CONNS_PER_IP"},
+		{"kafka-compression", "Kafka", "APP_KAFKA_COMPRESSION"},
+		{"spool-dir", "Spool", "APP_SPOOL_DIR"},
+		{"admin", "Admin and logs", "APP_ADMIN"},
+		{"version", "Admin and logs", ""},
+	} {
+		e, ok := got[tt.flag]
+		if !ok || e.Group != tt.topic || strings.Join(e.Env, ",") != tt.env {
+			t.Errorf("--%s: %+v (listed %v); want under %q with [env %s]", tt.flag, e, ok, tt.topic, tt.env)
+		}
+	}
+	if len(got) < 38 {
+		t.Errorf("--help lists %d flags; want at least 38", len(got))
+	}
+}
+
+// appBadValues are bad values from the command line and the environment,
+// with the flag and value their one-line error must name.
+var appBadValues = []struct {
+	args        []string
+	env         map[string]string
+	flag, value string
+}{
+	{[]string{"--idle-timeout", "5"}, nil, "idle-timeout", "5"},
+	{[]string{"--max-conns", "0"}, nil, "max-conns", "0"},
+	{[]string{"--max-line", "ten"}, nil, "max-line", "ten"},
+	{[]string{"--listen", "80"}, nil, "listen", "80"},
+	{[]string{"--proxy-protocol", "sometimes"}, nil, "proxy-protocol", "sometimes"},
+	{[]string{"--proxy-protocol", "trusted"}, nil, "trusted-proxies", "trusted"},
+	{[]string{"--proxy-protocol", "trusted", "--trusted-proxies", "10.0.0.0/33"}, nil, "trusted-proxies", "10.0.0.0/33"},
+	{[]string{"--kafka-compression", "gzip"}, nil, "kafka-compression", "gzip"},
+	{[]string{"--kafka-brokers", "kafka"}, nil, "kafka-brokers", "kafka"},
+	{[]string{"--conn-rate-per-ip", "-1"}, nil, "conn-rate-per-ip", "-1"},
+	{[]string{"--log-level", "chatty"}, nil, "log-level", "chatty"},
+	{[]string{"--queue-size"}, nil, "queue-size", "queue-size"},
+	{nil, map[string]string{"APP_SPOOL_MAX_BYTES": "1G"}, "spool-max-bytes", "APP_SPOOL_MAX_BYTES=1G"},
+	{nil, map[string]string{"APP_KAFKA_BATCH_SIZE": "0"}, "kafka-batch-size", "0"},
+}
+
+// Ensure every bad value is one line naming the flag, the value and an
+// example of a good one.
+func TestBadValuesOneLine(t *testing.T) {
+	for _, tt := range appBadValues {
+		var out bytes.Buffer
+		_, err := parseConfig(tt.args, env(tt.env), &out)
+		flagenvtest.CheckError(t, err, tt.flag, tt.value)
+		if out.Len() != 0 {
+			t.Errorf("%q: printed %q; want only the error", tt.args, out.String())
+		}
+	}
+	if _, err := parseConfig([]string{"--nosuch"}, env(nil), io.Discard); err == nil || err.Error() != "unknown flag --nosuch (see --help for the flags)" {
+		t.Errorf("--nosuch: %v", err)
+	}
+}
+
+// Ensure the built binary prints the grouped help on stdout and exits 0,
+// and exits 2 with one line on stderr for a bad value.
+func TestBinaryHelpAndBadValue(t *testing.T) {
+	bin := appBinary(t)
+	cmd := exec.Command(bin, "--help")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() != 0 {
+		t.Fatalf("--help: %v %q", err, stderr.String())
+	}
+	flagenvtest.Check(t, stdout.String(), command, appTopics)
+
+	cmd = exec.Command(bin, "--listen", "127.0.0.1:0", "--kafka-compression", "gzip")
+	cmd.Env = os.Environ()
+	stdout.Reset()
+	stderr.Reset()
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Run()
+	if cmd.ProcessState.ExitCode() != 2 || stdout.Len() != 0 || strings.Count(stderr.String(), "\n") != 1 {
+		t.Fatalf("exit %d stdout %q stderr %q; want 2 and one line", cmd.ProcessState.ExitCode(), stdout.String(), stderr.String())
+	}
+	if got, want := stderr.String(), "app: --kafka-compression gzip: must be one of zstd, lz4, none, got \"gzip\" (e.g. --kafka-compression lz4)\n"; got != want {
+		t.Errorf("stderr %q; want %q", got, want)
+	}
+}

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/originlens/originlens/internal/flagenv"
 	"github.com/originlens/originlens/internal/kafka"
 	"github.com/originlens/originlens/internal/opensearch"
 )
@@ -78,7 +77,7 @@ func (b *byteSize) Set(s string) error {
 	}
 	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 	if err != nil || n < 0 || n > (1<<62)/mult {
-		return fmt.Errorf("want a size like 5MiB, 512KiB or 1048576")
+		return fmt.Errorf("want a size, e.g. 5MiB, 512KiB or 1048576")
 	}
 	*b = byteSize(n * mult)
 	return nil
@@ -134,24 +133,23 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		bulkBytes    = byteSize(5 << 20)
 		inflightSize = byteSize(32 << 20)
 	)
-	fs.Var(&bulkBytes, "bulk-bytes", "flush a bulk request at this body size (5MiB, 512KiB, bytes)")
-	fs.Var(&inflightSize, "max-inflight-bytes", "fetched but unacknowledged bytes; fetching pauses above (Kafka is the buffer)")
-	fs.Usage = func() {
-		fmt.Fprintf(out, "usage: %s [flags]\n       ingest setup [flags]   install template, ISM policy and dashboards, then exit\n\nEvery flag but --version also reads INGEST_<NAME> (e.g. INGEST_OPENSEARCH_URL).\n\n", name)
-		fs.SetOutput(out)
-		fs.PrintDefaults()
+	fs.Var(&bulkBytes, "bulk-bytes", "flush a bulk request at this body `size` (5MiB, 512KiB, bytes)")
+	fs.Var(&inflightSize, "max-inflight-bytes", "fetched but unacknowledged bytes (a `size`: 32MiB); fetching pauses above (Kafka is the buffer)")
+	cmd := command
+	if cfg.SetupOnly {
+		cmd = setupCommand
 	}
-	if err := flagenv.Parse(fs, args); err != nil {
+	if err := cmd.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			cmd.Help(out, fs)
 			return cfg, errExit
 		}
 		return cfg, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return cfg, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
 	}
-	if err := flagenv.Apply(fs, "INGEST_", lookupEnv, "version"); err != nil {
+	if err := cmd.Apply(fs, lookupEnv); err != nil {
 		return cfg, err
 	}
 	if *showVersion {
@@ -199,22 +197,22 @@ func (c *Config) validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if !c.SetupOnly && len(c.KafkaBrokers) == 0 {
-		bad("--kafka-brokers is required")
+		bad("--kafka-brokers is required, e.g. --kafka-brokers 127.0.0.1:9092 (or INGEST_KAFKA_BROKERS)")
 	}
 	if c.SetupOnly && len(c.OpenSearch.URLs) == 0 {
-		bad("--opensearch-url is required")
+		bad("--opensearch-url is required, e.g. --opensearch-url https://localhost:9200 (or INGEST_OPENSEARCH_URL)")
 	}
 	if len(c.OpenSearch.URLs) == 0 && !c.SetupOnly && c.DashboardsURL != "" {
-		bad("--dashboards-url needs --opensearch-url")
+		bad("--dashboards-url %s needs --opensearch-url, e.g. --opensearch-url https://localhost:9200", c.DashboardsURL)
 	}
 	for _, u := range c.OpenSearch.URLs {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			bad("--opensearch-url %q: want http(s)://host:port", u)
+			bad("--opensearch-url %s: want http(s)://host:port, e.g. https://localhost:9200", u)
 		}
 	}
 	if c.DashboardsURL != "" {
 		if pu, err := url.Parse(c.DashboardsURL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			bad("--dashboards-url %q: want http(s)://host[:port][/base]", c.DashboardsURL)
+			bad("--dashboards-url %s: want http(s)://host[:port][/base], e.g. http://localhost:5601", c.DashboardsURL)
 		}
 	}
 	if c.OpenSearch.AWSRegion != "" && (c.OpenSearch.Username != "" || c.OpenSearch.Password != "") {
@@ -224,46 +222,46 @@ func (c *Config) validate() error {
 		bad("--opensearch-user and --opensearch-password go together")
 	}
 	if c.OpenSearch.AWSService != "es" && c.OpenSearch.AWSService != "aoss" {
-		bad("--aws-sigv4-service %q: want es or aoss", c.OpenSearch.AWSService)
+		bad("--aws-sigv4-service %s: want es or aoss, e.g. --aws-sigv4-service aoss", c.OpenSearch.AWSService)
 	}
 	if msg := indexPrefixProblem(c.IndexPrefix); msg != "" {
-		bad("--index-prefix %q: %s", c.IndexPrefix, msg)
+		bad("--index-prefix %s: %s, e.g. --index-prefix conn-events-", c.IndexPrefix, msg)
 	}
 	if c.TemplateName == "" || c.PolicyID == "" {
-		bad("--template-name and --ism-policy must not be empty")
+		bad("--template-name %q and --ism-policy %q must not be empty, e.g. --template-name conn-events --ism-policy conn-events-retention", c.TemplateName, c.PolicyID)
 	}
 	if !opensearch.ValidRetention(c.Retention) {
-		bad("--retention %q: want a positive number with d, h, m or s, e.g. 30d", c.Retention)
+		bad("--retention %s: want a positive number with d, h, m or s, e.g. 30d", c.Retention)
 	}
 	if c.BulkBytes < 1<<10 || c.BulkBytes > 100<<20 {
-		bad("--bulk-bytes %d: want 1KiB to 100MiB (OpenSearch's http.max_content_length is 100MB)", c.BulkBytes)
+		bad("--bulk-bytes %d: want 1KiB to 100MiB (OpenSearch's http.max_content_length is 100MB), e.g. 5MiB", c.BulkBytes)
 	}
 	if c.BulkDocs < 1 {
-		bad("--bulk-docs must be positive")
+		bad("--bulk-docs %d: must be positive, e.g. 20000", c.BulkDocs)
 	}
 	if c.FlushInterval < time.Millisecond {
-		bad("--flush-interval must be at least 1ms")
+		bad("--flush-interval %v: must be at least 1ms, e.g. 1s", c.FlushInterval)
 	}
 	if c.Workers < 1 || c.Workers > 64 {
-		bad("--bulk-workers %d: want 1 to 64", c.Workers)
+		bad("--bulk-workers %d: want 1 to 64, e.g. 2", c.Workers)
 	}
 	if c.MaxInFlightBytes < int64(c.BulkBytes) {
-		bad("--max-inflight-bytes must be at least --bulk-bytes")
+		bad("--max-inflight-bytes %d: must be at least --bulk-bytes (%d), e.g. 32MiB", c.MaxInFlightBytes, c.BulkBytes)
 	}
 	if c.RetryMaxBackoff < 100*time.Millisecond {
-		bad("--retry-max-backoff must be at least 100ms")
+		bad("--retry-max-backoff %v: must be at least 100ms, e.g. 30s", c.RetryMaxBackoff)
 	}
 	if c.SessionTimeout < time.Second {
-		bad("--kafka-session-timeout must be at least 1s")
+		bad("--kafka-session-timeout %v: must be at least 1s, e.g. 30s", c.SessionTimeout)
 	}
 	if c.ShutdownGrace < 0 {
-		bad("--shutdown-grace must not be negative")
+		bad("--shutdown-grace %v: must not be negative, e.g. 10s", c.ShutdownGrace)
 	}
 	if c.KafkaTopic == "" || c.Group == "" || c.DLQTopic == "" {
-		bad("--kafka-topic, --group and --dlq-topic must not be empty")
+		bad("--kafka-topic %q, --group %q and --dlq-topic %q must not be empty, e.g. --kafka-topic conn-events", c.KafkaTopic, c.Group, c.DLQTopic)
 	}
 	if c.DLQTopic == c.KafkaTopic {
-		bad("--dlq-topic must differ from --kafka-topic")
+		bad("--dlq-topic %s must differ from --kafka-topic, e.g. --dlq-topic %s-dlq", c.DLQTopic, c.KafkaTopic)
 	}
 	if !c.SetupOnly {
 		if err := c.Security.Validate(); err != nil {
@@ -273,7 +271,7 @@ func (c *Config) validate() error {
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
+		bad("--log-level %s: want debug, info, warn or error, e.g. --log-level debug", c.LogLevel)
 	}
 	if len(errs) == 0 {
 		return nil

@@ -153,7 +153,7 @@ func durationFlags(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	var names []string
-	re := regexp.MustCompile(`^\s+-([a-z0-9-]+) duration$`)
+	re := regexp.MustCompile(`^\s+--([a-z0-9-]+) duration(\s+\[env [A-Z0-9_]+\])?$`)
 	sc := bufio.NewScanner(&help)
 	for sc.Scan() {
 		if m := re.FindStringSubmatch(sc.Text()); m != nil {

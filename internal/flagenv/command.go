@@ -65,7 +65,11 @@ func (c *Command) Env(name string) []string {
 // example, like a bad value.
 func (c *Command) Parse(fs *flag.FlagSet, args []string) error {
 	err := Parse(fs, args)
-	if err == nil || errors.Is(err, flag.ErrHelp) || errors.As(err, new(*ValueError)) {
+	if ve := (*ValueError)(nil); errors.As(err, &ve) {
+		ve.Err = c.withExample(fs, ve.Flag, ve.Err)
+		return ve
+	}
+	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return err
 	}
 	msg := err.Error()

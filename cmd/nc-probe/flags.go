@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/originlens/originlens/internal/flagenv"
 	"github.com/originlens/originlens/internal/origin"
 	"github.com/originlens/originlens/internal/probe"
 )
@@ -37,46 +38,12 @@ type config struct {
 	idle       time.Duration
 }
 
-const usageProbe = `usage: nc-probe [flags] HOST:PORT
-       nc-probe listen [flags] [ADDR]
-
-Connects to HOST:PORT, sends a probe line, reads the server's report of the
-client address it saw, and compares it with the address expected.
-Every verdict comes with a diagnosis code and one sentence on stderr naming
-the likely cause and the setting to check: preserved, source-nat,
-proxy-header-ignored, proxy-header-refused, proxy-header-expected,
-no-report, unreachable, timeout (cannot-tell behind NAT).
-Exit: 0 preserved, 1 not preserved (the server saw another address:
-source-nat, proxy-header-ignored), 2 no report (proxy-header-refused,
-proxy-header-expected, no-report, unreachable, timeout) or bad flags,
-3 cannot tell (the probe is behind NAT: pass --expect-ip). With --family
-both, 0 only when every family is preserved. Every flag also reads
-NC_PROBE_<FLAG> (e.g. NC_PROBE_EXPECT_IP); the target NC_PROBE_TARGET.
-
-flags:
-`
-
-const usageListen = `usage: nc-probe listen [flags] [ADDR]   (default ADDR :80)
-
-Prints the source address (and PROXY header) of every connection, answers
-the first line with a report line in the app's format, then echoes lines.
-A connection refused for its PROXY header gets one line error=<why>, as
-from the app (see docs/protocol.md).
-Every flag also reads NC_PROBE_<FLAG> (e.g. NC_PROBE_PROXY_PROTOCOL).
-
-flags:
-`
-
 // parseArgs parses args (without the program name), with getenv as the
 // fallback for flags not given. -h prints the usage to help and returns
 // flag.ErrHelp.
 func parseArgs(args []string, getenv func(string) string, help io.Writer) (config, error) {
 	if len(args) > 0 && args[0] == "listen" {
 		return parseListen(args[1:], getenv, help)
-	}
-	if len(args) == 1 && (args[0] == "--version" || args[0] == "-version") {
-		fmt.Fprintln(help, "nc-probe", version)
-		return config{}, flag.ErrHelp
 	}
 	var cfg config
 	fs := flag.NewFlagSet("nc-probe", flag.ContinueOnError)
@@ -107,30 +74,32 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	fs.StringVar(&family, "family", "", "address family to probe: 4, 6 or both (one verdict per family); default: what the name resolves to, first that answers")
 	fs.BoolVar(&cfg.watch, "watch", false, "one line per attempt until Ctrl-C or -n, then a summary with the longest run of failures")
 	fs.StringVar(&format, "format", "text", "output: text, json (same as --json) or csv (one row per attempt: time,family,target,connect_ms,report_ms,server_saw,verdict,diagnosis)")
-	aliases := map[string]string{"n": "count", "c": "concurrency", "i": "interval"}
+	showVersion := fs.Bool("version", false, "print the version and exit")
 
-	pos, err := parseInterspersed(fs, args, getenv, aliases)
+	pos, err := parseInterspersed(probeCommand, fs, args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(help, usageProbe)
-		fs.SetOutput(help)
-		fs.PrintDefaults()
+		probeCommand.Help(help, fs)
 		return cfg, err
 	}
 	if err != nil {
 		return cfg, err
+	}
+	if *showVersion {
+		fmt.Fprintln(help, "nc-probe", version)
+		return cfg, flag.ErrHelp
 	}
 	if err := applyFamilyFormat(&cfg, fs, family, format, &count, &interval); err != nil {
 		return cfg, err
 	}
 	switch {
 	case len(pos) > 1:
-		return cfg, fmt.Errorf("one target expected, got %q (see -h)", pos)
+		return cfg, fmt.Errorf("one target expected, got %q, e.g. nc-probe app.example.com:80 (flags may come before or after it)", pos)
 	case len(pos) == 1:
 		cfg.probe.Target = pos[0]
 	case getenv(envPrefix+"TARGET") != "":
 		cfg.probe.Target = getenv(envPrefix + "TARGET")
 	default:
-		return cfg, errors.New("missing HOST:PORT (see -h)")
+		return cfg, errors.New("missing HOST:PORT, e.g. nc-probe app.example.com:80 (or NC_PROBE_TARGET; see --help)")
 	}
 	if err := checkHostPort(cfg.probe.Target); err != nil {
 		return cfg, err
@@ -140,7 +109,7 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	}
 	if compare != "" {
 		if err := checkHostPort(compare); err != nil {
-			return cfg, fmt.Errorf("--compare: %w", err)
+			return cfg, probeCommand.Invalid(fs, "compare", err)
 		}
 	}
 	cfg.probe.Compare = compare
@@ -148,39 +117,39 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	o := &cfg.probe.Options
 	o.Timeout, o.Echo, o.Line = timeout, echo, line
 	if timeout <= 0 {
-		return cfg, fmt.Errorf("--timeout must be positive, got %v", timeout)
+		return cfg, probeCommand.Invalid(fs, "timeout", errors.New("must be positive"))
 	}
 	if conc < 1 {
-		return cfg, fmt.Errorf("--concurrency must be at least 1, got %d", conc)
+		return cfg, probeCommand.Invalid(fs, "concurrency", errors.New("must be at least 1"))
 	}
 	if expectIP != "" {
 		a, err := netip.ParseAddr(expectIP)
 		if err != nil {
-			return cfg, fmt.Errorf("--expect-ip: %w", err)
+			return cfg, probeCommand.Invalid(fs, "expect-ip", errors.New("want an IPv4 or IPv6 address"))
 		}
 		cfg.probe.Expect = a.Unmap()
 	}
 	if bind != "" {
 		a, err := netip.ParseAddr(bind)
 		if err != nil {
-			return cfg, fmt.Errorf("--bind: %w", err)
+			return cfg, probeCommand.Invalid(fs, "bind", errors.New("want a local IPv4 or IPv6 address"))
 		}
 		o.Bind = a.Unmap()
 	}
 	switch proxyVer {
 	case "":
 		if proxySrc != "" || proxyDst != "" {
-			return cfg, errors.New("--proxy-src and --proxy-dst need --proxy v1|v2")
+			return cfg, errors.New("--proxy-src and --proxy-dst need --proxy v1|v2, e.g. --proxy v2 --proxy-src 203.0.113.7:40000")
 		}
 	case "v1", "v2", "1", "2":
 		p := &probe.ProxyHeader{Version: proxyVer[len(proxyVer)-1] - '0'}
 		if proxySrc == "" {
-			return cfg, errors.New("--proxy needs --proxy-src IP:PORT")
+			return cfg, fmt.Errorf("--proxy %s needs --proxy-src IP:PORT, e.g. --proxy-src 203.0.113.7:40000", proxyVer)
 		}
 		for _, f := range strings.Split(proxySrc, ",") {
 			ap, err := parseAddrPort(strings.TrimSpace(f))
 			if err != nil {
-				return cfg, fmt.Errorf("--proxy-src: %w", err)
+				return cfg, probeCommand.Invalid(fs, "proxy-src", fmt.Errorf("%q is not IP:PORT", f))
 			}
 			cfg.probe.ProxySources = append(cfg.probe.ProxySources, ap)
 		}
@@ -190,12 +159,12 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 		}
 		if proxyDst != "" {
 			if p.Dst, err = parseAddrPort(proxyDst); err != nil {
-				return cfg, fmt.Errorf("--proxy-dst: %w", err)
+				return cfg, probeCommand.Invalid(fs, "proxy-dst", errors.New("want IP:PORT"))
 			}
 		}
 		o.Proxy = p
 	default:
-		return cfg, fmt.Errorf("--proxy must be v1 or v2, not %q", proxyVer)
+		return cfg, fmt.Errorf("--proxy %s: must be v1 or v2 (e.g. --proxy v2)", proxyVer)
 	}
 	if err := cfg.probe.Validate(); err != nil {
 		return cfg, err
@@ -253,11 +222,9 @@ func parseListen(args []string, getenv func(string) string, help io.Writer) (con
 	fs.StringVar(&trusted, "trusted-proxies", "", "`CIDR[,CIDR]` whose PROXY headers count (mode trusted)")
 	fs.DurationVar(&hdrTimeout, "proxy-header-timeout", origin.DefaultHeaderTimeout, "bound on reading the PROXY header")
 	fs.DurationVar(&cfg.idle, "idle-timeout", 60*time.Second, "close a connection idle this long")
-	pos, err := parseInterspersed(fs, args, getenv, nil)
+	pos, err := parseInterspersed(listenCommand, fs, args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(help, usageListen)
-		fs.SetOutput(help)
-		fs.PrintDefaults()
+		listenCommand.Help(help, fs)
 		return cfg, err
 	}
 	if err != nil {
@@ -269,13 +236,13 @@ func parseListen(args []string, getenv func(string) string, help io.Writer) (con
 	case 1:
 		cfg.listenAddr = pos[0]
 	default:
-		return cfg, fmt.Errorf("listen: one address expected, got %q", pos)
+		return cfg, fmt.Errorf("listen: one address expected, got %q, e.g. nc-probe listen :8080", pos)
 	}
 	if _, _, err := net.SplitHostPort(cfg.listenAddr); err != nil {
-		return cfg, fmt.Errorf("listen: address %q: %w", cfg.listenAddr, err)
+		return cfg, fmt.Errorf("listen: address %q: want [HOST]:PORT, e.g. nc-probe listen :8080", cfg.listenAddr)
 	}
 	if cfg.origin.Mode, err = origin.ParseMode(mode); err != nil {
-		return cfg, fmt.Errorf("--proxy-protocol: %w", err)
+		return cfg, listenCommand.Invalid(fs, "proxy-protocol", err)
 	}
 	for _, s := range strings.Split(trusted, ",") {
 		if s = strings.TrimSpace(s); s == "" {
@@ -283,13 +250,16 @@ func parseListen(args []string, getenv func(string) string, help io.Writer) (con
 		}
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return cfg, fmt.Errorf("--trusted-proxies: %w", err)
+			return cfg, listenCommand.Invalid(fs, "trusted-proxies", fmt.Errorf("%q is not a CIDR", s))
 		}
 		cfg.origin.Trusted = append(cfg.origin.Trusted, p)
 	}
 	cfg.origin.HeaderTimeout = hdrTimeout
 	if cfg.idle <= 0 {
-		return cfg, fmt.Errorf("--idle-timeout must be positive, got %v", cfg.idle)
+		return cfg, listenCommand.Invalid(fs, "idle-timeout", errors.New("must be positive"))
+	}
+	if cfg.origin.Mode == origin.Trusted && len(cfg.origin.Trusted) == 0 {
+		return cfg, errors.New("--proxy-protocol trusted needs --trusted-proxies, e.g. --trusted-proxies 10.0.0.0/8")
 	}
 	if _, err := origin.NewResolver(cfg.origin); err != nil {
 		return cfg, err
@@ -298,12 +268,13 @@ func parseListen(args []string, getenv func(string) string, help io.Writer) (con
 }
 
 // parseInterspersed parses flags anywhere among the positional arguments,
-// then fills every flag not given (under any alias) from NC_PROBE_<NAME>.
-func parseInterspersed(fs *flag.FlagSet, args []string, getenv func(string) string, aliases map[string]string) ([]string, error) {
+// then fills every flag not given (under any alias) from NC_PROBE_<NAME>
+// (getenv; empty is unset).
+func parseInterspersed(cmd *flagenv.Command, fs *flag.FlagSet, args []string, getenv func(string) string) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, oneLine(err)
+		if err := cmd.Parse(fs, args); err != nil {
+			return nil, err
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -312,41 +283,13 @@ func parseInterspersed(fs *flag.FlagSet, args []string, getenv func(string) stri
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) {
-		set[f.Name] = true
-		if long, ok := aliases[f.Name]; ok {
-			set[long] = true
-		}
-	})
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if _, alias := aliases[f.Name]; alias || set[f.Name] || err != nil {
-			return
-		}
-		env := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(env); v != "" {
-			if serr := fs.Set(f.Name, v); serr != nil {
-				err = fmt.Errorf("%s=%q: %w", env, v, serr)
-			}
-		}
-	})
-	return pos, err
-}
-
-// oneLine keeps the flag package's error to its first line.
-func oneLine(err error) error {
-	if errors.Is(err, flag.ErrHelp) {
-		return err
-	}
-	s, _, _ := strings.Cut(err.Error(), "\n")
-	return errors.New(s)
+	return pos, cmd.Apply(fs, func(k string) (string, bool) { v := getenv(k); return v, v != "" })
 }
 
 func checkHostPort(s string) error {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil || host == "" || port == "" {
-		return fmt.Errorf("target %q is not HOST:PORT", s)
+		return fmt.Errorf("target %q is not HOST:PORT, e.g. app.example.com:80", s)
 	}
 	return nil
 }

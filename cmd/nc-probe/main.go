@@ -10,8 +10,11 @@
 //
 // "nc-probe listen" is the other end: it prints the source (and PROXY
 // header) of every connection and answers in the app's report format.
-// Every flag also reads NC_PROBE_<FLAG> from the environment (for example
-// NC_PROBE_EXPECT_IP), and the target NC_PROBE_TARGET.
+// Every setting also reads NC_PROBE_<FLAG> from the environment (for
+// example NC_PROBE_EXPECT_IP), and the target NC_PROBE_TARGET; --version,
+// --help and the short aliases (-n, -c, -i) read the command line only
+// (help.go says why per-run settings keep their variables). A bad value
+// exits 2 with one line naming the flag, the value and a good one.
 package main
 
 import (

@@ -66,6 +66,9 @@ func (c *Command) Env(name string) []string {
 func (c *Command) Parse(fs *flag.FlagSet, args []string) error {
 	err := Parse(fs, args)
 	if ve := (*ValueError)(nil); errors.As(err, &ve) {
+		if long := c.Short[ve.Flag]; long != "" {
+			ve.Flag = long // -n x: "--count x: ..."
+		}
 		ve.Err = c.withExample(fs, ve.Flag, ve.Err)
 		return ve
 	}

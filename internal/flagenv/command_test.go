@@ -104,6 +104,7 @@ func TestCommandErrorsAndEnv(t *testing.T) {
 		wantCnt int
 	}{
 		{[]string{"--count", "x"}, nil, "--count x: want a whole number, e.g. 10", 0},
+		{[]string{"-n", "x"}, nil, "--count x: want a whole number, e.g. 10", 0},
 		{[]string{"--nosuch"}, nil, "unknown flag --nosuch (see --help for the flags)", 0},
 		{[]string{"-n"}, nil, "--count needs a value, e.g. --count 1", 0},
 		{[]string{"--brokers"}, nil, "--brokers needs a value, e.g. --brokers 127.0.0.1:9092", 0},

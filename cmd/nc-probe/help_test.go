@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/originlens/originlens/internal/flagenv/flagenvtest"
+)
+
+// Ensure --help, of nc-probe and of nc-probe listen, lists every flag as
+// --name under a topic, the short aliases beside their flags, and
+// NC_PROBE_<NAME> beside every flag but --version.
+func TestHelpGroups(t *testing.T) {
+	var help bytes.Buffer
+	if _, err := parseArgs([]string{"--help"}, noEnv, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	got := flagenvtest.Check(t, help.String(), probeCommand, []string{"Target and addresses", "Attempts", "PROXY protocol", "Output"})
+	for _, w := range []struct{ flag, topic, env, short string }{
+		{"expect-ip", "Target and addresses", "NC_PROBE_EXPECT_IP", ""},
+		{"count", "Attempts", "NC_PROBE_COUNT", "n"},
+		{"concurrency", "Attempts", "NC_PROBE_CONCURRENCY", "c"},
+		{"interval", "Attempts", "NC_PROBE_INTERVAL", "i"},
+		{"proxy-src", "PROXY protocol", "NC_PROBE_PROXY_SRC", ""},
+		{"format", "Output", "NC_PROBE_FORMAT", ""},
+		{"version", "Output", "", ""},
+	} {
+		e, ok := got[w.flag]
+		if !ok || e.Group != w.topic || strings.Join(e.Env, ",") != w.env || strings.Join(e.Short, ",") != w.short {
+			t.Errorf("--%s: %+v (listed %v); want under %q with -%s [env %s]", w.flag, e, ok, w.topic, w.short, w.env)
+		}
+	}
+	for _, alias := range []string{"n", "c", "i"} {
+		if _, ok := got[alias]; ok {
+			t.Errorf("-%s listed as a flag of its own", alias)
+		}
+	}
+
+	help.Reset()
+	if _, err := parseArgs([]string{"listen", "-h"}, noEnv, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	got = flagenvtest.Check(t, help.String(), listenCommand, []string{"PROXY protocol", "Connections"})
+	if e := got["trusted-proxies"]; e.Group != "PROXY protocol" || strings.Join(e.Env, ",") != "NC_PROBE_TRUSTED_PROXIES" {
+		t.Errorf("listen --trusted-proxies: %+v", e)
+	}
+}
+
+// Ensure every bad value, of nc-probe and nc-probe listen, from the command
+// line or the environment, is one line naming the flag, the value and an
+// example of a good one.
+func TestBadValuesOneLine(t *testing.T) {
+	for _, tt := range []struct {
+		args        []string
+		env         map[string]string
+		flag, value string
+	}{
+		{[]string{"-n", "x", "h:1"}, nil, "count", "x"},
+		{[]string{"h:1", "-c", "0"}, nil, "concurrency", "0"},
+		{[]string{"--interval", "5", "h:1"}, nil, "interval", "5"},
+		{[]string{"--timeout", "0s", "h:1"}, nil, "timeout", "0s"},
+		{[]string{"--expect-ip", "1.2.3", "h:1"}, nil, "expect-ip", "1.2.3"},
+		{[]string{"--bind", "eth0", "h:1"}, nil, "bind", "eth0"},
+		{[]string{"--proxy", "v3", "--proxy-src", "1.2.3.4:5", "h:1"}, nil, "proxy", "v3"},
+		{[]string{"--proxy", "v2", "--proxy-src", "1.2.3.4", "h:1"}, nil, "proxy-src", "1.2.3.4"},
+		{[]string{"--proxy", "v2", "h:1"}, nil, "proxy-src", "v2"},
+		{[]string{"--family", "5", "h:1"}, nil, "family", "5"},
+		{[]string{"--format", "xml", "h:1"}, nil, "format", "xml"},
+		{[]string{"--compare", "nohostport", "h:1"}, nil, "compare", "nohostport"},
+		{[]string{"h:1", "--timeout"}, nil, "timeout", "timeout"},
+		{[]string{"h:1"}, map[string]string{"NC_PROBE_INTERVAL": "1"}, "interval", "NC_PROBE_INTERVAL=1"},
+		{[]string{"listen", "--proxy-protocol", "maybe", ":1"}, nil, "proxy-protocol", "maybe"},
+		{[]string{"listen", "--proxy-protocol", "trusted", ":1"}, nil, "trusted-proxies", "trusted"},
+		{[]string{"listen", "--proxy-protocol", "trusted", "--trusted-proxies", "10/8", ":1"}, nil, "trusted-proxies", "10/8"},
+		{[]string{"listen", ":1"}, map[string]string{"NC_PROBE_IDLE_TIMEOUT": "0s"}, "idle-timeout", "0s"},
+	} {
+		var out bytes.Buffer
+		_, err := parseArgs(tt.args, func(k string) string { return tt.env[k] }, &out)
+		flagenvtest.CheckError(t, err, tt.flag, tt.value)
+		if out.Len() != 0 {
+			t.Errorf("%q: printed %q; want only the error", tt.args, out.String())
+		}
+	}
+}
+
+// Ensure the built binary prints the grouped help on stdout and exits 0,
+// and exits 2 with one line on stderr for a bad value.
+func TestBinaryHelpAndBadValue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary: skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "nc-probe")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "--help")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() != 0 {
+		t.Fatalf("--help: %v %q", err, stderr.String())
+	}
+	flagenvtest.Check(t, stdout.String(), probeCommand, []string{"Target and addresses", "Attempts", "PROXY protocol", "Output"})
+
+	stdout.Reset()
+	cmd = exec.Command(bin, "-c", "0", "127.0.0.1:9")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Run()
+	if got, want := stderr.String(), "nc-probe: --concurrency 0: must be at least 1 (e.g. --concurrency 1)\n"; cmd.ProcessState.ExitCode() != 2 || got != want || stdout.Len() != 0 {
+		t.Errorf("exit %d stderr %q stdout %q; want 2, %q", cmd.ProcessState.ExitCode(), got, stdout.String(), want)
+	}
+}

@@ -9,9 +9,16 @@
 //
 //	make demo                          # or: ./scripts/demo.sh
 //	make demo ARGS=--keep              # keep everything running (also DEMO_KEEP=1)
+//	bin/demo --help                    # every flag, by topic, with its variable
 //	GEOIP_DB=/path/GeoLite2-City.mmdb make demo
 //	KAFKA_BROKERS=127.0.0.1:9092 OPENSEARCH_URL=http://127.0.0.1:9200 \
 //	  DASHBOARDS_URL=http://127.0.0.1:5601 make demo   # deploy/compose
+//
+// Every flag also reads DEMO_<NAME> (DEMO_KEEP=1 for --keep), and
+// --geoip-db, --kafka-brokers, --opensearch-url and --dashboards-url also
+// the documented GEOIP_DB, KAFKA_BROKERS, OPENSEARCH_URL and DASHBOARDS_URL
+// (DEMO_ first). A bad value exits 2 with one line naming the flag, the
+// value and a good one.
 //
 // Everything it starts listens on 127.0.0.1 on free ports; its files
 // (database, spool, logs) live in .demo/. It stops everything on Ctrl-C or
@@ -26,8 +33,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -52,9 +57,9 @@ type Config struct {
 }
 
 func main() {
-	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
+	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stdout)
 	if errors.Is(err, flag.ErrHelp) {
-		return
+		return // --help or --version
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
@@ -68,72 +73,59 @@ func main() {
 	}
 }
 
-func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+// parseFlags parses args (without the program name) and falls back to the
+// environment (getenv; empty is unset) for flags not given: DEMO_<NAME>,
+// and for the four settings shared with deploy/compose also the documented
+// GEOIP_DB, KAFKA_BROKERS, OPENSEARCH_URL and DASHBOARDS_URL. --help and
+// --version print to out and return flag.ErrHelp.
+func parseFlags(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	cfg := Config{}
-	fs.StringVar(&cfg.BinDir, "bin", or(getenv("DEMO_BIN"), "bin"), "directory of the built programs (env DEMO_BIN)")
-	fs.StringVar(&cfg.WorkDir, "dir", or(getenv("DEMO_DIR"), ".demo"), "working directory for the database, spool and logs (env DEMO_DIR)")
-	fs.StringVar(&cfg.Table, "table", or(getenv("DEMO_TABLE"), "deploy/demo/geo-table.tsv"), "GeoIP table the demo database is built from (env DEMO_TABLE)")
-	fs.StringVar(&cfg.GeoIPDB, "geoip-db", getenv("GEOIP_DB"), "use this City database instead of building one (env GEOIP_DB)")
-	fs.StringVar(&cfg.KafkaBrokers, "kafka-brokers", getenv("KAFKA_BROKERS"), "use these brokers instead of starting bin/devkafka (env KAFKA_BROKERS)")
-	fs.StringVar(&cfg.OpenSearchURL, "opensearch-url", getenv("OPENSEARCH_URL"), "OpenSearch ingest indexes into (env OPENSEARCH_URL); empty: nothing is indexed, ingest serves its own view of what it consumed")
-	fs.StringVar(&cfg.DashboardsURL, "dashboards-url", getenv("DASHBOARDS_URL"), "OpenSearch Dashboards ingest imports the dashboards into; needs --opensearch-url (env DASHBOARDS_URL)")
-	fs.StringVar(&cfg.UI, "ui", or(getenv("DEMO_UI"), "127.0.0.1:8088"), "address of ingest's heat-map page; a free port if busy (env DEMO_UI)")
-	count := fs.String("count", or(getenv("DEMO_COUNT"), "300"), "probe connections from simulated clients (env DEMO_COUNT)")
-	spoofs := fs.String("spoofs", or(getenv("DEMO_SPOOFS"), "20"), "spoof attempts from an untrusted source (env DEMO_SPOOFS)")
-	conc := fs.String("concurrency", or(getenv("DEMO_CONCURRENCY"), "8"), "probes in flight (env DEMO_CONCURRENCY)")
-	wait := fs.String("wait", or(getenv("DEMO_WAIT"), "60s"), "how long to wait for ingest to catch up (env DEMO_WAIT)")
-	fs.BoolVar(&cfg.Keep, "keep", isTrue(getenv("DEMO_KEEP")), "keep everything running after the summary until Ctrl-C (env DEMO_KEEP=1)")
+	fs.StringVar(&cfg.BinDir, "bin", "bin", "directory of the built programs")
+	fs.StringVar(&cfg.WorkDir, "dir", ".demo", "working directory for the database, spool and logs")
+	fs.StringVar(&cfg.Table, "table", "deploy/demo/geo-table.tsv", "GeoIP table the demo database is built from")
+	fs.StringVar(&cfg.GeoIPDB, "geoip-db", "", "use this City database instead of building one")
+	fs.StringVar(&cfg.KafkaBrokers, "kafka-brokers", "", "use these brokers instead of starting bin/devkafka")
+	fs.StringVar(&cfg.OpenSearchURL, "opensearch-url", "", "OpenSearch ingest indexes into; empty: nothing is indexed, ingest serves its own view of what it consumed")
+	fs.StringVar(&cfg.DashboardsURL, "dashboards-url", "", "OpenSearch Dashboards ingest imports the dashboards into; needs --opensearch-url")
+	fs.StringVar(&cfg.UI, "ui", "127.0.0.1:8088", "address of ingest's heat-map page; a free port if busy")
+	fs.IntVar(&cfg.Count, "count", 300, "probe connections from simulated clients (1-100000)")
+	fs.IntVar(&cfg.Spoofs, "spoofs", 20, "spoof attempts from an untrusted source (0-10000)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 8, "probes in flight (1-256)")
+	fs.DurationVar(&cfg.Wait, "wait", 60*time.Second, "how long to wait for ingest to catch up")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep everything running after the summary until Ctrl-C")
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	if err := fs.Parse(args); err != nil {
+	if err := command.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			command.Help(out, fs)
+		}
 		return Config{}, err
 	}
 	if *showVersion {
-		fmt.Fprintln(stderr, "demo", version)
+		fmt.Fprintln(out, "demo", version)
 		return Config{}, flag.ErrHelp
 	}
 	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return Config{}, fmt.Errorf("unexpected argument %q (flags only; see --help)", fs.Arg(0))
+	}
+	if err := command.Apply(fs, func(k string) (string, bool) { v := getenv(k); return v, v != "" }); err != nil {
+		return Config{}, err
 	}
 	if cfg.DashboardsURL != "" && cfg.OpenSearchURL == "" {
-		return Config{}, fmt.Errorf("DASHBOARDS_URL (--dashboards-url) needs OPENSEARCH_URL (--opensearch-url): the dashboards show the indexed events")
+		return Config{}, fmt.Errorf("--dashboards-url %s needs --opensearch-url (DEMO_OPENSEARCH_URL or OPENSEARCH_URL), e.g. --opensearch-url http://127.0.0.1:9200: the dashboards show the indexed events", cfg.DashboardsURL)
 	}
-	var err error
-	if cfg.Count, err = intFlag("count", *count, 1, 100000); err != nil {
-		return Config{}, err
+	for _, c := range []struct {
+		name   string
+		n      int
+		lo, hi int
+	}{{"count", cfg.Count, 1, 100000}, {"spoofs", cfg.Spoofs, 0, 10000}, {"concurrency", cfg.Concurrency, 1, 256}} {
+		if c.n < c.lo || c.n > c.hi {
+			return Config{}, command.Invalid(fs, c.name, fmt.Errorf("want %d to %d", c.lo, c.hi))
+		}
 	}
-	if cfg.Spoofs, err = intFlag("spoofs", *spoofs, 0, 10000); err != nil {
-		return Config{}, err
-	}
-	if cfg.Concurrency, err = intFlag("concurrency", *conc, 1, 256); err != nil {
-		return Config{}, err
-	}
-	if cfg.Wait, err = time.ParseDuration(*wait); err != nil || cfg.Wait <= 0 {
-		return Config{}, fmt.Errorf("invalid --wait %q: want a positive duration such as 60s", *wait)
+	if cfg.Wait <= 0 {
+		return Config{}, command.Invalid(fs, "wait", errors.New("must be positive"))
 	}
 	return cfg, nil
-}
-
-func intFlag(name, v string, lo, hi int) (int, error) {
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		return 0, fmt.Errorf("invalid --%s %q: want %d..%d", name, v, lo, hi)
-	}
-	return n, nil
-}
-
-func or(v, def string) string {
-	if v != "" {
-		return v
-	}
-	return def
-}
-
-func isTrue(v string) bool {
-	switch strings.ToLower(v) {
-	case "1", "true", "yes", "on":
-		return true
-	}
-	return false
 }

@@ -160,7 +160,7 @@ func explain(v flag.Value, s string, err error) error {
 		}
 		return errors.New("want a duration with a unit, e.g. 500ms, 30s, 1m or 1h30m")
 	case bool:
-		return errors.New("want true or false")
+		return errors.New("want true or false, e.g. true (or 1, 0)")
 	case int, int64:
 		return errors.New("want a whole number, e.g. 10")
 	case uint, uint64:

@@ -73,7 +73,7 @@ func TestApplyCommandLineOnly(t *testing.T) {
 		{"VersionTrue", map[string]string{"T_VERSION": "true"}, []string{"version"}, false, ""},
 		{"Help", map[string]string{"T_HELP": "yes", "T_H": "1"}, []string{"version"}, false, ""},
 		// Without the exclusion: the old behaviour, kept for other flags.
-		{"NotExcludedString", map[string]string{"T_VERSION": "2.3.1"}, nil, false, "T_VERSION=2.3.1 (--version): want true or false"},
+		{"NotExcludedString", map[string]string{"T_VERSION": "2.3.1"}, nil, false, "T_VERSION=2.3.1 (--version): want true or false, e.g. true (or 1, 0)"},
 		{"NotExcludedTrue", map[string]string{"T_VERSION": "true"}, nil, true, ""},
 	}
 	for _, tt := range tests {
@@ -132,7 +132,7 @@ func TestParseErrors(t *testing.T) {
 		{nil, map[string]string{"T_IDLE_TIMEOUT": "5"}, "T_IDLE_TIMEOUT=5 (--idle-timeout): a duration needs a unit, e.g. 5s or 1m"},
 		{[]string{"--max-conns", "ten"}, nil, "--max-conns ten: want a whole number, e.g. 10"},
 		{[]string{"--rate", "fast"}, nil, "--rate fast: want a number, e.g. 2.5"},
-		{[]string{"--tls=maybe"}, nil, "--tls maybe: want true or false"},
+		{[]string{"--tls=maybe"}, nil, "--tls maybe: want true or false, e.g. true (or 1, 0)"},
 		{[]string{"--size", "big"}, nil, "--size big: want a size like 5MiB"}, // a flag.Value's own error stays
 		{[]string{"--nosuch"}, nil, "flag provided but not defined: -nosuch"},
 		{[]string{"--idle-timeout"}, nil, "flag needs an argument: -idle-timeout"},

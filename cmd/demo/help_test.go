@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/originlens/originlens/internal/flagenv/flagenvtest"
+)
+
+var demoTopics = []string{"Programs and files", "Kafka and OpenSearch", "Traffic", "Heat map and run"}
+
+// Ensure --help lists every flag as --name under a topic with DEMO_<NAME>
+// beside it (and the documented unprefixed name for the four shared with
+// deploy/compose); it printed Go's "Usage of demo:" and called --count a
+// string.
+func TestHelpGroups(t *testing.T) {
+	var help bytes.Buffer
+	if _, err := parseFlags([]string{"--help"}, func(string) string { return "" }, &help); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	got := flagenvtest.Check(t, help.String(), command, demoTopics)
+	for _, w := range []struct{ flag, topic, typ, env string }{
+		{"bin", "Programs and files", "string", "DEMO_BIN"},
+		{"geoip-db", "Programs and files", "string", "DEMO_GEOIP_DB,GEOIP_DB"},
+		{"opensearch-url", "Kafka and OpenSearch", "string", "DEMO_OPENSEARCH_URL,OPENSEARCH_URL"},
+		{"count", "Traffic", "int", "DEMO_COUNT"},
+		{"spoofs", "Traffic", "int", "DEMO_SPOOFS"},
+		{"wait", "Traffic", "duration", "DEMO_WAIT"},
+		{"keep", "Heat map and run", "", "DEMO_KEEP"},
+		{"version", "Heat map and run", "", ""},
+	} {
+		e, ok := got[w.flag]
+		if !ok || e.Group != w.topic || e.Type != w.typ || strings.Join(e.Env, ",") != w.env {
+			t.Errorf("--%s: %+v (listed %v); want %s under %q with [env %s]", w.flag, e, ok, w.typ, w.topic, w.env)
+		}
+	}
+	if strings.Contains(help.String(), "Usage of demo") {
+		t.Errorf("help still Go's default:\n%s", help.String())
+	}
+}
+
+// Ensure the environment fills what the command line left, DEMO_ before
+// the unprefixed name, and the command line wins.
+func TestFlagsFromEnvironment(t *testing.T) {
+	env := map[string]string{"DEMO_KAFKA_BROKERS": "a:1", "KAFKA_BROKERS": "b:1", "OPENSEARCH_URL": "http://o:9200", "DEMO_WAIT": "5s", "DEMO_COUNT": "7", "DEMO_KEEP": "1"}
+	cfg, err := parseFlags([]string{"--count", "9"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KafkaBrokers != "a:1" || cfg.OpenSearchURL != "http://o:9200" || cfg.Wait.String() != "5s" || cfg.Count != 9 || !cfg.Keep {
+		t.Errorf("cfg %+v", cfg)
+	}
+}
+
+// Ensure every bad value, from the command line or the environment, is one
+// line naming the flag, the value and an example of a good one.
+func TestBadValuesOneLine(t *testing.T) {
+	for _, tt := range []struct {
+		args        []string
+		env         map[string]string
+		flag, value string
+	}{
+		{[]string{"--count", "x"}, nil, "count", "x"},
+		{[]string{"--count", "0"}, nil, "count", "0"},
+		{[]string{"--spoofs", "-1"}, nil, "spoofs", "-1"},
+		{[]string{"--concurrency", "1000"}, nil, "concurrency", "1000"},
+		{[]string{"--wait", "60"}, nil, "wait", "60"},
+		{[]string{"--wait", "-1s"}, nil, "wait", "-1s"},
+		{[]string{"--dashboards-url", "http://127.0.0.1:5601"}, nil, "opensearch-url", "http://127.0.0.1:5601"},
+		{[]string{"--count"}, nil, "count", "count"},
+		{nil, map[string]string{"DEMO_SPOOFS": "many"}, "spoofs", "DEMO_SPOOFS=many"},
+		{nil, map[string]string{"DEMO_KEEP": "yes please"}, "keep", "DEMO_KEEP=yes please"},
+	} {
+		var out bytes.Buffer
+		_, err := parseFlags(tt.args, func(k string) string { return tt.env[k] }, &out)
+		flagenvtest.CheckError(t, err, tt.flag, tt.value)
+		if out.Len() != 0 {
+			t.Errorf("%q: printed %q; want only the error", tt.args, out.String())
+		}
+	}
+}
+
+// Ensure the built binary prints the grouped help on stdout and exits 0,
+// and exits 2 with one line on stderr for a bad value.
+func TestBinaryHelpAndBadValue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary: skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "demo")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "--help")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() != 0 {
+		t.Fatalf("--help: %v %q", err, stderr.String())
+	}
+	flagenvtest.Check(t, stdout.String(), command, demoTopics)
+
+	stdout.Reset()
+	cmd = exec.Command(bin, "--count", "ten")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Run()
+	if got, want := stderr.String(), "demo: --count ten: want a whole number, e.g. 10\n"; cmd.ProcessState.ExitCode() != 2 || got != want || stdout.Len() != 0 {
+		t.Errorf("exit %d stderr %q stdout %q; want 2, %q", cmd.ProcessState.ExitCode(), got, stdout.String(), want)
+	}
+}

@@ -8,7 +8,10 @@
 //
 // It also makes a bad value's error one line that names the flag, the value
 // and an example of a good one (Parse), where the flag package says only
-// "parse error".
+// "parse error"; and Command gives the four programs one command line:
+// --help grouped by topic with the variable beside each flag, short
+// aliases, and the same one-line errors for unknown flags, missing values
+// and values rejected after parsing.
 package flagenv
 
 import (
@@ -42,21 +45,7 @@ func cliOnly(name string, listed []string) bool {
 // Parse. The first bad value stops it; its error is a *ValueError naming
 // the variable, the flag, the value and a good example.
 func Apply(fs *flag.FlagSet, prefix string, lookup func(string) (string, bool), cmdOnly ...string) error {
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil || cliOnly(f.Name, cmdOnly) {
-			return
-		}
-		env := Name(prefix, f.Name)
-		if v, ok := lookup(env); ok {
-			if e := f.Value.Set(v); e != nil {
-				err = &ValueError{Env: env, Flag: f.Name, Value: v, Err: explain(f.Value, v, e)}
-			}
-		}
-	})
-	return err
+	return (&Command{Prefix: prefix, CmdOnly: cmdOnly}).Apply(fs, lookup)
 }
 
 // Usage appends " [env PREFIX_NAME]" to the usage of every flag of fs but

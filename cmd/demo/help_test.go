@@ -5,8 +5,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -89,26 +87,6 @@ func TestBadValuesOneLine(t *testing.T) {
 // Ensure the built binary prints the grouped help on stdout and exits 0,
 // and exits 2 with one line on stderr for a bad value.
 func TestBinaryHelpAndBadValue(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary: skipped with -short")
-	}
-	bin := filepath.Join(t.TempDir(), "demo")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "--help")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil || stderr.Len() != 0 {
-		t.Fatalf("--help: %v %q", err, stderr.String())
-	}
-	flagenvtest.Check(t, stdout.String(), command, demoTopics)
-
-	stdout.Reset()
-	cmd = exec.Command(bin, "--count", "ten")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.Run()
-	if got, want := stderr.String(), "demo: --count ten: want a whole number, e.g. 10\n"; cmd.ProcessState.ExitCode() != 2 || got != want || stdout.Len() != 0 {
-		t.Errorf("exit %d stderr %q stdout %q; want 2, %q", cmd.ProcessState.ExitCode(), got, stdout.String(), want)
-	}
+	flagenvtest.CheckBinary(t, flagenvtest.Build(t), command, demoTopics, []string{"DEMO_COUNT=ten"}, nil,
+		"demo: DEMO_COUNT=ten (--count): want a whole number, e.g. 10\n")
 }

@@ -105,24 +105,11 @@ func TestBadValuesOneLine(t *testing.T) {
 // for ingest and ingest setup, and exits 2 with one line for a bad value.
 func TestBinaryHelpAndBadValue(t *testing.T) {
 	bin := ingestBinary(t)
-	for _, args := range [][]string{{"--help"}, {"setup", "--help"}} {
-		cmd := exec.Command(bin, args...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil || stderr.Len() != 0 {
-			t.Fatalf("%q: %v %q", args, err, stderr.String())
-		}
-		c := command
-		if args[0] == "setup" {
-			c = setupCommand
-		}
-		flagenvtest.Check(t, stdout.String(), c, ingestTopics)
+	flagenvtest.CheckBinary(t, bin, command, ingestTopics, nil, []string{"setup", "--opensearch-url", "http://127.0.0.1:9", "--bulk-workers", "99"},
+		"ingest: --bulk-workers 99: want 1 to 64, e.g. 2\n")
+	stdout, err := exec.Command(bin, "setup", "--help").Output()
+	if err != nil {
+		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "setup", "--opensearch-url", "http://127.0.0.1:9", "--bulk-workers", "99")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.Run()
-	if got, want := stderr.String(), "ingest: --bulk-workers 99: want 1 to 64, e.g. 2\n"; cmd.ProcessState.ExitCode() != 2 || got != want || stdout.Len() != 0 {
-		t.Errorf("exit %d stderr %q stdout %q; want 2, %q", cmd.ProcessState.ExitCode(), got, stdout.String(), want)
-	}
+	flagenvtest.Check(t, string(stdout), setupCommand, ingestTopics)
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"flag"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -91,26 +89,6 @@ func TestBadValuesOneLine(t *testing.T) {
 // Ensure the built binary prints the grouped help on stdout and exits 0,
 // and exits 2 with one line on stderr for a bad value.
 func TestBinaryHelpAndBadValue(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary: skipped with -short")
-	}
-	bin := filepath.Join(t.TempDir(), "nc-probe")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "--help")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil || stderr.Len() != 0 {
-		t.Fatalf("--help: %v %q", err, stderr.String())
-	}
-	flagenvtest.Check(t, stdout.String(), probeCommand, []string{"Target and addresses", "Attempts", "PROXY protocol", "Output"})
-
-	stdout.Reset()
-	cmd = exec.Command(bin, "-c", "0", "127.0.0.1:9")
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.Run()
-	if got, want := stderr.String(), "nc-probe: --concurrency 0: must be at least 1 (e.g. --concurrency 1)\n"; cmd.ProcessState.ExitCode() != 2 || got != want || stdout.Len() != 0 {
-		t.Errorf("exit %d stderr %q stdout %q; want 2, %q", cmd.ProcessState.ExitCode(), got, stdout.String(), want)
-	}
+	flagenvtest.CheckBinary(t, flagenvtest.Build(t), probeCommand, []string{"Target and addresses", "Attempts", "PROXY protocol", "Output"}, nil,
+		[]string{"-c", "0", "127.0.0.1:9"}, "nc-probe: --concurrency 0: must be at least 1 (e.g. --concurrency 1)\n")
 }

@@ -6,6 +6,10 @@ package flagenvtest
 
 import (
 	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -108,4 +112,49 @@ func CheckError(t testing.TB, err error, flag, value string) {
 	if strings.Contains(msg, "\n") || !strings.Contains(msg, "--"+flag) || !strings.Contains(msg, value) || !strings.Contains(msg, "e.g.") {
 		t.Errorf("--%s %s: error %q; want one line naming --%s, %q and an example (e.g.)", flag, value, msg, flag, value)
 	}
+}
+
+// Build builds the main package in the current directory (a test's) into
+// t's temporary directory and returns the binary's path. It skips with
+// -short.
+func Build(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary: skipped with -short")
+	}
+	bin := filepath.Join(t.TempDir(), "cmd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// CheckBinary runs bin --help and fails t unless it exits 0 with nothing on
+// stderr and a help that passes Check; then runs bin with bad (and env
+// added to the process's environment) and fails t unless it exits 2 with
+// exactly wantErr (one line) on stderr and nothing on stdout.
+func CheckBinary(t testing.TB, bin string, cmd *flagenv.Command, groups []string, env, bad []string, wantErr string) {
+	t.Helper()
+	stdout, stderr, code := run(t, bin, nil, "--help")
+	if code != 0 || stderr != "" {
+		t.Fatalf("--help: exit %d, stderr %q", code, stderr)
+	}
+	Check(t, stdout, cmd, groups)
+	stdout, stderr, code = run(t, bin, env, bad...)
+	if code != 2 || stderr != wantErr || stdout != "" {
+		t.Errorf("%q %q: exit %d stderr %q stdout %q; want 2, %q", env, bad, code, stderr, stdout, wantErr)
+	}
+}
+
+func run(t testing.TB, bin string, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if cmd.ProcessState == nil {
+		t.Fatalf("%s: %v", bin, err)
+	}
+	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
 }

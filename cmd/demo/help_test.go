@@ -73,7 +73,7 @@ func TestBadValuesOneLine(t *testing.T) {
 		{[]string{"--dashboards-url", "http://127.0.0.1:5601"}, nil, "opensearch-url", "http://127.0.0.1:5601"},
 		{[]string{"--count"}, nil, "count", "count"},
 		{nil, map[string]string{"DEMO_SPOOFS": "many"}, "spoofs", "DEMO_SPOOFS=many"},
-		{nil, map[string]string{"DEMO_KEEP": "yes please"}, "keep", "DEMO_KEEP=yes please"},
+		{nil, map[string]string{"DEMO_KEEP": "yes please"}, "keep", `DEMO_KEEP="yes please"`},
 	} {
 		var out bytes.Buffer
 		_, err := parseFlags(tt.args, func(k string) string { return tt.env[k] }, &out)

@@ -35,6 +35,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/originlens/originlens/internal/flagenv"
 )
 
 var version = "dev"
@@ -113,7 +115,7 @@ func parseFlags(args []string, getenv func(string) string, out io.Writer) (Confi
 		return Config{}, err
 	}
 	if cfg.DashboardsURL != "" && cfg.OpenSearchURL == "" {
-		return Config{}, fmt.Errorf("--dashboards-url %s needs --opensearch-url (DEMO_OPENSEARCH_URL or OPENSEARCH_URL), e.g. --opensearch-url http://127.0.0.1:9200: the dashboards show the indexed events", cfg.DashboardsURL)
+		return Config{}, fmt.Errorf("--dashboards-url %s needs --opensearch-url (DEMO_OPENSEARCH_URL or OPENSEARCH_URL), e.g. --opensearch-url http://127.0.0.1:9200: the dashboards show the indexed events", flagenv.Quote(cfg.DashboardsURL))
 	}
 	for _, c := range []struct {
 		name   string

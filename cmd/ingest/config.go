@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/originlens/originlens/internal/flagenv"
 	"github.com/originlens/originlens/internal/kafka"
 	"github.com/originlens/originlens/internal/opensearch"
 )
@@ -188,7 +189,7 @@ func optionalAddrPort(flagName, s string) (netip.AddrPort, error) {
 	}
 	ap, err := netip.ParseAddrPort(s)
 	if err != nil {
-		return ap, fmt.Errorf("--%s %s: want ip:port, e.g. 127.0.0.1:9091, or empty for none: %w", flagName, s, err)
+		return ap, fmt.Errorf("--%s %s: want ip:port, e.g. 127.0.0.1:9091, or empty for none: %w", flagName, flagenv.Quote(s), err)
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
@@ -203,16 +204,16 @@ func (c *Config) validate() error {
 		bad("--opensearch-url is required, e.g. --opensearch-url https://localhost:9200 (or INGEST_OPENSEARCH_URL)")
 	}
 	if len(c.OpenSearch.URLs) == 0 && !c.SetupOnly && c.DashboardsURL != "" {
-		bad("--dashboards-url %s needs --opensearch-url, e.g. --opensearch-url https://localhost:9200", c.DashboardsURL)
+		bad("--dashboards-url %q needs --opensearch-url, e.g. --opensearch-url https://localhost:9200", c.DashboardsURL)
 	}
 	for _, u := range c.OpenSearch.URLs {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			bad("--opensearch-url %s: want http(s)://host:port, e.g. https://localhost:9200", u)
+			bad("--opensearch-url %q: want http(s)://host:port, e.g. https://localhost:9200", u)
 		}
 	}
 	if c.DashboardsURL != "" {
 		if pu, err := url.Parse(c.DashboardsURL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			bad("--dashboards-url %s: want http(s)://host[:port][/base], e.g. http://localhost:5601", c.DashboardsURL)
+			bad("--dashboards-url %q: want http(s)://host[:port][/base], e.g. http://localhost:5601", c.DashboardsURL)
 		}
 	}
 	if c.OpenSearch.AWSRegion != "" && (c.OpenSearch.Username != "" || c.OpenSearch.Password != "") {
@@ -222,16 +223,16 @@ func (c *Config) validate() error {
 		bad("--opensearch-user and --opensearch-password go together")
 	}
 	if c.OpenSearch.AWSService != "es" && c.OpenSearch.AWSService != "aoss" {
-		bad("--aws-sigv4-service %s: want es or aoss, e.g. --aws-sigv4-service aoss", c.OpenSearch.AWSService)
+		bad("--aws-sigv4-service %q: want es or aoss, e.g. --aws-sigv4-service aoss", c.OpenSearch.AWSService)
 	}
 	if msg := indexPrefixProblem(c.IndexPrefix); msg != "" {
-		bad("--index-prefix %s: %s, e.g. --index-prefix conn-events-", c.IndexPrefix, msg)
+		bad("--index-prefix %q: %s, e.g. --index-prefix conn-events-", c.IndexPrefix, msg)
 	}
 	if c.TemplateName == "" || c.PolicyID == "" {
 		bad("--template-name %q and --ism-policy %q must not be empty, e.g. --template-name conn-events --ism-policy conn-events-retention", c.TemplateName, c.PolicyID)
 	}
 	if !opensearch.ValidRetention(c.Retention) {
-		bad("--retention %s: want a positive number with d, h, m or s, e.g. 30d", c.Retention)
+		bad("--retention %q: want a positive number with d, h, m or s, e.g. 30d", c.Retention)
 	}
 	if c.BulkBytes < 1<<10 || c.BulkBytes > 100<<20 {
 		bad("--bulk-bytes %d: want 1KiB to 100MiB (OpenSearch's http.max_content_length is 100MB), e.g. 5MiB", c.BulkBytes)
@@ -261,7 +262,7 @@ func (c *Config) validate() error {
 		bad("--kafka-topic %q, --group %q and --dlq-topic %q must not be empty, e.g. --kafka-topic conn-events", c.KafkaTopic, c.Group, c.DLQTopic)
 	}
 	if c.DLQTopic == c.KafkaTopic {
-		bad("--dlq-topic %s must differ from --kafka-topic, e.g. --dlq-topic %s-dlq", c.DLQTopic, c.KafkaTopic)
+		bad("--dlq-topic %q must differ from --kafka-topic, e.g. --dlq-topic %s-dlq", c.DLQTopic, c.KafkaTopic)
 	}
 	if !c.SetupOnly {
 		if err := c.Security.Validate(); err != nil {
@@ -271,7 +272,7 @@ func (c *Config) validate() error {
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("--log-level %s: want debug, info, warn or error, e.g. --log-level debug", c.LogLevel)
+		bad("--log-level %q: want debug, info, warn or error, e.g. --log-level debug", c.LogLevel)
 	}
 	if len(errs) == 0 {
 		return nil

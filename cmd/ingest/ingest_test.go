@@ -90,7 +90,7 @@ func TestParseConfig(t *testing.T) {
 			return ""
 		}},
 		{"setup_needs_opensearch", []string{"setup"}, nil, "--opensearch-url is required", nil},
-		{"dashboards_need_opensearch", []string{"--kafka-brokers", "127.0.0.1:9092", "--dashboards-url", "http://127.0.0.1:5601"}, nil, "--dashboards-url http://127.0.0.1:5601 needs --opensearch-url, e.g. --opensearch-url https://localhost:9200", nil},
+		{"dashboards_need_opensearch", []string{"--kafka-brokers", "127.0.0.1:9092", "--dashboards-url", "http://127.0.0.1:5601"}, nil, "--dashboards-url \"http://127.0.0.1:5601\" needs --opensearch-url, e.g. --opensearch-url https://localhost:9200", nil},
 		{"dlq_is_topic", append(base, "--dlq-topic", "conn-events"), nil, "must differ", nil},
 		{"scram_without_password", append(base, "--kafka-sasl", "scram-sha-512", "--kafka-username", "u"), nil, "needs --kafka-username and --kafka-password", nil},
 		{"iam_without_tls", append(base, "--kafka-sasl", "aws-msk-iam"), nil, "needs --kafka-tls", nil},

@@ -144,7 +144,7 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	case "v1", "v2", "1", "2":
 		p := &probe.ProxyHeader{Version: proxyVer[len(proxyVer)-1] - '0'}
 		if proxySrc == "" {
-			return cfg, fmt.Errorf("--proxy %s needs --proxy-src IP:PORT, e.g. --proxy-src 203.0.113.7:40000", proxyVer)
+			return cfg, fmt.Errorf("--proxy %s needs --proxy-src IP:PORT, e.g. --proxy-src 203.0.113.7:40000", flagenv.Quote(proxyVer))
 		}
 		for _, f := range strings.Split(proxySrc, ",") {
 			ap, err := parseAddrPort(strings.TrimSpace(f))
@@ -164,7 +164,7 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 		}
 		o.Proxy = p
 	default:
-		return cfg, fmt.Errorf("--proxy %s: must be v1 or v2 (e.g. --proxy v2)", proxyVer)
+		return cfg, fmt.Errorf("--proxy %s: must be v1 or v2 (e.g. --proxy v2)", flagenv.Quote(proxyVer))
 	}
 	if err := cfg.probe.Validate(); err != nil {
 		return cfg, err

@@ -78,7 +78,7 @@ func (c *Command) Parse(fs *flag.FlagSet, args []string) error {
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
 		name = strings.TrimLeft(name, "-")
-		return fmt.Errorf("unknown flag --%s (see --help for the flags)", name)
+		return fmt.Errorf("unknown flag --%s (see --help for the flags)", Quote(name))
 	}
 	if name, ok := strings.CutPrefix(msg, "flag needs an argument: "); ok {
 		name = strings.TrimLeft(name, "-")

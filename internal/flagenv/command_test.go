@@ -106,6 +106,10 @@ func TestCommandErrorsAndEnv(t *testing.T) {
 		{[]string{"--count", "x"}, nil, "--count x: want a whole number, e.g. 10", 0},
 		{[]string{"-n", "x"}, nil, "--count x: want a whole number, e.g. 10", 0},
 		{[]string{"--nosuch"}, nil, "unknown flag --nosuch (see --help for the flags)", 0},
+		// A value or name with a newline or space stays one line, quoted.
+		{[]string{"--count", "1\n2"}, nil, `--count "1\n2": want a whole number, e.g. 10`, 0},
+		{[]string{"--no\nsuch"}, nil, `unknown flag --"no\nsuch" (see --help for the flags)`, 0},
+		{nil, map[string]string{"T_COUNT": ""}, `T_COUNT="" (--count): want a whole number, e.g. 10`, 0},
 		{[]string{"-n"}, nil, "--count needs a value, e.g. --count 1", 0},
 		{[]string{"--brokers"}, nil, "--brokers needs a value, e.g. --brokers 127.0.0.1:9092", 0},
 		{[]string{"--idle-timeout"}, nil, "--idle-timeout needs a value, e.g. --idle-timeout 1m0s", 0},
@@ -149,7 +153,7 @@ func TestCommandErrorsAndEnv(t *testing.T) {
 	if err := testCommand.Invalid(fs, "count", errors.New("must be at least 1")); err == nil || err.Error() != "--count 0: must be at least 1 (e.g. --count 1)" {
 		t.Errorf("Invalid = %v", err)
 	}
-	if err := testCommand.Invalid(fs, "brokers", errors.New("want host:port, e.g. b:9092")); err == nil || err.Error() != "--brokers : want host:port, e.g. b:9092" {
+	if err := testCommand.Invalid(fs, "brokers", errors.New("want host:port, e.g. b:9092")); err == nil || err.Error() != `--brokers "": want host:port, e.g. b:9092` {
 		t.Errorf("Invalid = %v", err)
 	}
 	if testCommand.Invalid(fs, "count", nil) != nil {

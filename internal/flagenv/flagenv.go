@@ -19,8 +19,10 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Name returns the environment variable for a flag: prefix + the flag's
@@ -68,9 +70,19 @@ type ValueError struct {
 
 func (e *ValueError) Error() string {
 	if e.Env != "" {
-		return fmt.Sprintf("%s=%s (--%s): %v", e.Env, e.Value, e.Flag, e.Err)
+		return fmt.Sprintf("%s=%s (--%s): %v", e.Env, Quote(e.Value), e.Flag, e.Err)
 	}
-	return fmt.Sprintf("--%s %s: %v", e.Flag, e.Value, e.Err)
+	return fmt.Sprintf("--%s %s: %v", e.Flag, Quote(e.Value), e.Err)
+}
+
+// Quote returns s as it is when it is a plain word, else quoted (Go
+// syntax): empty, or with spaces, quotes or control characters, so that an
+// error stays one readable line whatever the value holds.
+func Quote(s string) string {
+	if s == "" || strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) || unicode.IsSpace(r) || r == '"' || r == '\\' }) {
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 func (e *ValueError) Unwrap() error { return e.Err }

@@ -63,7 +63,20 @@ type Config struct {
 // byteSize is a flag value like 5MiB, 512KiB or 1048576.
 type byteSize int64
 
-func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+// String is the size in the largest binary unit it is a whole number of
+// (5MiB), as --help shows the default; Set reads it back.
+func (b byteSize) String() string {
+	n := int64(b)
+	for _, u := range []struct {
+		suf string
+		m   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n != 0 && n%u.m == 0 {
+			return strconv.FormatInt(n/u.m, 10) + u.suf
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
 
 func (b *byteSize) Set(s string) error {
 	mult := int64(1)
@@ -235,7 +248,7 @@ func (c *Config) validate() error {
 		bad("--retention %q: want a positive number with d, h, m or s, e.g. 30d", c.Retention)
 	}
 	if c.BulkBytes < 1<<10 || c.BulkBytes > 100<<20 {
-		bad("--bulk-bytes %d: want 1KiB to 100MiB (OpenSearch's http.max_content_length is 100MB), e.g. 5MiB", c.BulkBytes)
+		bad("--bulk-bytes %s: want 1KiB to 100MiB (OpenSearch's http.max_content_length is 100MB), e.g. 5MiB", byteSize(c.BulkBytes))
 	}
 	if c.BulkDocs < 1 {
 		bad("--bulk-docs %d: must be positive, e.g. 20000", c.BulkDocs)
@@ -247,7 +260,7 @@ func (c *Config) validate() error {
 		bad("--bulk-workers %d: want 1 to 64, e.g. 2", c.Workers)
 	}
 	if c.MaxInFlightBytes < int64(c.BulkBytes) {
-		bad("--max-inflight-bytes %d: must be at least --bulk-bytes (%d), e.g. 32MiB", c.MaxInFlightBytes, c.BulkBytes)
+		bad("--max-inflight-bytes %s: must be at least --bulk-bytes (%s), e.g. 32MiB", byteSize(c.MaxInFlightBytes), byteSize(c.BulkBytes))
 	}
 	if c.RetryMaxBackoff < 100*time.Millisecond {
 		bad("--retry-max-backoff %v: must be at least 100ms, e.g. 30s", c.RetryMaxBackoff)

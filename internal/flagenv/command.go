@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -235,7 +236,13 @@ func (c *Command) Help(w io.Writer, fs *flag.FlagSet) {
 			head += ", -" + s
 		}
 		if !zeroDefault(f) {
-			usage += fmt.Sprintf(" (default %q)", f.DefValue)
+			def := f.DefValue
+			if g, ok := f.Value.(flag.Getter); ok {
+				if _, isString := g.Get().(string); isString {
+					def = strconv.Quote(def) // as Go's own help: strings quoted
+				}
+			}
+			usage += " (default " + def + ")"
 		}
 		e := entry{head: head, usage: usage}
 		if vars := c.Env(f.Name); len(vars) > 0 {

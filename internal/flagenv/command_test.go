@@ -83,7 +83,7 @@ func TestCommandHelp(t *testing.T) {
 	if _, ok := got["n"]; ok || len(got) != 7 {
 		t.Errorf("flags %v; want 7, no -n of its own\n%s", got, help)
 	}
-	if !strings.Contains(help, `(default "1m0s")`) || strings.Contains(help, `(default "")`) {
+	if !strings.Contains(help, "(default 1m0s)") || !strings.Contains(help, `(default ":80")`) || strings.Contains(help, `(default "")`) {
 		t.Errorf("defaults wrong:\n%s", help)
 	}
 	ungrouped, unknown := testCommand.Ungrouped(fs)

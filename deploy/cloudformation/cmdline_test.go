@@ -430,7 +430,10 @@ func TestSystemdUnits(t *testing.T) {
 	if err != nil {
 		t.Skip("no true(1) to stand in for the binaries")
 	}
-	units, _ := filepath.Glob(filepath.Join(repoRoot, "deploy/systemd/*.service"))
+	units := []string{filepath.Join(repoRoot, "deploy/systemd/originlens-app.service"), filepath.Join(repoRoot, "deploy/systemd/originlens-ingest.service")}
+	if all, _ := filepath.Glob(filepath.Join(repoRoot, "deploy/systemd/*.service")); len(all) != 3 {
+		t.Errorf("deploy/systemd/*.service = %v, want the app's, the ingest's and geoipupdate's (TestGeoIPUpdateUnits checks that one)", all)
+	}
 	if len(units) != 2 {
 		t.Fatalf("units = %v, want the app's and the ingest's", units)
 	}
@@ -540,12 +543,12 @@ func TestPackage(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"bin/app", "bin/ingest", "bin/nc-probe", "systemd/originlens-app.service",
-		"systemd/originlens-ingest.service", "etc/app.env", "etc/ingest.env", "etc/policy.example.yaml", "VERSION"} {
+		"systemd/originlens-ingest.service", "systemd/originlens-geoipupdate.service", "systemd/originlens-geoipupdate.timer", "etc/app.env", "etc/ingest.env", "etc/policy.example.yaml", "VERSION"} {
 		if _, ok := files[want]; !ok {
 			t.Errorf("the tarball lacks %s", want)
 		}
 	}
-	for _, u := range []string{"originlens-app.service", "originlens-ingest.service"} {
+	for _, u := range []string{"originlens-app.service", "originlens-ingest.service", "originlens-geoipupdate.service", "originlens-geoipupdate.timer"} {
 		repo, _ := os.ReadFile(filepath.Join(repoRoot, "deploy/systemd", u))
 		if !bytes.Equal(files["systemd/"+u], repo) {
 			t.Errorf("systemd/%s in the tarball differs from deploy/systemd", u)

@@ -81,35 +81,11 @@ func TestUserDataGeoIPUpdate(t *testing.T) {
 		{name: "update-fails", installed: true, updateFail: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			root := t.TempDir()
-			rewrite := strings.NewReplacer(
-				"/opt/originlens", root+"/opt/originlens",
-				"/etc/originlens", root+"/etc/originlens",
-				"/etc/systemd/system/", root+"/etc/systemd/system/",
-				"/etc/GeoIP.conf", root+"/etc/GeoIP.conf",
-				"/var/lib/GeoIP", root+"/var/lib/GeoIP",
-				"/var/log/", root+"/var/log/",
-				"/tmp/originlens.tar.gz", root+"/tmp/originlens.tar.gz",
-			)
-			for _, d := range []string{"etc/systemd/system", "var/log", "tmp", "fake"} {
-				if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			fake := filepath.Join(root, "fake")
-			calls := filepath.Join(root, "calls")
-			writeScript(t, filepath.Join(fake, "aws"), `#!/bin/bash
-echo "aws $*" >>"`+calls+`"
-case "$1 $2" in
-"s3 cp") cp "`+tarball+`" "${@: -1}" ;;
-"kafka get-bootstrap-brokers") echo b-1.originlens.example:9098 ;;
+			r := newUserDataRoot(t, tarball, `"kafka get-bootstrap-brokers") echo b-1.originlens.example:9098 ;;
 "secretsmanager get-secret-value")
 	[[ " $* " == *" --secret-id `+maxMindSecret+` "* ]] || { echo "wrong secret: $*" >&2; exit 1; }
-	echo '{"account_id": "123456", "license_key": "abc_DEF123"}' ;;
-*) echo "unexpected aws call: $*" >&2; exit 1 ;;
-esac
-`)
-			writeScript(t, filepath.Join(fake, "systemctl"), "#!/bin/bash\necho \"systemctl $*\" >>\""+calls+"\"\n")
+	echo '{"account_id": "123456", "license_key": "abc_DEF123"}' ;;`, "/etc/GeoIP.conf", "/var/lib/GeoIP")
+			root, rewrite, fake, calls := r.dir, r.rewrite, r.fake, r.calls
 			fail := ""
 			if c.updateFail {
 				fail = "echo 'geoipupdate: error retrieving updates: invalid license key' >&2; exit 1"
@@ -141,21 +117,7 @@ geoipupdate) echo "No match for argument: geoipupdate" >&2; exit 1 ;;
 *) exit 1 ;;
 esac
 `)
-			ud := rewrite.Replace(renderUserData(t, load(t, "app.yaml"), "AppLaunchTemplate", map[string]string{"MaxMindSecretArn": maxMindSecret}))
-			script := regexp.MustCompile(`(?m)^[A-Z][A-Z0-9_]*=.*$`).ReplaceAllString(strings.ReplaceAll(ud, root, "ROOT"), "")
-			if m := regexp.MustCompile(`(^|[\s=>"'])/(opt|etc|var|usr|tmp|root|home)/`).FindString(script); m != "" {
-				t.Fatalf("the user data uses a path this test does not move under its root (%q); extend the rewrite:\n%s", m, ud)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, bash, "-s")
-			cmd.Stdin = strings.NewReader(ud)
-			cmd.Env = []string{"PATH=" + fake + ":/usr/bin:/bin", "HOME=" + root}
-			out, err := cmd.CombinedOutput()
-			log, _ := os.ReadFile(filepath.Join(root, "var/log/originlens-bootstrap.log"))
-			if err != nil {
-				t.Fatalf("user data: %v\n%s\nbootstrap log:\n%s", err, out, log)
-			}
+			log := r.run(t, bash, renderUserData(t, load(t, "app.yaml"), "AppLaunchTemplate", map[string]string{"MaxMindSecretArn": maxMindSecret}))
 			got, _ := os.ReadFile(calls)
 			if c.installed == strings.Contains(string(got), "dnf") {
 				t.Errorf("geoipupdate installed beforehand: %v, but dnf calls:\n%s", c.installed, got)

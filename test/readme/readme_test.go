@@ -16,6 +16,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,6 +194,9 @@ func compareShape(want, got []string, keep map[string]bool) string {
 
 const markerPrefix = "@@readme-test step "
 
+// listenPortRE finds the loopback ports an example's set-up listens on.
+var listenPortRE = regexp.MustCompile(`(?:--listen 127\.0\.0\.1:|TCP-LISTEN:|bind 127\.0\.0\.1:)(\d+)`)
+
 // script is the bash program that runs an example: the setup with its
 // output (and that of the servers it starts) to setup.log, then each
 // command after a marker line, then stops the servers.
@@ -309,6 +313,19 @@ func TestReadmeExamples(t *testing.T) {
 			steps, err := ex.transcript.steps()
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !ex.netns {
+				// A port taken by something else would answer in the
+				// example's place: say so instead of comparing its output.
+				for _, l := range ex.setup.lines {
+					for _, m := range listenPortRE.FindAllStringSubmatch(l, -1) {
+						ln, err := net.Listen("tcp", "127.0.0.1:"+m[1])
+						if err != nil {
+							t.Fatalf("the example listens on 127.0.0.1:%s, which is taken here: %v", m[1], err)
+						}
+						ln.Close()
+					}
+				}
 			}
 			got := runExample(t, dir, ex, steps)
 			named := append([]string(nil), ex.setup.lines...)

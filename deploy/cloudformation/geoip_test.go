@@ -100,7 +100,8 @@ while [ $# -gt 0 ]; do case $1 in -f) conf=$2; shift ;; -d) dir=$2; shift ;; esa
 grep -qx 'AccountID 123456' "$conf" && grep -qx 'LicenseKey abc_DEF123' "$conf" \
 	&& grep -qx 'EditionIDs GeoLite2-City GeoLite2-ASN' "$conf" || { echo "bad config $conf" >&2; cat "$conf" >&2; exit 1; }
 `+fail+`
-cp "`+city+`" "$dir/.GeoLite2-City.tmp" && mv "$dir/.GeoLite2-City.tmp" "$dir/GeoLite2-City.mmdb"
+src="`+city+`"; [ -s "`+root+`/next-city" ] && src=$(cat "`+root+`/next-city")
+cp "$src" "$dir/.GeoLite2-City.tmp" && mv "$dir/.GeoLite2-City.tmp" "$dir/GeoLite2-City.mmdb"
 cp "`+asn+`" "$dir/.GeoLite2-ASN.tmp" && mv "$dir/.GeoLite2-ASN.tmp" "$dir/GeoLite2-ASN.mmdb"
 `)
 			if c.installed {
@@ -167,13 +168,57 @@ esac
 			if c.updateFail {
 				wantCountry = ""
 			}
+			env["APP_GEOIP_RELOAD_INTERVAL"] = "100ms" // the unit's default is slower; the mechanism is the same
 			runApp(t, rewrite.Replace(u.execStart[0]), u.execStart[1:], env, listen, env["APP_PROXY_PROTOCOL"], func(listen string) {
 				if r := reportOf(t, listen); r[report.KeyCountry] != wantCountry {
 					t.Errorf("report %v: country %q, want %q (from the database geoipupdate wrote)", r, r[report.KeyCountry], wantCountry)
 				}
+				if c.updateFail {
+					return
+				}
+				// The timer's run: the installed unit's command line, with the
+				// stand-in for /usr/bin/geoipupdate, renames a newer database
+				// into place; the running app must take it up by itself.
+				next := filepath.Join(t.TempDir(), "next.mmdb")
+				if err := mmdb.WriteCityFile(next, []mmdb.Entry{{Prefix: netip.MustParsePrefix("127.0.0.0/8"), CountryISO: "AU",
+					CountryName: "Australia", ContinentCode: "OC", City: "Sydney", Lat: -33.8688, Lon: 151.2093}}, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(root, "next-city"), []byte(next), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				gu := parseExec(t, filepath.Join(root, "etc/systemd/system/originlens-geoipupdate.service"))
+				if out, err := exec.Command(standIn, strings.Fields(rewrite.Replace(strings.Join(gu[1:], " ")))...).CombinedOutput(); err != nil {
+					t.Fatalf("the timer's geoipupdate %v: %v\n%s", gu, err, out)
+				}
+				deadline := time.Now().Add(30 * time.Second)
+				for {
+					r := reportOf(t, listen)
+					if r[report.KeyCountry] == "AU" {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("30 s after geoipupdate renamed a new database into place the app still reports %v", r)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
 			})
 		})
 	}
+}
+
+// parseExec returns the ExecStart command line of a unit file.
+func parseExec(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^ExecStart=(.*)$`).FindSubmatch(data)
+	if m == nil {
+		t.Fatalf("%s: no ExecStart", path)
+	}
+	return strings.Fields(string(m[1]))
 }
 
 // reportOf sends one line to the app and parses its report line.

@@ -281,7 +281,7 @@ func (p *Producer) Publish(ev event.Event) {
 	q, err := encode(&ev)
 	if err != nil {
 		p.m.dropped.WithLabelValues("encode").Inc()
-		p.logLimited("kafka: event cannot be encoded, dropped", "err", err)
+		p.logLimited("kafka: event cannot be encoded, dropped", "err", errText(err))
 		return
 	}
 	select {
@@ -343,7 +343,7 @@ func (p *Producer) fsyncLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			if err := p.spool.Sync(); err != nil {
-				p.logLimited("kafka: fsync of the spool failed", "err", err)
+				p.logLimited("kafka: fsync of the spool failed", "err", errText(err))
 			}
 		}
 	}
@@ -488,9 +488,42 @@ func (p *Producer) write(ctx context.Context, msgs []kafkago.Message) error {
 	err := p.writer.WriteMessages(wctx, msgs...)
 	if err != nil {
 		p.m.brokerErrors.Inc()
+		var werrs kafkago.WriteErrors
+		if errors.As(err, &werrs) {
+			err = writeErrors{werrs}
+		}
 		return fmt.Errorf("writing %d events to kafka: %w", len(msgs), err)
 	}
 	return nil
+}
+
+// writeErrors is kafka-go's WriteErrors (one error per message) with a
+// text of bounded size: how many failed and the first error.
+type writeErrors struct{ kafkago.WriteErrors }
+
+func (e writeErrors) Error() string {
+	var first error
+	for _, err := range e.WriteErrors {
+		if err != nil {
+			first = err
+			break
+		}
+	}
+	return fmt.Sprintf("%d of %d events failed, first: %v", e.Count(), len(e.WriteErrors), first)
+}
+
+func (e writeErrors) Unwrap() error { return e.WriteErrors }
+
+// maxErrText bounds the text of an error in a log line.
+const maxErrText = 512
+
+// errText is err's text for a log line, cut at maxErrText bytes.
+func errText(err error) string {
+	s := err.Error()
+	if len(s) > maxErrText {
+		s = s[:maxErrText] + fmt.Sprintf("... (%d bytes)", len(s))
+	}
+	return s
 }
 
 // replayBatch sends the next batch of the oldest spool segment and deletes
@@ -541,7 +574,7 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			if rs.seg.Seq != p.resumeSeq || rs.read > p.resumeRead {
 				// Not counted by an earlier attempt at this batch.
 				p.m.dropped.WithLabelValues(spool.LossCorrupt).Inc()
-				p.log.Warn("kafka: undecodable spool record skipped", "segment", rs.seg.Path, "err", err)
+				p.log.Warn("kafka: undecodable spool record skipped", "segment", rs.seg.Path, "err", errText(err))
 			}
 			continue
 		}
@@ -565,7 +598,7 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 		if err := p.spool.Ack(rs.seg); err != nil {
 			// Kafka has it all: a failed delete means a duplicate
 			// replay later, not a loss.
-			p.logLimited("kafka: deleting a replayed spool segment", "err", err)
+			p.logLimited("kafka: deleting a replayed spool segment", "err", errText(err))
 		}
 		p.resumeSeq, p.resumeAcked, p.resumeRead = 0, 0, 0
 		if p.spool.Records() == 0 {
@@ -585,7 +618,16 @@ func (p *Producer) endReplay() {
 // probe checks that the broker answers and the topic has partitions,
 // creating the topic when configured to. It updates the state and logs
 // transitions.
+//
+// The probe is a real round trip: kafka-go's transports answer metadata
+// requests from a cache (refreshed in the background, and kept when a
+// refresh fails), which said "healthy" every other interval while the
+// broker was dead. Dropping the probe client's connection pools first
+// makes its metadata request go to a broker. After a successful probe the
+// writer's pools are dropped too, so its first write does not fail on a
+// cached error from the outage.
 func (p *Producer) probe(ctx context.Context) bool {
+	resetTransport(p.client.Transport)
 	err := p.checkTopic(ctx)
 	if err != nil && p.cfg.CreateTopic && errors.Is(err, errNoTopic) {
 		if err = p.CreateTopic(ctx); err == nil {
@@ -597,8 +639,20 @@ func (p *Producer) probe(ctx context.Context) bool {
 		p.setDegraded(err)
 		return false
 	}
+	if p.state.Load() != stateHealthy {
+		resetTransport(p.writer.Transport)
+	}
 	p.setHealthy()
 	return true
+}
+
+// resetTransport drops a kafka-go transport's connection pools and with them
+// its cached cluster metadata: its next request dials a broker. Only for a
+// transport with no request in flight.
+func resetTransport(rt kafkago.RoundTripper) {
+	if t, ok := rt.(*kafkago.Transport); ok {
+		t.CloseIdleConnections()
+	}
 }
 
 func (p *Producer) checkTopic(ctx context.Context) error {
@@ -652,7 +706,7 @@ func CreateTopic(ctx context.Context, c *kafkago.Client, topic string, partition
 func (p *Producer) setDegraded(err error) {
 	if p.state.Swap(stateDegraded) != stateDegraded {
 		p.m.degraded.Set(1)
-		p.log.Warn("kafka unavailable: sink degraded, events go to the spool", "err", err, "spool_dir", p.cfg.SpoolDir)
+		p.log.Warn("kafka unavailable: sink degraded, events go to the spool", "err", errText(err), "spool_dir", p.cfg.SpoolDir)
 	}
 }
 
@@ -680,7 +734,7 @@ func (p *Producer) spoolMessages(msgs []kafkago.Message) {
 	p.m.spooled.Add(float64(n))
 	if err != nil {
 		p.m.dropped.WithLabelValues("spool_error").Add(float64(len(msgs) - n))
-		p.logLimited("kafka: the spool refused events; they are lost", "events", len(msgs)-n, "err", err)
+		p.logLimited("kafka: the spool refused events; they are lost", "events", len(msgs)-n, "err", errText(err))
 	}
 }
 

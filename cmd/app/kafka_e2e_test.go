@@ -307,7 +307,7 @@ func TestKafkaCorruptSpoolTail(t *testing.T) {
 		return metricValue(body, "originlens_kafka_spool_records") == 0 &&
 			metricValue(body, `originlens_kafka_events_dropped_total{reason="spool_corrupt"}`) == 1
 	})
-	if !strings.Contains(stderr2.String(), "torn record") {
+	if !strings.Contains(stderr2.String(), "torn tail") {
 		t.Errorf("the bad record is not reported in the log:\n%s", stderr2.String())
 	}
 	if evs := kafkaEvents(t, c.ListenAddrs()[0]); len(evs) != m-1 {

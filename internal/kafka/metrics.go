@@ -10,6 +10,7 @@ import (
 type metrics struct {
 	queued, sent, spooled, replayed prometheus.Counter
 	dropped                         *prometheus.CounterVec
+	corruptBytes                    prometheus.Counter
 	brokerErrors                    prometheus.Counter
 	degraded                        prometheus.Gauge
 }
@@ -29,8 +30,9 @@ func newMetrics(reg prometheus.Registerer, p *Producer) *metrics {
 		replayed: counter("events_replayed_total", "Spooled events Kafka acknowledged during a replay."),
 		dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "originlens", Subsystem: "kafka", Name: "events_dropped_total",
-			Help: "Events lost: spool_cap (oldest spool segment deleted at the size cap), spool_corrupt (bad checksum or torn tail), spool_error (the disk refused the write), encode, closed (published after Close).",
+			Help: "Events lost: spool_cap (oldest spool segment deleted at the size cap), spool_corrupt (bad checksum or torn tail; garbled stretches of unknown count are in spool_corrupt_bytes_total instead), spool_error (the disk refused the write), encode, closed (published after Close).",
 		}, []string{"reason"}),
+		corruptBytes: counter("spool_corrupt_bytes_total", "Bytes of damaged spool stretches skipped whose number of events cannot be known (those events are not in events_dropped_total)."),
 		brokerErrors: counter("broker_errors_total", "Failed batch writes and broker probes."),
 		degraded: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: "originlens", Subsystem: "kafka", Name: "degraded",

@@ -122,20 +122,21 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		},
 		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: ct, Timeout: cfg.WriteTimeout},
 	}
+	// Before the spool: Open reports the losses it finds in what an
+	// earlier run left. The spool gauges read p.spool when scraped.
+	p.m = newMetrics(cfg.Registerer, p)
 	sp, err := spool.Open(spool.Config{
 		Dir:          cfg.SpoolDir,
 		MaxBytes:     cfg.SpoolMaxBytes,
 		SegmentBytes: cfg.SpoolSegmentBytes,
 		Logger:       p.log,
 		OnLoss:       func(reason string, n int64) { p.m.dropped.WithLabelValues(reason).Add(float64(n)) },
+		OnLostBytes:  func(n int64) { p.m.corruptBytes.Add(float64(n)) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening kafka spool: %w", err)
 	}
 	p.spool = sp
-	// After the spool: its gauges read it. Open never reports losses, so
-	// OnLoss does not run before p.m is set.
-	p.m = newMetrics(cfg.Registerer, p)
 	return p, nil
 }
 
@@ -381,7 +382,7 @@ func (p *Producer) deliver(ctx context.Context) {
 			continue
 		}
 		var err error
-		if p.replay != nil || p.spool.Records() > 0 {
+		if p.replay != nil || p.spool.Pending() {
 			// Keep the order: live events queue up behind the spool.
 			if msgs := p.drainQueue(); len(msgs) > 0 {
 				p.spoolMessages(msgs)

@@ -532,7 +532,7 @@ func TestProducerCorruptSpoolTail(t *testing.T) {
 	if d := h2.metric(t, "originlens_kafka_events_dropped_total", "reason=spool_corrupt"); d != 1 {
 		t.Errorf("dropped{spool_corrupt} = %v, want 1", d)
 	}
-	if !strings.Contains(h2.logs.String(), "torn record") {
+	if !strings.Contains(h2.logs.String(), "torn tail") {
 		t.Errorf("no log line for the torn record:\n%s", h2.logs.String())
 	}
 }

@@ -58,6 +58,7 @@ type config struct {
 	SpoolDir               string
 	SpoolMaxBytes          int64
 	SpoolFsyncInterval     time.Duration
+	KafkaBuffer            string // kafka.BufferMemory or kafka.BufferDisk
 
 	LogLevel  slog.Level
 	LogFormat string // text or json
@@ -125,6 +126,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		spoolDir     = fs.String("spool-dir", "", "directory for events Kafka cannot take; empty: /var/lib/originlens/spool when writable, else ./spool")
 		spoolMax     = fs.Int64("spool-max-bytes", 1<<30, "spool size limit in bytes")
 		spoolFsync   = fs.Duration("spool-fsync-interval", time.Second, "how often the spool is fsynced")
+		kafkaBuffer  = fs.String("kafka-buffer", "memory", "where an event waits for Kafka: memory (a SIGKILL loses the queue) or disk (appended to the spool before it counts as published; a SIGKILL loses none)")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		logFormat    = fs.String("log-format", "text", "log format: text or json")
 		printVersion = fs.Bool("version", false, "print the version and exit")
@@ -235,6 +237,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		check("spool-max-bytes", errors.New("must not be negative"))
 	}
 	check("spool-fsync-interval", positive(*spoolFsync))
+	check("kafka-buffer", oneOf(*kafkaBuffer, "memory", "disk"))
+	cfg.KafkaBuffer = *kafkaBuffer
 	switch strings.ToLower(*logLevel) {
 	case "debug":
 		cfg.LogLevel = slog.LevelDebug

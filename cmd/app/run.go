@@ -239,6 +239,7 @@ func newPublisher(cfg config, stdout io.Writer, log *slog.Logger, reg prometheus
 		SpoolDir:          cfg.SpoolDir,
 		SpoolMaxBytes:     cfg.SpoolMaxBytes,
 		FsyncInterval:     cfg.SpoolFsyncInterval,
+		Buffer:            cfg.KafkaBuffer,
 		CreateTopic:       cfg.KafkaCreateTopic,
 		Partitions:        cfg.KafkaPartitions,
 		ReplicationFactor: cfg.KafkaReplicationFactor,

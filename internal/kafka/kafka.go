@@ -95,6 +95,19 @@ const (
 	DefaultRetryInterval = 2 * time.Second
 	DefaultWriteTimeout  = 10 * time.Second
 	DefaultPartitions    = 6
+	DefaultBuffer        = BufferMemory
+)
+
+// Buffer modes ([ProducerConfig.Buffer]).
+const (
+	// BufferMemory: Publish puts the event in the in-memory queue; the
+	// spool takes what Kafka cannot (outage, full queue). A SIGKILL loses
+	// what the queue and the batch in flight hold.
+	BufferMemory = "memory"
+	// BufferDisk: Publish appends the event to the spool (one write(2))
+	// before it returns, and every event reaches Kafka through the spool,
+	// so a SIGKILL loses nothing Publish returned for.
+	BufferDisk = "disk"
 )
 
 // ProducerConfig configures a [Producer]. Zero values take the defaults
@@ -129,4 +142,7 @@ type ProducerConfig struct {
 	// SpoolSegmentBytes is the spool's rotation size; 0: the spool's
 	// default (SpoolMaxBytes/8, at most 16 MiB).
 	SpoolSegmentBytes int64
+	// Buffer is BufferMemory or BufferDisk (see the package doc); empty:
+	// DefaultBuffer.
+	Buffer string
 }

@@ -52,6 +52,9 @@ type Producer struct {
 	stop      chan struct{} // closed by Close: Run returns
 	abort     chan struct{} // closed when Close's ctx expires: cancel in-flight writes
 	runDone   chan struct{} // closed when Run returns
+	disk      bool          // Buffer is BufferDisk
+	wake      chan struct{} // disk mode: an event was appended to the spool
+	flush     chan struct{} // disk mode: closed by Close: replay without lingering
 	closeOnce sync.Once
 	closeErr  error
 	lastLog   atomic.Int64 // unix nanos of the last rate-limited error line
@@ -100,6 +103,9 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		stop:    make(chan struct{}),
 		abort:   make(chan struct{}),
 		runDone: make(chan struct{}),
+		disk:    cfg.Buffer == BufferDisk,
+		wake:    make(chan struct{}, 1),
+		flush:   make(chan struct{}),
 		writer: &kafkago.Writer{
 			Addr:            kafkago.TCP(cfg.Brokers...),
 			Topic:           cfg.Topic,
@@ -161,6 +167,13 @@ func (cfg *ProducerConfig) fill() error {
 	}
 	if cfg.Compression == "" {
 		cfg.Compression = DefaultCompression
+	}
+	switch cfg.Buffer {
+	case "":
+		cfg.Buffer = DefaultBuffer
+	case BufferMemory, BufferDisk:
+	default:
+		return bad("buffer %q: want memory or disk", cfg.Buffer)
 	}
 	if _, ok := compressionCodec(cfg.Compression); !ok {
 		return bad("compression %q: want zstd, lz4 or none", cfg.Compression)
@@ -279,17 +292,63 @@ func (p *Producer) Publish(ev event.Event) {
 		p.logLimited("kafka: event published after Close, dropped", "event_id", ev.Event.ID)
 		return
 	}
+	if p.disk {
+		p.publishDisk(&ev)
+		return
+	}
 	q, err := encode(&ev)
 	if err != nil {
 		p.m.dropped.WithLabelValues("encode").Inc()
 		p.logLimited("kafka: event cannot be encoded, dropped", "err", errText(err))
 		return
 	}
+	p.enqueue(q)
+}
+
+// enqueue puts q in the queue, or in the spool when the queue is full.
+func (p *Producer) enqueue(q queued) {
 	select {
 	case p.queue <- q:
 		p.m.queued.Inc()
 	default:
 		p.spoolMessages([]kafkago.Message{q.message()})
+	}
+}
+
+// publishDisk appends ev to the spool (disk mode). When the spool refuses
+// it (a full disk), the event takes the memory path instead: lost on a
+// crash, but not now.
+func (p *Producer) publishDisk(ev *event.Event) {
+	bp := encodeBufs.Get().(*[]byte)
+	rp := encodeBufs.Get().(*[]byte)
+	defer func() {
+		for _, b := range []*[]byte{bp, rp} {
+			if cap(*b) <= maxPooledEncodeBuf {
+				*b = (*b)[:0]
+				encodeBufs.Put(b)
+			}
+		}
+	}()
+	b := ev.AppendKey((*bp)[:0])
+	k := len(b)
+	b, err := ev.AppendJSON(b)
+	*bp = b
+	if err != nil {
+		p.m.dropped.WithLabelValues("encode").Inc()
+		p.logLimited("kafka: event cannot be encoded, dropped", "err", errText(err))
+		return
+	}
+	m := kafkago.Message{Key: b[:k:k], Value: b[k:], Headers: schemaHeaders}
+	*rp = appendMessage((*rp)[:0], &m)
+	if _, err := p.spool.Append(*rp); err != nil {
+		p.logLimited("kafka: the spool refused an event; it waits in memory instead", "err", errText(err))
+		p.enqueue(queued{b: bytes.Clone(b), keyLen: k})
+		return
+	}
+	p.m.spooled.Inc()
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -382,19 +441,64 @@ func (p *Producer) deliver(ctx context.Context) {
 			continue
 		}
 		var err error
-		if p.replay != nil || p.spool.Pending() {
+		switch {
+		case p.replay != nil || p.spool.Pending():
+			if p.disk && p.replay == nil {
+				p.lingerDisk(ctx)
+			}
 			// Keep the order: live events queue up behind the spool.
 			if msgs := p.drainQueue(); len(msgs) > 0 {
 				p.spoolMessages(msgs)
 			}
 			err = p.replayBatch(ctx)
-		} else {
+		case p.disk:
+			// Wait for an append (or an event the spool refused).
+			select {
+			case <-p.wake:
+			case q := <-p.queue:
+				err = p.sendLive(ctx, p.drainQueue(q.message()))
+			case <-ctx.Done():
+			case <-p.stop:
+			}
+		default:
 			err = p.sendLive(ctx, p.collect(ctx))
 		}
 		if err != nil && !p.stopped(ctx) {
 			healthy = false
 			p.setDegraded(err)
 			retry.Reset(p.cfg.RetryInterval)
+		}
+	}
+}
+
+// lingerDisk lets a batch gather in the spool's active segment (disk
+// mode): it returns when a sealed segment waits, when the active one holds
+// BatchSize records, after Linger, or when Close flushes. Replaying seals
+// the active segment, with an fsync: one fsync per batch (group commit).
+func (p *Producer) lingerDisk(ctx context.Context) {
+	full := func() bool {
+		sealed, active := p.spool.Backlog()
+		return sealed > 0 || active >= int64(p.cfg.BatchSize)
+	}
+	if full() {
+		return
+	}
+	t := time.NewTimer(p.cfg.Linger)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.wake:
+			if full() {
+				return
+			}
+		case <-t.C:
+			return
+		case <-p.flush:
+			return
+		case <-ctx.Done():
+			return
+		case <-p.stop:
+			return
 		}
 	}
 }
@@ -591,7 +695,11 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			p.endReplay()
 			return err
 		}
-		p.m.replayed.Add(float64(len(msgs)))
+		if p.disk {
+			p.m.sent.Add(float64(len(msgs)))
+		} else {
+			p.m.replayed.Add(float64(len(msgs)))
+		}
 	}
 	rs.acked += int64(len(msgs)) + skipped
 	if rs.eof {
@@ -602,7 +710,7 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			p.logLimited("kafka: deleting a replayed spool segment", "err", errText(err))
 		}
 		p.resumeSeq, p.resumeAcked, p.resumeRead = 0, 0, 0
-		if p.spool.Records() == 0 {
+		if p.spool.Records() == 0 && !p.disk {
 			p.log.Info("kafka: spool replayed")
 		}
 	}
@@ -763,6 +871,20 @@ func (p *Producer) close(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
+	if p.disk && p.started.Load() {
+		// Deliver what the spool holds while Kafka takes it.
+		close(p.flush)
+	flush:
+		for p.spool.Pending() && p.state.Load() == stateHealthy {
+			select {
+			case <-ctx.Done():
+				break flush
+			case <-p.runDone:
+				break flush
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
 	close(p.stop)
 	if p.started.Load() {
 		select {

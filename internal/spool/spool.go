@@ -631,6 +631,17 @@ func (s *Spool) Pending() bool {
 	return len(s.sealed) > 0 || (s.active != nil && s.active.Records > 0)
 }
 
+// Backlog returns how many sealed segments wait and how many records the
+// active segment holds.
+func (s *Spool) Backlog() (sealed int, active int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active != nil {
+		active = s.active.Records
+	}
+	return len(s.sealed), active
+}
+
 // Records returns how many records the spool holds: those appended or
 // found valid at Open, less the damaged ones readers reported since.
 func (s *Spool) Records() int64 {

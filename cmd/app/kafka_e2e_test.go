@@ -263,7 +263,7 @@ func TestKafkaCrashDuringOutage(t *testing.T) {
 	_, _, admin2, _, stderr2 := startBinary(t, args...)
 	waitUntil(t, "the spool replayed", func() bool {
 		_, body := adminGet(t, admin2, "/metrics")
-		return metricValue(body, "originlens_kafka_events_replayed_total") >= m &&
+		return metricValue(body, "originlens_kafka_events_sent_total")+metricValue(body, "originlens_kafka_events_replayed_total") >= m &&
 			metricValue(body, "originlens_kafka_spool_records") == 0
 	})
 	if !strings.Contains(stderr2.String(), "previous run") {
@@ -341,7 +341,7 @@ func TestKafkaOutageThenBroker(t *testing.T) {
 	c := kafkaCluster(t, port)
 	waitUntil(t, "the spool replayed", func() bool {
 		_, body := adminGet(t, admin, "/metrics")
-		return metricValue(body, "originlens_kafka_events_replayed_total") >= m &&
+		return metricValue(body, "originlens_kafka_events_sent_total")+metricValue(body, "originlens_kafka_events_replayed_total") >= m &&
 			metricValue(body, "originlens_kafka_spool_records") == 0 &&
 			metricValue(body, "originlens_kafka_degraded") == 0
 	})

@@ -23,6 +23,9 @@ func benchProducer(b *testing.B, addr string, cfg ProducerConfig) (*Producer, *h
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Registerer = h.reg
 	cfg.RetryInterval = 100 * time.Millisecond
+	if cfg.Buffer == "" {
+		cfg.Buffer = BufferMemory
+	}
 	p, err := NewProducer(cfg)
 	if err != nil {
 		b.Fatal(err)

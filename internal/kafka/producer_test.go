@@ -80,6 +80,9 @@ func newHarness(t *testing.T, addr string, cfg ProducerConfig) *harness {
 	if cfg.Linger == 0 {
 		cfg.Linger = 10 * time.Millisecond
 	}
+	if cfg.Buffer == "" {
+		cfg.Buffer = BufferMemory // the disk mode's tests set it
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.Registerer = h.reg
 	p, err := NewProducer(cfg)

@@ -165,6 +165,9 @@ type Spool struct {
 	bytes   int64
 	records int64
 	dirty   bool
+	// dirDirty: a segment was created or deleted since the directory was
+	// last fsynced (Sync, Oldest and Close do it, off the lock).
+	dirDirty bool
 	closed  bool
 }
 
@@ -501,7 +504,7 @@ func (s *Spool) createLocked() error {
 	seg.Size = int64(len(Magic))
 	s.bytes += seg.Size
 	s.active, s.f = seg, f
-	s.syncDir()
+	s.dirDirty = true
 	return nil
 }
 
@@ -541,12 +544,16 @@ func (s *Spool) syncDir() {
 }
 
 // Sync fsyncs the active segment if anything was appended since the last
-// sync. It does not hold the lock during the fsync, so appends proceed.
+// sync, and the directory if a segment was created or deleted. It does not
+// hold the lock during the fsyncs, so appends proceed.
 func (s *Spool) Sync() error {
 	s.mu.Lock()
-	f, dirty := s.f, s.dirty
-	s.dirty = false
+	f, dirty, dirDirty := s.f, s.dirty, s.dirDirty
+	s.dirty, s.dirDirty = false, false
 	s.mu.Unlock()
+	if dirDirty {
+		s.syncDir()
+	}
 	if f == nil || !dirty {
 		return nil
 	}
@@ -559,22 +566,41 @@ func (s *Spool) Sync() error {
 
 // Oldest returns the oldest segment to replay. When only the active
 // segment holds records it is sealed first, so a reader never reads a file
-// still being written. ok is false when the spool holds no record.
+// still being written; that seal fsyncs the segment (and the directory)
+// without holding the lock, so appends proceed meanwhile. ok is false when
+// the spool holds no record.
 func (s *Spool) Oldest() (seg *Segment, ok bool, err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, false, ErrClosed
 	}
+	var f *os.File
+	var dirDirty bool
 	if len(s.sealed) == 0 && s.active != nil && s.active.Records > 0 {
-		if err := s.sealLocked(); err != nil {
-			return nil, false, err
+		f = s.f
+		s.sealed = append(s.sealed, s.active)
+		s.active, s.f, s.dirty = nil, nil, false
+		dirDirty, s.dirDirty = s.dirDirty, false
+	}
+	if len(s.sealed) > 0 {
+		seg, ok = s.sealed[0], true
+	}
+	s.mu.Unlock()
+	if f != nil {
+		if dirDirty {
+			s.syncDir()
+		}
+		serr := f.Sync()
+		cerr := f.Close()
+		if serr != nil {
+			return nil, false, fmt.Errorf("syncing spool segment: %w", serr)
+		}
+		if cerr != nil {
+			return nil, false, fmt.Errorf("closing spool segment: %w", cerr)
 		}
 	}
-	if len(s.sealed) == 0 {
-		return nil, false, nil
-	}
-	return s.sealed[0], true, nil
+	return seg, ok, nil
 }
 
 // Open returns a reader over seg's records. Damaged stretches are logged
@@ -611,7 +637,7 @@ func (s *Spool) Ack(seg *Segment) error {
 	s.sealed = slices.Delete(s.sealed, i, i+1)
 	s.bytes -= seg.Size
 	s.records -= seg.Records
-	s.syncDir()
+	s.dirDirty = true
 	return nil
 }
 
@@ -685,6 +711,9 @@ func (s *Spool) Close() error {
 		// The active segment becomes a sealed one for the next Open.
 		s.sealed = append(s.sealed, s.active)
 		s.active, s.f = nil, nil
+	}
+	if s.dirDirty {
+		s.syncDir()
 	}
 	s.lock.Close() // releases the flock
 	return err

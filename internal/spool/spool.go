@@ -168,7 +168,7 @@ type Spool struct {
 	// dirDirty: a segment was created or deleted since the directory was
 	// last fsynced (Sync, Oldest and Close do it, off the lock).
 	dirDirty bool
-	closed  bool
+	closed   bool
 }
 
 // Open opens (or creates) the spool in cfg.Dir, takes its lock, and scans

@@ -20,8 +20,14 @@ const maxLogLine = 2048
 // its cache, so a probe through the writer's transport looked healthy
 // every other interval), then exactly one recovery line once the broker is
 // back on the same port; no log line may grow with the number of events
-// that failed together.
+// that failed together. Both buffer modes.
 func TestProducerHealthDoesNotFlap(t *testing.T) {
+	for _, mode := range []string{BufferMemory, BufferDisk} {
+		t.Run(mode, func(t *testing.T) { healthDoesNotFlap(t, mode) })
+	}
+}
+
+func healthDoesNotFlap(t *testing.T, mode string) {
 	port := reservePort(t)
 	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(3, testTopic)}
 	c1, err := kfake.NewCluster(opts...)
@@ -31,10 +37,12 @@ func TestProducerHealthDoesNotFlap(t *testing.T) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	// A long linger and a large batch: the first failing write carries
 	// many events, whose errors must not all land in one line.
-	h := newHarness(t, addr, ProducerConfig{BatchSize: 2000, Linger: 300 * time.Millisecond})
+	h := newHarness(t, addr, ProducerConfig{Buffer: mode, BatchSize: 2000, Linger: 300 * time.Millisecond})
 	h.run(t)
 	ids := publishN(h.p, 0, 100)
-	waitFor(t, "first events acknowledged", func() bool { return h.metric(t, "originlens_kafka_events_sent_total") == 100 })
+	waitFor(t, "first events acknowledged", func() bool {
+		return h.metric(t, "originlens_kafka_events_sent_total") == 100 && h.metric(t, "originlens_kafka_spool_records") == 0
+	})
 
 	c1.Close()
 	ids = append(ids, publishN(h.p, 100, 1000)...)

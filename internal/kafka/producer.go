@@ -642,6 +642,9 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			return err
 		}
 		r, err := p.spool.Open(seg)
+		if errors.Is(err, spool.ErrGone) {
+			return nil // counted and forgotten by the spool; not the broker's fault
+		}
 		if err != nil {
 			return err
 		}

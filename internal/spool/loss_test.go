@@ -262,3 +262,34 @@ func TestFullDiskCountsOnce(t *testing.T) {
 		t.Errorf("reading reported %d records and %d bytes lost, want none: the refused ones were counted by the caller\n%s", l, b, logs.String())
 	}
 }
+
+// TestSegmentDeletedBehindTheSpool: a sealed segment's file removed by
+// someone else is counted lost once and forgotten, so the gauges drop and
+// a reader does not retry it forever.
+func TestSegmentDeletedBehindTheSpool(t *testing.T) {
+	s, loss, logs := openTest(t, Config{SegmentBytes: 4096})
+	for i := range 30 {
+		if _, err := s.Append(rec(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg, ok, err := s.Oldest()
+	if err != nil || !ok {
+		t.Fatalf("Oldest = %v, %v", ok, err)
+	}
+	os.Remove(seg.Path)
+	for range 2 {
+		if _, err := s.Open(seg); !errors.Is(err, ErrGone) {
+			t.Fatalf("Open of a deleted segment = %v, want ErrGone", err)
+		}
+	}
+	if l := loss.get(LossCorrupt); l != 30 {
+		t.Errorf("OnLoss = %d, want 30 once", l)
+	}
+	if s.Records() != 0 || s.Bytes() != 0 || s.Pending() {
+		t.Errorf("after the loss: Records %d, Bytes %d, Pending %v; want 0, 0, false", s.Records(), s.Bytes(), s.Pending())
+	}
+	if !strings.Contains(logs.String(), "deleted by someone else") {
+		t.Errorf("no log line:\n%s", logs.String())
+	}
+}

@@ -95,6 +95,9 @@ var (
 	ErrLocked   = errors.New("spool: directory in use by another process")
 	ErrTooLarge = errors.New("spool: record larger than MaxRecord")
 	ErrEmpty    = errors.New("spool: empty record")
+	// ErrGone: a segment's file was deleted behind the spool's back; Open
+	// counted its records as lost and forgot it.
+	ErrGone = errors.New("spool: segment file gone")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -608,6 +611,10 @@ func (s *Spool) Oldest() (seg *Segment, ok bool, err error) {
 // caller closes the reader.
 func (s *Spool) Open(seg *Segment) (*Reader, error) {
 	f, err := os.Open(seg.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		s.forget(seg)
+		return nil, fmt.Errorf("%w: %s", ErrGone, seg.Path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening spool segment: %w", err)
 	}
@@ -620,6 +627,25 @@ func (s *Spool) Open(seg *Segment) (*Reader, error) {
 	r.closer = f
 	r.onDamage = func(d Damage) { s.damaged(seg, d) }
 	return r, nil
+}
+
+// forget drops a sealed segment whose file is gone, counting its records
+// as lost (once: a second call finds it no longer sealed).
+func (s *Spool) forget(seg *Segment) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.Index(s.sealed, seg)
+	if i < 0 {
+		return
+	}
+	s.sealed = slices.Delete(s.sealed, i, i+1)
+	s.bytes -= seg.Size
+	s.records -= seg.Records
+	s.log.Error("spool: a segment file was deleted by someone else; its events are lost",
+		"segment", seg.Path, "records", seg.Records)
+	if seg.Records > 0 && s.cfg.OnLoss != nil {
+		s.cfg.OnLoss(LossCorrupt, seg.Records)
+	}
 }
 
 // Ack deletes seg: every record in it was delivered. Acking a segment the

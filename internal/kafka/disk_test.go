@@ -1,7 +1,10 @@
 package kafka
 
 import (
+	"os"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -35,5 +38,39 @@ func TestProducerDiskBuffer(t *testing.T) {
 	if q := h.metric(t, "originlens_kafka_events_queued_total"); q != 0 {
 		t.Errorf("events_queued_total = %v in disk mode, want 0", q)
 	}
+	checkDelivered(t, ids, checkMessages(t, readTopic(t, addr, testTopic)))
+}
+
+// TestProducerDiskBufferFullDisk: in disk mode with the spool on a full
+// file system (a 64 KiB tmpfs) and a healthy broker, the events the spool
+// refuses wait in memory and reach Kafka: nothing is dropped, and nothing
+// is counted twice.
+func TestProducerDiskBufferFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v): needs CAP_SYS_ADMIN", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	c := startCluster(t, kfake.SeedTopics(3, testTopic))
+	addr := c.ListenAddrs()[0]
+	// Batches larger than the file system, and a long linger: the spool
+	// fills up before the first batch leaves.
+	h := newHarness(t, addr, ProducerConfig{Buffer: BufferDisk, SpoolDir: dir, SpoolMaxBytes: 1 << 30, BatchSize: 5000, Linger: time.Second})
+	h.run(t)
+	waitFor(t, "connected", func() bool { return h.p.state.Load() == stateHealthy })
+	const n = 1000 // ~600 KB of events
+	ids := publishN(h.p, 0, n)
+	if q := h.metric(t, "originlens_kafka_events_queued_total"); q == 0 {
+		t.Fatalf("no event was refused by the 64 KiB spool; the test proves nothing")
+	}
+	waitFor(t, "all acknowledged", func() bool { return h.metric(t, "originlens_kafka_events_sent_total") >= n })
+	h.close(t)
+	if d := h.metric(t, "originlens_kafka_events_dropped_total"); d != 0 {
+		t.Errorf("dropped_total = %v, want 0", d)
+	}
+	t.Logf("%v of %d events refused by the full spool and sent from memory", h.metric(t, "originlens_kafka_events_queued_total"), n)
 	checkDelivered(t, ids, checkMessages(t, readTopic(t, addr, testTopic)))
 }

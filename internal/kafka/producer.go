@@ -446,11 +446,19 @@ func (p *Producer) deliver(ctx context.Context) {
 			if p.disk && p.replay == nil {
 				p.lingerDisk(ctx)
 			}
-			// Keep the order: live events queue up behind the spool.
+			// Keep the order: live events queue up behind the spool. In
+			// disk mode the queue holds only events the spool refused (a
+			// full disk): they go straight to Kafka instead.
 			if msgs := p.drainQueue(); len(msgs) > 0 {
-				p.spoolMessages(msgs)
+				if p.disk {
+					err = p.sendLive(ctx, msgs)
+				} else {
+					p.spoolMessages(msgs)
+				}
 			}
-			err = p.replayBatch(ctx)
+			if err == nil {
+				err = p.replayBatch(ctx)
+			}
 		case p.disk:
 			// Wait for an append (or an event the spool refused).
 			select {

@@ -185,9 +185,15 @@ func TestSegmentsWithoutRecords(t *testing.T) {
 	}
 	s2.Close()
 	// Once: a second Open finds nothing more to do.
-	_, loss3, logs3 := openTest(t, Config{Dir: dir})
+	s3, loss3, logs3 := openTest(t, Config{Dir: dir})
 	if loss3.get(LossCorrupt) != 0 || loss3.getBytes() != 0 || strings.Contains(logs3.String(), "moved aside") {
 		t.Errorf("second Open reported again:\n%s", logs3.String())
+	}
+	if _, err := s3.Append(rec(9)); err != nil {
+		t.Fatal(err)
+	}
+	if segs := s3.Segments(); segs[len(segs)-1].Seq <= 14 {
+		t.Errorf("new segment number %d reuses one moved aside", segs[len(segs)-1].Seq)
 	}
 }
 

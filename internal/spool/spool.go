@@ -227,6 +227,14 @@ func (s *Spool) scan() error {
 	}
 	for _, e := range ents {
 		name := e.Name()
+		if aside, ok := strings.CutSuffix(name, ".seg.corrupt"); ok {
+			// Never reuse its number: a later segment moved aside
+			// would replace it.
+			if seq, err := strconv.ParseUint(aside, 10, 64); err == nil {
+				s.nextSeq = max(s.nextSeq, seq+1)
+			}
+			continue
+		}
 		if !e.Type().IsRegular() || !strings.HasSuffix(name, ".seg") {
 			continue
 		}

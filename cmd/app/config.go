@@ -126,7 +126,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		spoolDir     = fs.String("spool-dir", "", "directory for events Kafka cannot take; empty: /var/lib/originlens/spool when writable, else ./spool")
 		spoolMax     = fs.Int64("spool-max-bytes", 1<<30, "spool size limit in bytes")
 		spoolFsync   = fs.Duration("spool-fsync-interval", time.Second, "how often the spool is fsynced")
-		kafkaBuffer  = fs.String("kafka-buffer", "disk", "where an event waits for Kafka: disk (appended to the spool before it counts as published: a SIGKILL loses none, ~2-3 µs more per connection) or memory (a SIGKILL loses the queue and the batch in flight)")
+		kafkaBuffer  = fs.String("kafka-buffer", "disk", "where an event waits for Kafka: disk (appended to the spool before it counts as published: a SIGKILL loses none; ~1.5 µs more per event) or memory (a SIGKILL loses the queue and the batch in flight)")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		logFormat    = fs.String("log-format", "text", "log format: text or json")
 		printVersion = fs.Bool("version", false, "print the version and exit")

@@ -56,13 +56,16 @@
 // them when killed before the first batch left; TestKafkaSIGKILLUnderLoad).
 // What it spooled (an outage, a full queue) is as safe as in disk mode.
 //
-// Disk mode costs about 2-3 µs more per Publish (a write(2) instead of a
-// channel send) and halves the producer's own capacity (about 100k instead
-// of 170k events/s against the in-process broker), which still leaves the
-// app's connection rate 8-12 times below the sink's (BenchmarkBuffer,
-// BenchmarkPublish, cmd/app BenchmarkKafkaSinkHeadroom); it is the
-// default because it makes the statement above true for every answered
-// connection that is not being closed at the instant of the kill.
+// Disk mode costs 2.3-2.8 µs per Publish instead of 1.1-1.25 µs (a
+// write(2) instead of a channel send; 2 allocations instead of 1), about
+// half the producer's own capacity (130-163k instead of 234-323k events/s
+// against the in-process broker, 9 allocations per event instead of 5),
+// and about 18% of the app's peak connection rate on 2 cores (11.4-12.6k
+// instead of 14.3-15.8k connections/s), which still leaves the sink 12-14
+// times faster than the app (BenchmarkBuffer, BenchmarkPublish, cmd/app
+// BenchmarkKafkaSinkHeadroom). It is the default because that price buys
+// the statement above for every answered connection not being closed at
+// the instant of the kill, where memory mode loses up to a linger's worth.
 //
 // The spool is capped at SpoolMaxBytes: past it the oldest segments are
 // deleted and their events counted in

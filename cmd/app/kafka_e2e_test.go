@@ -508,3 +508,61 @@ func sigkillUnderLoad(t *testing.T, mode string) {
 		}
 	}
 }
+
+// TestKafkaOutageLogsOnce: the broker dies and stays dead for many probe
+// intervals while connections keep coming; the app logs one degrade line
+// and no recovery (the probe used to be answered from kafka-go's metadata
+// cache: "recovered" every interval), then one recovery line when the
+// broker is back on the same port. No log line grows with the number of
+// events that failed together (one was 36,735 characters for 462 events).
+func TestKafkaOutageLogsOnce(t *testing.T) {
+	port := freePort(t)
+	broker := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	c := kafkaCluster(t, port)
+	_, listen, admin, _, stderr := startBinary(t, "--kafka-brokers", broker, "--spool-dir", t.TempDir(),
+		"--kafka-linger", "300ms", "--kafka-retry-interval", "100ms")
+	serveLines(t, listen, 20)
+	waitUntil(t, "the first events acknowledged", func() bool {
+		_, body := adminGet(t, admin, "/metrics")
+		return metricValue(body, "originlens_kafka_events_sent_total") == 20
+	})
+
+	c.Close()
+	ports := serveLines(t, listen, 500)
+	var errs0 float64
+	waitUntil(t, "degraded", func() bool {
+		_, body := adminGet(t, admin, "/metrics")
+		errs0 = metricValue(body, "originlens_kafka_broker_errors_total")
+		return metricValue(body, "originlens_kafka_degraded") == 1
+	})
+	// Many probe intervals with the broker dead: count failed probes.
+	waitUntil(t, "10 failed probes", func() bool {
+		_, body := adminGet(t, admin, "/metrics")
+		return metricValue(body, "originlens_kafka_broker_errors_total") >= errs0+10
+	})
+	if n := strings.Count(stderr.String(), "sink degraded"); n != 1 {
+		t.Errorf("%d degrade lines while the broker stays dead, want 1", n)
+	}
+	if n := strings.Count(stderr.String(), "sink recovered"); n != 0 {
+		t.Errorf("%d recovery lines while the broker stays dead, want 0", n)
+	}
+
+	c2 := kafkaCluster(t, port)
+	waitUntil(t, "recovered and the spool delivered", func() bool {
+		_, body := adminGet(t, admin, "/metrics")
+		return metricValue(body, "originlens_kafka_degraded") == 0 && metricValue(body, "originlens_kafka_spool_records") == 0
+	})
+	logs := stderr.String()
+	if n := strings.Count(logs, "sink recovered"); n != 1 {
+		t.Errorf("%d recovery lines, want 1", n)
+	}
+	if n := strings.Count(logs, "sink degraded"); n != 1 {
+		t.Errorf("%d degrade lines in all, want 1", n)
+	}
+	for l := range strings.Lines(logs) {
+		if len(l) > 2048 {
+			t.Errorf("log line of %d bytes, want at most 2048: %.300s...", len(l), l)
+		}
+	}
+	checkEvents(t, kafkaEvents(t, c2.ListenAddrs()[0]), ports)
+}

@@ -240,6 +240,7 @@ func newPublisher(cfg config, stdout io.Writer, log *slog.Logger, reg prometheus
 		SpoolMaxBytes:     cfg.SpoolMaxBytes,
 		FsyncInterval:     cfg.SpoolFsyncInterval,
 		Buffer:            cfg.KafkaBuffer,
+		RetryInterval:     cfg.KafkaRetryInterval,
 		CreateTopic:       cfg.KafkaCreateTopic,
 		Partitions:        cfg.KafkaPartitions,
 		ReplicationFactor: cfg.KafkaReplicationFactor,

@@ -154,7 +154,8 @@ type Segment struct {
 
 // Spool is an on-disk FIFO of records. All methods are safe for concurrent
 // use. Append, Ack and rotation take a short lock and do plain file writes;
-// only Sync, rotation and Close fsync.
+// only Sync, Oldest (when it seals the active segment), rotation and Close
+// fsync, and only rotation and Close while holding the lock.
 type Spool struct {
 	cfg Config
 	log *slog.Logger

@@ -61,6 +61,8 @@ type config struct {
 	SpoolDir               string
 	SpoolMaxBytes          int64
 	SpoolFsyncInterval     time.Duration
+	KafkaBuffer            string // kafka.BufferMemory or kafka.BufferDisk
+	KafkaRetryInterval     time.Duration
 
 	LogLevel  slog.Level
 	LogFormat string // text or json
@@ -137,6 +139,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		spoolDir     = fs.String("spool-dir", "", "directory for events Kafka cannot take; empty: /var/lib/originlens/spool when writable, else ./spool")
 		spoolMax     = fs.Int64("spool-max-bytes", 1<<30, "spool size limit in bytes")
 		spoolFsync   = fs.Duration("spool-fsync-interval", time.Second, "how often the spool is fsynced")
+		kafkaRetry   = fs.Duration("kafka-retry-interval", 2*time.Second, "how often a degraded Kafka sink probes the broker")
+		kafkaBuffer  = fs.String("kafka-buffer", "disk", "where an event waits for Kafka: disk (appended to the spool before it counts as published: a SIGKILL loses none; ~1.5 µs more per event) or memory (a SIGKILL loses the queue and the batch in flight)")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		logFormat    = fs.String("log-format", "text", "log format: text or json")
 		printVersion = fs.Bool("version", false, "print the version and exit")
@@ -248,6 +252,10 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		check("spool-max-bytes", errors.New("must not be negative"))
 	}
 	check("spool-fsync-interval", positive(*spoolFsync))
+	check("kafka-buffer", oneOf(*kafkaBuffer, "memory", "disk"))
+	cfg.KafkaBuffer = *kafkaBuffer
+	check("kafka-retry-interval", positive(*kafkaRetry))
+	cfg.KafkaRetryInterval = *kafkaRetry
 	switch strings.ToLower(*logLevel) {
 	case "debug":
 		cfg.LogLevel = slog.LevelDebug

@@ -249,6 +249,8 @@ func newPublisher(cfg config, stdout io.Writer, log *slog.Logger, reg prometheus
 		SpoolDir:          cfg.SpoolDir,
 		SpoolMaxBytes:     cfg.SpoolMaxBytes,
 		FsyncInterval:     cfg.SpoolFsyncInterval,
+		Buffer:            cfg.KafkaBuffer,
+		RetryInterval:     cfg.KafkaRetryInterval,
 		CreateTopic:       cfg.KafkaCreateTopic,
 		Partitions:        cfg.KafkaPartitions,
 		ReplicationFactor: cfg.KafkaReplicationFactor,

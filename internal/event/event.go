@@ -107,12 +107,13 @@ type Meta struct {
 type Source struct {
 	IP    netip.Addr `json:"ip"`
 	Port  uint16     `json:"port"`
-	Bytes int64      `json:"bytes"` // bytes received from the client, PROXY header included
+	Bytes int64      `json:"bytes"`        // bytes received from the client, PROXY header included
+	Geo   Geo        `json:"geo,omitzero"` // empty when no database is configured
+	AS    AS         `json:"as,omitzero"`  // empty without an ASN database
+
 	// Packets is the number of datagrams received from the client (UDP
 	// flows only; zero and left out for TCP).
 	Packets int64 `json:"packets,omitempty"`
-	Geo     Geo   `json:"geo,omitzero"` // empty when no database is configured
-	AS      AS    `json:"as,omitzero"`  // empty without an ASN database
 }
 
 // Destination is the address the client dialed: from the PROXY header when
@@ -121,6 +122,7 @@ type Destination struct {
 	IP    netip.Addr `json:"ip"`
 	Port  uint16     `json:"port"`
 	Bytes int64      `json:"bytes"` // bytes sent to the client
+
 	// Packets is the number of datagrams sent to the client (UDP flows
 	// only).
 	Packets int64 `json:"packets,omitempty"`

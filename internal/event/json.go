@@ -77,7 +77,6 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 	b = strconv.AppendUint(b, uint64(s.Port), 10)
 	b = append(b, `,"bytes":`...)
 	b = strconv.AppendInt(b, s.Bytes, 10)
-	b = appendOptInt(b, "packets", s.Packets)
 	if g := &s.Geo; *g != (Geo{}) {
 		b = append(b, `,"geo":{`...)
 		n := len(b)
@@ -122,6 +121,7 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 		}
 		b = append(b, '}')
 	}
+	b = appendOptInt(b, "packets", s.Packets)
 
 	d := &e.Destination
 	b = append(b, `},"destination":{"ip":`...)

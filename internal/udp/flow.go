@@ -132,6 +132,12 @@ func (t *flowTable) takeAll() []*flow {
 }
 
 func (t *flowTable) remove(f *flow) {
+	t.unlink(f)
+	delete(t.m, f.key)
+}
+
+// unlink takes f out of the list (not the map).
+func (t *flowTable) unlink(f *flow) {
 	if f.prev != nil {
 		f.prev.next = f.next
 	} else {
@@ -143,7 +149,6 @@ func (t *flowTable) remove(f *flow) {
 		t.tail = f.prev
 	}
 	f.prev, f.next = nil, nil
-	delete(t.m, f.key)
 }
 
 func (t *flowTable) pushBack(f *flow) {
@@ -157,19 +162,10 @@ func (t *flowTable) pushBack(f *flow) {
 }
 
 func (t *flowTable) moveToBack(f *flow) {
-	if t.tail == f {
-		return
+	if t.tail != f {
+		t.unlink(f)
+		t.pushBack(f)
 	}
-	// Unlink without deleting from the map, then append.
-	if f.prev != nil {
-		f.prev.next = f.next
-	} else {
-		t.head = f.next
-	}
-	if f.next != nil {
-		f.next.prev = f.prev
-	}
-	t.pushBack(f)
 }
 
 // sweep publishes idle flows until stop is closed. It blocks.

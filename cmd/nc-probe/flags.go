@@ -29,6 +29,7 @@ type config struct {
 	listen bool
 	probe  probe.Config
 	json   bool
+	udp    bool // --udp, -u: probe the app's UDP listener (see udp.go)
 
 	listenAddr string
 	origin     origin.Config
@@ -92,7 +93,9 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	fs.StringVar(&proxyDst, "proxy-dst", "", "the destination `IP:PORT` in the PROXY header (default: the target's address)")
 	fs.StringVar(&bind, "bind", "", "local `IP` to dial from")
 	fs.StringVar(&line, "line", probe.DefaultLine, "the probe line sent first")
-	aliases := map[string]string{"n": "count", "c": "concurrency", "i": "interval"}
+	fs.BoolVar(&cfg.udp, "udp", false, "probe over UDP: -n datagrams per sender at -i, -c senders; loss, RTT, jitter, reordering (alias -u)")
+	fs.BoolVar(&cfg.udp, "u", false, "alias of --udp")
+	aliases := map[string]string{"n": "count", "c": "concurrency", "i": "interval", "u": "udp"}
 
 	pos, err := parseInterspersed(fs, args, getenv, aliases)
 	if errors.Is(err, flag.ErrHelp) {

@@ -210,9 +210,12 @@ func (s *Server) read(ctx context.Context, sock *socket) error {
 	buf := make([]byte, maxDatagram)
 	oob := make([]byte, oobSize)
 	reply := make([]byte, 0, 2048)
+	var backoff time.Duration
 	for {
 		n, oobn, _, peer, err := sock.conn.ReadMsgUDPAddrPort(buf, oob)
-		if err != nil {
+		if err == nil {
+			backoff = 0
+		} else {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -223,8 +226,13 @@ func (s *Server) read(ctx context.Context, sock *socket) error {
 				return fmt.Errorf("udp: reading: %w", err)
 			}
 			// A transient error (an ICMP error reported on the socket,
-			// ENOBUFS): count it and go on.
+			// ENOBUFS): count it and go on; back off when it repeats,
+			// rather than spin.
 			s.metrics.datagram(resultReadError)
+			if backoff > 0 {
+				time.Sleep(backoff)
+			}
+			backoff = min(max(2*backoff, time.Millisecond), time.Second)
 			continue
 		}
 		reply = s.handle(sock, buf[:n], oob[:oobn], peer, reply[:0])

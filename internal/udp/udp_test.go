@@ -387,3 +387,72 @@ func TestReplySource(t *testing.T) {
 		}
 	}
 }
+
+// TestDeniedAndLimitedByPrefix: a client the rules deny gets the report
+// (decision=deny, no greeting) and its flow's event says connection-denied
+// with the rule; two IPv6 sockets of one source share its reply budget
+// (and limitKey makes that budget the /64's).
+func TestDeniedAndLimitedByPrefix(t *testing.T) {
+	rules, err := policy.Parse("deny-loopback.yaml", []byte(`
+default: {decision: serve, region: us-east-2}
+rules:
+  - name: no-loopback
+    when: {cidr: [127.0.0.7/32]}
+    then: {decision: deny, reason: test}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, Config{Decider: rules, Limiter: limit.New(limit.Config{RatePerIP: 0.001, BurstPerIP: 2})}, "0.0.0.0:0")
+	denied := client(t, "127.0.0.7")
+	reply, _, ok := exchange(t, denied, r.addr, padded("who", 400), waitFor)
+	rep, rest := parseReply(t, reply)
+	if !ok || rep[report.KeyDecision] != policy.Deny || rep[report.KeyRule] != "no-loopback" || rest != "" {
+		t.Errorf("denied client: reply %q, want decision=deny rule=no-loopback and no greeting", reply)
+	}
+
+	if ln, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback}); err != nil {
+		t.Log("no IPv6 loopback: the /64 budget is not checked")
+	} else {
+		ln.Close()
+		// Two sockets on ::1: 2 replies between them, then none.
+		v6 := netip.AddrPortFrom(netip.IPv6Loopback(), r.addr.Port())
+		a, b := client(t, "::1"), client(t, "::1")
+		got := 0
+		for _, c := range []*net.UDPConn{a, b, a, b} {
+			if _, _, ok := exchange(t, c, v6, padded("v6", 400), 300*time.Millisecond); ok {
+				got++
+			}
+		}
+		if got != 2 {
+			t.Errorf("4 datagrams from one /64 with a burst of 2: %d replies, want 2", got)
+		}
+	}
+	r.stop()
+	for _, ev := range r.rec.all() {
+		if ev.Source.IP.String() == "127.0.0.7" {
+			if ev.Event.Action != event.ActionDenied || ev.Event.Reason != "denied:no-loopback" || ev.Residency.Decision != policy.Deny {
+				t.Errorf("denied flow event: %s %s %s", ev.Event.Action, ev.Event.Reason, ev.Residency.Decision)
+			}
+			return
+		}
+	}
+	t.Error("no event for the denied client")
+}
+
+func TestLimitKey(t *testing.T) {
+	for _, tt := range []struct{ a, b string }{
+		{"2001:db8::1", "2001:db8::ffff:1"},
+		{"2001:db8:0:0:1::", "2001:db8::2"},
+	} {
+		if ka, kb := limitKey(netip.MustParseAddr(tt.a)), limitKey(netip.MustParseAddr(tt.b)); ka != kb {
+			t.Errorf("limitKey(%s) = %s, limitKey(%s) = %s; want one /64", tt.a, ka, tt.b, kb)
+		}
+	}
+	if limitKey(netip.MustParseAddr("2001:db8::1")) == limitKey(netip.MustParseAddr("2001:db8:0:1::1")) {
+		t.Error("two /64s share a key")
+	}
+	if k := limitKey(netip.MustParseAddr("198.51.100.7")); k != netip.MustParseAddr("198.51.100.7") {
+		t.Errorf("limitKey(IPv4) = %s, want the address itself", k)
+	}
+}

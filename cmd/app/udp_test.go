@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -90,5 +92,56 @@ func TestRunUDP(t *testing.T) {
 	if len(evs) != 1 || evs[0].Network.Transport != event.TransportUDP || evs[0].Event.ID != r[report.KeyConn] ||
 		evs[0].Flow.End != "shutdown" || evs[0].Source.Bytes != int64(len(d)) || evs[0].Destination.Bytes != int64(n) {
 		t.Errorf("events %+v; want the UDP flow of conn %s", evs, r[report.KeyConn])
+	}
+}
+
+// Ensure UDP flow events reach Kafka: the built binary with --listen-udp and
+// a broker (kfake) answers datagrams from several sockets and, on SIGTERM,
+// publishes every open flow before it flushes the producer: one record per
+// flow on the topic, keyed by the client, with the datagram counts.
+func TestKafkaUDPFlows(t *testing.T) {
+	c := kafkaCluster(t, 0)
+	addr := c.ListenAddrs()[0]
+	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	udpAddr := probe.LocalAddr().String()
+	probe.Close()
+	cmd, _, _, _, stderr := startBinary(t, "--kafka-brokers", addr, "--spool-dir", t.TempDir(), "--kafka-linger", "10ms", "--listen-udp", udpAddr)
+	const sockets, each = 5, 3
+	sent := map[uint16]int64{}
+	for range sockets {
+		s, err := net.Dial("udp", udpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		port := uint16(s.LocalAddr().(*net.UDPAddr).Port)
+		for i := range each {
+			d := append([]byte(fmt.Sprintf("probe %d\n", i)), make([]byte, 400)...)
+			s.Write(d)
+			s.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := s.Read(make([]byte, 4096)); err != nil {
+				t.Fatalf("no reply: %v\n%s", err, stderr.String())
+			}
+			sent[port] += int64(len(d))
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("app exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+	evs := kafkaEvents(t, addr)
+	if len(evs) != sockets {
+		t.Fatalf("%d events on the topic, want %d (one per flow)", len(evs), sockets)
+	}
+	for _, ev := range evs {
+		if ev.Network.Transport != event.TransportUDP || ev.Source.Packets != each || ev.Source.Bytes != sent[ev.Source.Port] || ev.Flow.End != "shutdown" {
+			t.Errorf("flow event %s:%d transport %s packets %d bytes %d end %q; want udp, %d, %d, shutdown",
+				ev.Source.IP, ev.Source.Port, ev.Network.Transport, ev.Source.Packets, ev.Source.Bytes, ev.Flow.End, each, sent[ev.Source.Port])
+		}
 	}
 }

@@ -69,7 +69,9 @@ type Resolver interface {
 // Defaults for the zero values of [Config].
 const (
 	DefaultIdleTimeout = 30 * time.Second // Global Accelerator's UDP idle timeout
-	DefaultMaxFlows    = 65536
+	// DefaultMaxFlows bounds the flow table: a flow costs about 1.7 KiB
+	// (its event, report line and counters), so about 27 MiB at the bound.
+	DefaultMaxFlows = 16384
 	// Amplification is the reply-to-request byte ratio allowed before a
 	// flow has proven that its source receives replies.
 	Amplification = 3
@@ -92,7 +94,7 @@ type Config struct {
 	Publisher server.Publisher
 
 	IdleTimeout time.Duration // a flow idle this long is published; default 30s
-	MaxFlows    int           // flows tracked at once; default 65536
+	MaxFlows    int           // flows tracked at once; default DefaultMaxFlows
 	Readers     int           // goroutines reading the socket; default min(GOMAXPROCS, 4)
 
 	Logger     *slog.Logger          // nil: slog.Default()

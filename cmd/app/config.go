@@ -17,6 +17,7 @@ import (
 	"github.com/originlens/originlens/internal/geo"
 	"github.com/originlens/originlens/internal/limit"
 	"github.com/originlens/originlens/internal/origin"
+	"github.com/originlens/originlens/internal/udp"
 )
 
 // config is the validated command line.
@@ -67,12 +68,21 @@ type config struct {
 	LogLevel  slog.Level
 	LogFormat string // text or json
 
+	ListenUDP      string        // --listen-udp host:port; empty: no UDP
+	UDPIdleTimeout time.Duration // --udp-idle-timeout: a flow idle this long is published
+	UDPMaxFlows    int           // --udp-max-flows
+	UDPRatePerIP   float64       // --udp-rate-per-ip: replies per second per source
+	UDPBurstPerIP  int           // --udp-burst-per-ip
+
 	// ready, when set (by tests), is called with the bound addresses once
 	// the listeners are open; admin is nil without an admin listener.
 	ready func(app, admin net.Addr)
 	// reload receives a request per SIGHUP (internal/signals), set by
 	// main; nil: no reloads.
 	reload <-chan struct{}
+	// readyUDP, when set (by tests), is called with the UDP address once
+	// it is open.
+	readyUDP func(net.Addr)
 }
 
 // errExit: --help or --version was handled; exit 0.
@@ -145,6 +155,13 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		logFormat    = fs.String("log-format", "text", "log format: text or json")
 		printVersion = fs.Bool("version", false, "print the version and exit")
 	)
+	var (
+		listenUDP = fs.String("listen-udp", "", "UDP address to answer datagrams on (one report per datagram, one event per flow); empty: no UDP")
+		udpIdle   = fs.Duration("udp-idle-timeout", udp.DefaultIdleTimeout, "a UDP flow idle this long is published (Global Accelerator: 30s, NLB: 120s)")
+		udpFlows  = fs.Int("udp-max-flows", udp.DefaultMaxFlows, "UDP flows tracked at once; over it the oldest idle flow is published")
+		udpRate   = fs.Float64("udp-rate-per-ip", 100, "UDP replies per second per source address (IPv6: per /64); 0: off")
+		udpBurst  = fs.Int("udp-burst-per-ip", 200, "burst for --udp-rate-per-ip; 0: max(1, rate)")
+	)
 	flagenv.Usage(fs, envPrefix, cmdOnly...)
 	if err := flagenv.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -180,6 +197,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		KafkaUsername: *username, KafkaPassword: *password, KafkaAWSRegion: *awsRegion,
 		QueueSize: *queueSize, SpoolDir: *spoolDir, SpoolMaxBytes: *spoolMax, SpoolFsyncInterval: *spoolFsync,
 		LogFormat: *logFormat,
+		ListenUDP: *listenUDP, UDPIdleTimeout: *udpIdle, UDPMaxFlows: *udpFlows, UDPRatePerIP: *udpRate, UDPBurstPerIP: *udpBurst,
 	}
 	var err error
 	check := func(name string, e error) {
@@ -269,6 +287,13 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		check("log-level", oneOf(*logLevel, "debug", "info", "warn", "error"))
 	}
 	check("log-format", oneOf(*logFormat, "text", "json"))
+	check("listen-udp", checkHostPort(*listenUDP, true))
+	check("udp-idle-timeout", positive(*udpIdle))
+	check("udp-max-flows", atLeast(*udpFlows, 1))
+	if r := *udpRate; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		check("udp-rate-per-ip", fmt.Errorf("must be a finite number, not negative, got %v", r))
+	}
+	check("udp-burst-per-ip", atLeast(*udpBurst, 0))
 	if err != nil {
 		return config{}, err
 	}

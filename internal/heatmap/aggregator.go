@@ -49,12 +49,22 @@ type Aggregator struct {
 	cells     map[cellKey]*cellAcc
 	countries map[string]*countryAcc
 	totals    Totals
+
+	// byTransport aggregates the tcp and the udp events apart, for
+	// SnapshotTransport; nil in those aggregators themselves.
+	byTransport map[string]*Aggregator
 }
 
-var _ Source = (*Aggregator)(nil)
+var _ TransportSource = (*Aggregator)(nil)
 
 // NewAggregator returns an empty aggregator.
 func NewAggregator() *Aggregator {
+	a := newAggregator()
+	a.byTransport = map[string]*Aggregator{event.TransportTCP: newAggregator(), event.TransportUDP: newAggregator()}
+	return a
+}
+
+func newAggregator() *Aggregator {
 	return &Aggregator{
 		now:       time.Now,
 		cells:     make(map[cellKey]*cellAcc),
@@ -62,11 +72,24 @@ func NewAggregator() *Aggregator {
 	}
 }
 
+// SnapshotTransport is Snapshot over the events of transport ("tcp" or
+// "udp"); any other transport has no events.
+func (a *Aggregator) SnapshotTransport(ctx context.Context, transport string) (Snapshot, error) {
+	if sub := a.byTransport[transport]; sub != nil {
+		sub.now = a.now
+		return sub.Snapshot(ctx)
+	}
+	return newAggregator().Snapshot(ctx)
+}
+
 // Add counts one event. It does not block beyond a short critical section
 // and never keeps a reference to ev. A nil event is ignored.
 func (a *Aggregator) Add(ev *event.Event) {
 	if ev == nil {
 		return
+	}
+	if sub := a.byTransport[ev.Network.Transport]; sub != nil {
+		sub.Add(ev)
 	}
 	iso := ev.Source.Geo.CountryISOCode
 	if !validISO(iso) {
@@ -83,6 +106,12 @@ func (a *Aggregator) Add(ev *event.Event) {
 	defer a.mu.Unlock()
 	t := &a.totals
 	t.Events++
+	switch ev.Network.Transport {
+	case event.TransportTCP:
+		t.TCP++
+	case event.TransportUDP:
+		t.UDP++
+	}
 	switch ev.Event.Action {
 	case event.ActionClosed:
 		if ev.Residency.Decision == "redirect" {

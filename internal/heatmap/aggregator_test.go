@@ -72,7 +72,7 @@ func TestAggregator(t *testing.T) {
 				{ISO: "KP", Name: "North Korea", Count: 1, Decisions: heatmap.Decisions{Deny: 1}},
 				{ISO: "US", Name: "United States", Count: 1, Decisions: heatmap.Decisions{Serve: 1}},
 			},
-			wantTotals: heatmap.Totals{Events: 4, Served: 1, Redirected: 2, Denied: 1, Located: 4},
+			wantTotals: heatmap.Totals{Events: 4, Served: 1, Redirected: 2, Denied: 1, Located: 4, TCP: 4},
 		},
 		{
 			name: "refused_and_unplaced",
@@ -83,7 +83,7 @@ func TestAggregator(t *testing.T) {
 			},
 			wantCells:     []heatmap.Cell{},
 			wantCountries: []heatmap.Country{},
-			wantTotals:    heatmap.Totals{Events: 2, Refused: 1, Other: 1, Unplaced: 2},
+			wantTotals:    heatmap.Totals{Events: 2, Refused: 1, Other: 1, Unplaced: 2, TCP: 2},
 		},
 		{
 			name: "hostile_fields",
@@ -99,7 +99,7 @@ func TestAggregator(t *testing.T) {
 				{ISO: "FR", Name: "France[31m" + strings.Repeat("é", 27), Count: 1},
 				{ISO: "NZ", Name: "New Zealand", Count: 1, Decisions: heatmap.Decisions{Serve: 1}},
 			},
-			wantTotals: heatmap.Totals{Events: 3, Served: 3, Located: 2, Unplaced: 1},
+			wantTotals: heatmap.Totals{Events: 3, Served: 3, Located: 2, Unplaced: 1, TCP: 3},
 		},
 	}
 	for _, tt := range tests {

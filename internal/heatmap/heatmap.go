@@ -1,6 +1,7 @@
 // Package heatmap serves the live heat-map page of cmd/ingest and its data,
 // /api/heatmap: connection density by location, a table by country with the
-// residency decision, and counters.
+// residency decision, and counters, TCP connections beside UDP flows;
+// /api/heatmap?transport=udp (or tcp) restricts all of it to one transport.
 //
 // The data comes from a [Source]: the in-memory [Aggregator] of what the
 // ingest consumed, or [OpenSearchSource], aggregations over the indexed
@@ -19,6 +20,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/originlens/originlens/internal/event"
 )
 
 // Snapshot is the JSON document of /api/heatmap.
@@ -71,6 +74,19 @@ type Totals struct {
 	Other      int64 `json:"other"`      // an event.action this version does not know
 	Located    int64 `json:"located"`    // events with a location (in Cells)
 	Unplaced   int64 `json:"unplaced"`   // events without a country (loopback, documentation, unknown)
+
+	// TCP connections and UDP flows (network.transport), side by side.
+	TCP int64 `json:"tcp"`
+	UDP int64 `json:"udp"`
+}
+
+// TransportSource is a [Source] that can also restrict its snapshot to one
+// network.transport ("tcp" or "udp"): /api/heatmap?transport=udp. The
+// [Aggregator], [OpenSearchSource] and [Fallback] of two such sources are.
+type TransportSource interface {
+	Source
+	// SnapshotTransport is Snapshot over the events of one transport.
+	SnapshotTransport(ctx context.Context, transport string) (Snapshot, error)
 }
 
 // Source answers /api/heatmap; the [Aggregator] is one, [OpenSearchSource]
@@ -133,7 +149,11 @@ func setPageHeaders(w http.ResponseWriter) {
 func (h *handler) serveData(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
 	defer cancel()
-	snap, err := h.src.Snapshot(ctx)
+	snap, err := h.snapshot(ctx, r.URL.Query().Get("transport"))
+	if errors.Is(err, errBadTransport) {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	if err != nil {
@@ -153,6 +173,20 @@ func (h *handler) serveData(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(snap)
 }
 
+var errBadTransport = errors.New("transport must be tcp or udp, and the source must filter by it")
+
+// snapshot asks the source for all events, or those of one transport.
+func (h *handler) snapshot(ctx context.Context, transport string) (Snapshot, error) {
+	if transport == "" {
+		return h.src.Snapshot(ctx)
+	}
+	ts, ok := h.src.(TransportSource)
+	if !ok || (transport != event.TransportTCP && transport != event.TransportUDP) {
+		return Snapshot{}, errBadTransport
+	}
+	return ts.SnapshotTransport(ctx, transport)
+}
+
 // Fallback returns a Source that answers from primary and, when primary
 // fails (but ctx is not done), from secondary, noting primary's failure in
 // Snapshot.Note. The page then keeps showing data, and says where it comes
@@ -163,11 +197,27 @@ func Fallback(primary, secondary Source) Source { return fallback{primary, secon
 type fallback struct{ primary, secondary Source }
 
 func (f fallback) Snapshot(ctx context.Context) (Snapshot, error) {
-	s, err := f.primary.Snapshot(ctx)
+	return f.snapshot(ctx, func(s Source) (Snapshot, error) { return s.Snapshot(ctx) })
+}
+
+// SnapshotTransport filters both sources by transport; it fails with
+// errBadTransport when either cannot.
+func (f fallback) SnapshotTransport(ctx context.Context, transport string) (Snapshot, error) {
+	return f.snapshot(ctx, func(s Source) (Snapshot, error) {
+		ts, ok := s.(TransportSource)
+		if !ok {
+			return Snapshot{}, errBadTransport
+		}
+		return ts.SnapshotTransport(ctx, transport)
+	})
+}
+
+func (f fallback) snapshot(ctx context.Context, get func(Source) (Snapshot, error)) (Snapshot, error) {
+	s, err := get(f.primary)
 	if err == nil || ctx.Err() != nil {
 		return s, err
 	}
-	s, err2 := f.secondary.Snapshot(ctx)
+	s, err2 := get(f.secondary)
 	if err2 != nil {
 		return Snapshot{}, errors.Join(err, err2)
 	}

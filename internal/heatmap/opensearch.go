@@ -38,7 +38,7 @@ type OpenSearchSource struct {
 	now    func() time.Time
 }
 
-var _ Source = (*OpenSearchSource)(nil)
+var _ TransportSource = (*OpenSearchSource)(nil)
 
 // NewOpenSearchSource returns a source that queries cfg.Index through s.
 func NewOpenSearchSource(s Searcher, cfg OpenSearchConfig) *OpenSearchSource {
@@ -58,8 +58,9 @@ const maxCountries = 300
 // maxCells bounds the geotile_grid buckets (OpenSearch's default size).
 const maxCells = 10000
 
-// query returns the search body.
-func (o *OpenSearchSource) query() map[string]any {
+// query returns the search body; transport, when set, keeps the events of
+// that network.transport only.
+func (o *OpenSearchSource) query(transport string) map[string]any {
 	type m = map[string]any
 	decisions := m{"terms": m{"field": "residency.decision", "size": 10}}
 	q := m{
@@ -83,10 +84,22 @@ func (o *OpenSearchSource) query() map[string]any {
 			},
 			"located": m{"filter": m{"exists": m{"field": "source.geo.location"}}},
 			"placed":  m{"filter": m{"exists": m{"field": "source.geo.country_iso_code"}}},
+
+			"transports": m{"terms": m{"field": "network.transport", "size": 10}}, // TCP beside UDP
 		},
 	}
+	var filter []any
 	if o.cfg.Window > 0 {
-		q["query"] = m{"range": m{"@timestamp": m{"gte": fmt.Sprintf("now-%ds", int64(o.cfg.Window/time.Second))}}}
+		filter = append(filter, m{"range": m{"@timestamp": m{"gte": fmt.Sprintf("now-%ds", int64(o.cfg.Window/time.Second))}}})
+	}
+	if transport != "" {
+		filter = append(filter, m{"term": m{"network.transport": transport}})
+	}
+	switch len(filter) {
+	case 1:
+		q["query"] = filter[0]
+	case 2:
+		q["query"] = m{"bool": m{"filter": filter}}
 	}
 	return q
 }
@@ -144,12 +157,20 @@ type osAggs struct {
 	Placed struct {
 		DocCount int64 `json:"doc_count"`
 	} `json:"placed"`
+
+	Transports termsAgg `json:"transports"`
 }
 
 // Snapshot runs the aggregation query. It blocks until OpenSearch answers
 // or ctx is done.
 func (o *OpenSearchSource) Snapshot(ctx context.Context) (Snapshot, error) {
-	body, err := json.Marshal(o.query())
+	return o.SnapshotTransport(ctx, "")
+}
+
+// SnapshotTransport is Snapshot over the events of one network.transport
+// ("" for all).
+func (o *OpenSearchSource) SnapshotTransport(ctx context.Context, transport string) (Snapshot, error) {
+	body, err := json.Marshal(o.query(transport))
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("encoding heat-map query: %w", err)
 	}
@@ -210,6 +231,14 @@ func parseAggs(resp *opensearchapi.SearchResp, now time.Time) (Snapshot, error) 
 		}
 	}
 	t.Other += max(0, t.Events-known) // events without an action
+	for _, b := range a.Transports.Buckets {
+		switch b.Key {
+		case "tcp":
+			t.TCP = b.DocCount
+		case "udp":
+			t.UDP = b.DocCount
+		}
+	}
 	t.Located = a.Located.DocCount
 	t.Unplaced = max(0, t.Events-a.Placed.DocCount)
 	sortSnapshot(&snap)

@@ -44,3 +44,15 @@ func SampleEvent(i int, ts time.Time) event.Event {
 	ev.Finish(ts)
 	return ev
 }
+
+// SampleUDPEvent returns SampleEvent(i, ts) as a UDP flow event: transport
+// udp, datagram counts each way and the flow group filled.
+func SampleUDPEvent(i int, ts time.Time) event.Event {
+	ev := SampleEvent(i, ts)
+	ev.Event.ID = fmt.Sprintf("0190b1c2-0000-7000-9000-%012d", i)
+	ev.Network.Transport = event.TransportUDP
+	ev.Network.Protocol = event.ProtocolLine
+	ev.Source.Packets, ev.Destination.Packets = 3, 3
+	ev.Flow = event.Flow{FirstSeen: ev.Event.Start, LastSeen: ev.Event.End, End: "idle-timeout", RateLimited: 1, Truncated: 1}
+	return ev
+}

@@ -126,15 +126,33 @@ var (
 	onlyInt = regexp.MustCompile(`^\d+$`)
 )
 
+// idRE and hexRE find ids and random hex (see shape).
+var (
+	idRE  = regexp.MustCompile(uuidRE)
+	hexRE = regexp.MustCompile(`\b[0-9a-f]{8,}\b`)
+)
+
 // shape reduces an output line to what must not change between runs: ids
 // become <id>, ports not named in the example become <port>, other numbers
 // (times, counts) become <n>, runs of spaces one space. A line that is only
 // an integer (an exit status from `echo $?`) is kept as is.
+//
+// Random hex of 8 or more digits (a UDP flow's token, a probe's id) becomes
+// <hex>, after the ids.
 func shape(line string, keepPorts map[string]bool) string {
 	line = strings.TrimSpace(line)
 	if onlyInt.MatchString(line) {
 		return line
 	}
+	// Random hex (a UDP flow's token, a probe's id) is not a number to
+	// compare either.
+	line = idRE.ReplaceAllString(line, "<id>")
+	line = hexRE.ReplaceAllStringFunc(line, func(h string) string {
+		if strings.Trim(h, "0123456789") == "" {
+			return h // a number: left to the rules below
+		}
+		return "<hex>"
+	})
 	line = tokenRE.ReplaceAllStringFunc(line, func(tok string) string {
 		if m := ipPort.FindStringSubmatch(tok); m != nil {
 			switch {

@@ -122,12 +122,13 @@
 
   async function refresh() {
     try {
-      const res = await fetch("api/heatmap", { cache: "no-store" });
+      const transport = document.getElementById("transport").value; // "", tcp or udp
+      const res = await fetch("api/heatmap" + (transport ? "?transport=" + transport : ""), { cache: "no-store" });
       if (!res.ok) throw new Error("HTTP " + res.status);
       const s = await res.json();
       draw(s.cells);
       table(s.countries);
-      for (const k of ["events", "served", "redirected", "denied", "refused", "unplaced"]) text("c-" + k, s.totals[k]);
+      for (const k of ["events", "served", "redirected", "denied", "refused", "unplaced", "tcp", "udp"]) text("c-" + k, s.totals[k]);
       status.className = "";
       status.textContent = "source: " + s.source + (s.note ? " (" + s.note + ")" : "") + ", updated " + new Date(s.generated_at).toLocaleTimeString() +
         ", " + s.cells.length + " cells, refreshing every " + REFRESH_MS / 1000 + " s";
@@ -145,6 +146,7 @@
     } catch (e) {
       status.textContent = "country outlines unavailable: " + e.message;
     }
+    document.getElementById("transport").addEventListener("change", refresh);
     await refresh();
     setInterval(refresh, REFRESH_MS);
   }

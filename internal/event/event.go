@@ -77,6 +77,7 @@ type Event struct {
 	ClientIP    ClientIP    `json:"clientip"`
 	Residency   Residency   `json:"residency,omitzero"`
 	App         App         `json:"app,omitzero"`
+	Relay       Relay       `json:"relay,omitzero"` // set only when the app relays to an upstream (--upstream)
 }
 
 // ECS names the schema version the field names follow.
@@ -183,6 +184,17 @@ type Residency struct {
 // App carries what the application chose for the client.
 type App struct {
 	Lang string `json:"lang,omitempty"`
+}
+
+// Relay describes a connection the app relayed to an upstream service.
+// Source.Bytes and Destination.Bytes then count what the client sent
+// (PROXY header included) and what it received from the upstream.
+type Relay struct {
+	Upstream Peer   `json:"upstream"` // the upstream address dialed (or that would have been)
+	Mode     string `json:"mode"`     // transparent, proxy-v2, proxy-v1 or plain
+	// End is how it ended: client-closed, upstream-closed, upstream-refused,
+	// upstream-unreachable, idle-timeout or denied (never dialed).
+	End string `json:"end"`
 }
 
 // New returns an event for a connection accepted at start, with a fresh

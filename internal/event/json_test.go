@@ -97,6 +97,9 @@ func randomEvent(r *rand.Rand) event.Event {
 		ev.Residency = event.Residency{Jurisdiction: str(), Decision: str(), Region: str(), Rule: str()}
 	}
 	ev.App.Lang = str()
+	if r.IntN(3) > 0 {
+		ev.Relay = event.Relay{Upstream: event.Peer{IP: pick(r, trickyAddrs), Port: uint16(r.Uint32())}, Mode: str(), End: str()}
+	}
 	return ev
 }
 

@@ -190,6 +190,13 @@ func New(ctx context.Context, cfg Config) (*Dialer, error) {
 // Mode returns the dialer's mode.
 func (d *Dialer) Mode() Mode { return d.mode }
 
+// Upstream returns the upstream address a connection from client is
+// relayed to (invalid when the upstream has no address the mode can use).
+func (d *Dialer) Upstream(client netip.Addr) netip.AddrPort {
+	up, _ := d.upstream(client.Unmap())
+	return up
+}
+
 // Families reports which client address families the dialer can relay
 // transparently (an upstream address of that family is known).
 func (d *Dialer) Families() (v4, v6 bool) { return d.v4.IsValid(), d.v6.IsValid() }

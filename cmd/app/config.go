@@ -16,6 +16,7 @@ import (
 	"github.com/originlens/originlens/internal/flagenv"
 	"github.com/originlens/originlens/internal/geo"
 	"github.com/originlens/originlens/internal/origin"
+	"github.com/originlens/originlens/internal/relay"
 )
 
 // config is the validated command line.
@@ -58,6 +59,10 @@ type config struct {
 	SpoolDir               string
 	SpoolMaxBytes          int64
 	SpoolFsyncInterval     time.Duration
+
+	Upstream     string     // --upstream host:port; empty: the app answers itself
+	UpstreamMode relay.Mode // --upstream-mode
+	UpstreamMark int        // --upstream-mark; 0: none
 
 	LogLevel  slog.Level
 	LogFormat string // text or json
@@ -125,6 +130,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		spoolDir     = fs.String("spool-dir", "", "directory for events Kafka cannot take; empty: /var/lib/originlens/spool when writable, else ./spool")
 		spoolMax     = fs.Int64("spool-max-bytes", 1<<30, "spool size limit in bytes")
 		spoolFsync   = fs.Duration("spool-fsync-interval", time.Second, "how often the spool is fsynced")
+		upstream     = fs.String("upstream", "", "relay served clients to this host:port instead of answering (e.g. 127.0.0.1:8080); empty: answer")
+		upstreamMode = fs.String("upstream-mode", "transparent", "how the upstream learns the client: transparent, proxy-v2, proxy-v1 or plain")
+		upstreamMark = fs.Int("upstream-mark", 0, "SO_MARK (fwmark) on upstream connections, for policy routing; 0: none")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		logFormat    = fs.String("log-format", "text", "log format: text or json")
 		printVersion = fs.Bool("version", false, "print the version and exit")
@@ -248,6 +256,12 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		check("log-level", oneOf(*logLevel, "debug", "info", "warn", "error"))
 	}
 	check("log-format", oneOf(*logFormat, "text", "json"))
+	cfg.Upstream, cfg.UpstreamMark = *upstream, *upstreamMark
+	check("upstream", checkUpstream(*upstream))
+	umode, uerr := relay.ParseMode(*upstreamMode)
+	check("upstream-mode", uerr)
+	cfg.UpstreamMode = umode
+	check("upstream-mark", atLeast(*upstreamMark, 0))
 	if err != nil {
 		return config{}, err
 	}
@@ -266,6 +280,18 @@ func checkHostPort(s string, optional bool) error {
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && !strings.HasSuffix(s, ":0")) {
 		return fmt.Errorf("address %q: port must be a number 0-65535", s)
+	}
+	return nil
+}
+
+// checkUpstream accepts an empty value (no relay) or host:port with a port
+// 1-65535.
+func checkUpstream(s string) error {
+	if s == "" {
+		return nil
+	}
+	if err := checkHostPort(s, false); err != nil || strings.HasSuffix(s, ":0") {
+		return fmt.Errorf("address %q: want host:port with a port 1-65535, e.g. 127.0.0.1:8080", s)
 	}
 	return nil
 }

@@ -95,6 +95,22 @@ func newDialer(t *testing.T, upstream string, mode relay.Mode) *relay.Dialer {
 	return d
 }
 
+// plainSetup returns a loopback upstream, a client, the relay's accepted
+// side of it and the relay's plain connection to the upstream (not yet
+// forwarding).
+func plainSetup(t *testing.T) (up *upstream, client, acc, uc *net.TCPConn) {
+	t.Helper()
+	up = newUpstream(t, "tcp4", "127.0.0.1:0")
+	d := newDialer(t, up.ln.Addr().String(), relay.Plain)
+	client, acc = pair(t, "tcp4", "127.0.0.1:0", "")
+	uc, err := d.Dial(context.Background(), apOf(acc.RemoteAddr()), apOf(acc.LocalAddr()), relay.Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { uc.Close() })
+	return up, client, acc, uc
+}
+
 // sendAndSum writes n random bytes to w, half-closes, and returns the hash
 // of prefix followed by them.
 func sendAndSum(w *net.TCPConn, prefix []byte, n int) ([32]byte, error) {
@@ -192,13 +208,7 @@ func TestForwardBothWays(t *testing.T) {
 // Ensure the upstream gets exactly the pending bytes and then the client's
 // bytes, in order (hash of the whole stream).
 func TestForwardPendingFirst(t *testing.T) {
-	up := newUpstream(t, "tcp4", "127.0.0.1:0")
-	d := newDialer(t, up.ln.Addr().String(), relay.Plain)
-	client, acc := pair(t, "tcp4", "127.0.0.1:0", "")
-	uc, err := d.Dial(context.Background(), apOf(acc.RemoteAddr()), apOf(acc.LocalAddr()), relay.Meta{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	up, client, acc, uc := plainSetup(t)
 	pending := make([]byte, 100_000)
 	rand.Read(pending)
 	go relay.Forward(acc, pending, uc, 30*time.Second)
@@ -218,13 +228,7 @@ func TestForwardPendingFirst(t *testing.T) {
 // Ensure a connection where nothing moves ends with EndIdleTimeout and
 // both peers see it closed.
 func TestForwardIdleTimeout(t *testing.T) {
-	up := newUpstream(t, "tcp4", "127.0.0.1:0")
-	d := newDialer(t, up.ln.Addr().String(), relay.Plain)
-	_, acc := pair(t, "tcp4", "127.0.0.1:0", "")
-	uc, err := d.Dial(context.Background(), apOf(acc.RemoteAddr()), apOf(acc.LocalAddr()), relay.Meta{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	up, _, acc, uc := plainSetup(t)
 	res := make(chan relay.Result, 1)
 	go func() { res <- relay.Forward(acc, nil, uc, 300*time.Millisecond) }()
 	up.next(t)
@@ -241,13 +245,7 @@ func TestForwardIdleTimeout(t *testing.T) {
 // Ensure a transfer that runs longer than the idle timeout, one way only,
 // is not ended by it (the silent direction sees the other's progress).
 func TestForwardBusyIsNotIdle(t *testing.T) {
-	up := newUpstream(t, "tcp4", "127.0.0.1:0")
-	d := newDialer(t, up.ln.Addr().String(), relay.Plain)
-	client, acc := pair(t, "tcp4", "127.0.0.1:0", "")
-	uc, err := d.Dial(context.Background(), apOf(acc.RemoteAddr()), apOf(acc.LocalAddr()), relay.Meta{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	up, client, acc, uc := plainSetup(t)
 	const idle = 200 * time.Millisecond
 	res := make(chan relay.Result, 1)
 	go func() { res <- relay.Forward(acc, nil, uc, idle) }()

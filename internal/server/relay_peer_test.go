@@ -18,12 +18,12 @@ import (
 	"github.com/originlens/originlens/internal/server"
 )
 
-const nginxBin = "/usr/sbin/nginx"
+const relayNginxBin = "/usr/sbin/nginx"
 
-// runPeer starts a real server (haproxy or nginx) in the foreground with
+// runRelayPeer starts a real server (haproxy or nginx) in the foreground with
 // cfg written to dir/name until the test ends, and waits until addr
 // accepts connections.
-func runPeer(t *testing.T, bin string, args []string, addr string) {
+func runRelayPeer(t *testing.T, bin string, args []string, addr string) {
 	t.Helper()
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, args...)
@@ -67,8 +67,8 @@ func TestRelayHeaderToRealPeers(t *testing.T) {
 	if _, err := os.Stat(haproxyBin); err != nil {
 		t.Skipf("skipping: %s not installed: %v", haproxyBin, err)
 	}
-	if _, err := os.Stat(nginxBin); err != nil {
-		t.Skipf("skipping: %s not installed: %v", nginxBin, err)
+	if _, err := os.Stat(relayNginxBin); err != nil {
+		t.Skipf("skipping: %s not installed: %v", relayNginxBin, err)
 	}
 	dir := t.TempDir()
 	addrs := freeAddrs(t, 2)
@@ -90,7 +90,7 @@ frontend upstream
     bind `+hapAddr+` accept-proxy
     http-request return status 200 content-type text/plain lf-string "`+answer+`\n"
 `), 0o600)
-	runPeer(t, haproxyBin, []string{"-db", "-f", hcfg}, hapAddr)
+	runRelayPeer(t, haproxyBin, []string{"-db", "-f", hcfg}, hapAddr)
 
 	ncfg := filepath.Join(dir, "nginx.conf")
 	os.WriteFile(ncfg, []byte(`load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -106,7 +106,7 @@ stream {
     }
 }
 `), 0o600)
-	runPeer(t, nginxBin, []string{"-c", ncfg, "-p", dir, "-e", "stderr"}, ngxAddr)
+	runRelayPeer(t, relayNginxBin, []string{"-c", ncfg, "-p", dir, "-e", "stderr"}, ngxAddr)
 
 	for _, tc := range []struct {
 		peer, addr, src string
@@ -124,7 +124,7 @@ stream {
 				c.Decider = deciderFunc(func(netip.Addr, geo.Location) policy.Decision {
 					return policy.Decision{Decision: policy.Serve, Rule: "r", Region: "eu"}
 				})
-				c.Locator = locatorFunc(func(netip.Addr) geo.Location { return geo.Location{CountryISO: "DE", ASN: 64500} })
+				c.Locator = relayLocator(func(netip.Addr) geo.Location { return geo.Location{CountryISO: "DE", ASN: 64500} })
 			})
 			conn := dialFrom(t, tc.src, ts.addr)
 			if tc.send != "" {
@@ -135,7 +135,7 @@ stream {
 				t.Fatal(err)
 			}
 			port := addrOf(t, conn.LocalAddr()).Port()
-			want := tc.src + " " + itoa(port)
+			want := tc.src + " " + relayPort(port)
 			if tc.peer == "haproxy" && tlvs && tc.mode == relay.ProxyV2 {
 				want += " DE serve"
 			}
@@ -146,7 +146,7 @@ stream {
 	}
 }
 
-// locatorFunc is a Locator from a function.
-type locatorFunc func(netip.Addr) geo.Location
+// relayLocator is a Locator from a function.
+type relayLocator func(netip.Addr) geo.Location
 
-func (f locatorFunc) Lookup(a netip.Addr) geo.Location { return f(a) }
+func (f relayLocator) Lookup(a netip.Addr) geo.Location { return f(a) }

@@ -31,7 +31,7 @@ type relayUpstream struct {
 	accepts atomic.Int64
 }
 
-func startUpstream(t *testing.T, serve func(c *net.TCPConn)) *relayUpstream {
+func startRelayUpstream(t *testing.T, serve func(c *net.TCPConn)) *relayUpstream {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -65,7 +65,7 @@ func relayDialer(t *testing.T, upstream string, mode relay.Mode) *relay.Dialer {
 	return d
 }
 
-func randomBytes(n int) []byte {
+func relayRandom(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
 	return b
@@ -102,9 +102,9 @@ func TestRelayBytesUnchanged(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			const n = 4 << 20
-			down := randomBytes(n)
+			down := relayRandom(n)
 			seen := make(chan relayed, 1)
-			up := startUpstream(t, func(c *net.TCPConn) {
+			up := startRelayUpstream(t, func(c *net.TCPConn) {
 				br := bufio.NewReader(c)
 				var r relayed
 				if tc.wantProxy != 0 {
@@ -136,7 +136,7 @@ func TestRelayBytesUnchanged(t *testing.T) {
 			} else {
 				client = addrOf(t, conn.LocalAddr())
 			}
-			payload := randomBytes(n)
+			payload := relayRandom(n)
 			gotDown := make(chan []byte, 1)
 			go func() { b, _ := io.ReadAll(conn); gotDown <- b }()
 			if _, err := conn.Write(append(hdr, payload...)); err != nil {
@@ -160,7 +160,7 @@ func TestRelayBytesUnchanged(t *testing.T) {
 				}
 			}
 			ev := ts.rec.wait(1)[0]
-			if ev.Relay.Mode != tc.mode.String() || ev.Relay.Upstream.IP.String()+":"+itoa(ev.Relay.Upstream.Port) != up.addr {
+			if ev.Relay.Mode != tc.mode.String() || ev.Relay.Upstream.IP.String()+":"+relayPort(ev.Relay.Upstream.Port) != up.addr {
 				t.Errorf("event relay = %+v, want mode %s upstream %s", ev.Relay, tc.mode, up.addr)
 			}
 			if ev.Relay.End != relay.EndClientClosed && ev.Relay.End != relay.EndUpstreamClosed {
@@ -179,14 +179,14 @@ func TestRelayBytesUnchanged(t *testing.T) {
 	}
 }
 
-func itoa(p uint16) string {
+func relayPort(p uint16) string {
 	return netip.AddrPortFrom(netip.IPv4Unspecified(), p).String()[len("0.0.0.0:"):]
 }
 
 // Ensure a denied client is closed without a byte and the upstream never
 // sees a connection; the event says denied.
 func TestRelayDeniedNeverReachesUpstream(t *testing.T) {
-	up := startUpstream(t, func(c *net.TCPConn) {})
+	up := startRelayUpstream(t, func(c *net.TCPConn) {})
 	ts := startServer(t, func(c *server.Config) {
 		c.Relay = relayDialer(t, up.addr, relay.Plain)
 		c.Decider = deciderFunc(func(netip.Addr, geo.Location) policy.Decision {
@@ -238,7 +238,7 @@ func TestRelayUpstreamRefused(t *testing.T) {
 // Ensure a relayed connection where nothing moves ends with the idle
 // timeout, closing the client.
 func TestRelayIdleTimeout(t *testing.T) {
-	up := startUpstream(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
+	up := startRelayUpstream(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) })
 	ts := startServer(t, func(c *server.Config) {
 		c.Relay = relayDialer(t, up.addr, relay.Plain)
 		c.IdleTimeout = 300 * time.Millisecond
@@ -258,7 +258,7 @@ func TestRelayIdleTimeout(t *testing.T) {
 // has sent nothing.
 func TestRelayServerFirst(t *testing.T) {
 	const banner = "SSH-2.0-OpenSSH_9.2 test\r\n"
-	up := startUpstream(t, func(c *net.TCPConn) {
+	up := startRelayUpstream(t, func(c *net.TCPConn) {
 		c.Write([]byte(banner))
 		io.Copy(c, c) // then echo
 	})

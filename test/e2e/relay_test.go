@@ -34,9 +34,9 @@ func (tp *topology) relayRouting() {
 	}
 }
 
-// startNginxStream runs nginx in the target with one stream server per
+// relayNginx runs nginx in the target with one stream server per
 // listen line, each returning body (nginx variables allowed) and closing.
-func (tp *topology) startNginxStream(servers map[string]string, port int) {
+func (tp *topology) relayNginx(servers map[string]string, port int) {
 	tp.t.Helper()
 	dir := tp.t.TempDir()
 	var b strings.Builder
@@ -49,12 +49,12 @@ func (tp *topology) startNginxStream(servers map[string]string, port int) {
 	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
 		tp.t.Fatal(err)
 	}
-	tp.background("nginx", "nginx", "-c", conf, "-p", dir, "-e", "stderr")
+	tp.relayBackground("nginx", "nginx", "-c", conf, "-p", dir, "-e", "stderr")
 	tp.waitListen("target", port)
 }
 
-// background runs a command in the target until the test ends.
-func (tp *topology) background(name string, args ...string) {
+// relayBackground runs a command in the target until the test ends.
+func (tp *topology) relayBackground(name string, args ...string) {
 	tp.t.Helper()
 	c := tp.cmd("target", args...)
 	var logs bytes.Buffer
@@ -71,10 +71,10 @@ func (tp *topology) background(name string, args ...string) {
 	})
 }
 
-// fetch connects from the client namespace to target (socat syntax, e.g.
+// relayFetch connects from the client namespace to target (socat syntax, e.g.
 // TCP4:203.0.113.200:8080), sends nothing, and returns what it read until
 // the server closed.
-func (tp *topology) fetch(target string) string {
+func (tp *topology) relayFetch(target string) string {
 	tp.t.Helper()
 	c := tp.cmd("client", "socat", "-T", "20", "-u", target, "STDOUT")
 	out, err := c.CombinedOutput()
@@ -109,21 +109,21 @@ func TestRelayTransparentBehindProxyV2(t *testing.T) {
 	tp := newTopology(t)
 	tp.nlbHAProxy(false)
 	tp.relayRouting()
-	tp.startNginxStream(map[string]string{"127.0.0.1:9000": "$remote_addr"}, 9000)
-	tp.background("socat", "socat", "TCP4-LISTEN:9001,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR")
+	tp.relayNginx(map[string]string{"127.0.0.1:9000": "$remote_addr"}, 9000)
+	tp.relayBackground("socat", "socat", "TCP4-LISTEN:9001,bind=127.0.0.1,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR")
 	tp.waitListen("target", 9001)
 	relayArgs := []string{"--proxy-protocol", "trusted", "--trusted-proxies", nlbNet4}
 
 	t.Run("nginx", func(t *testing.T) {
 		a := tp.startApp(t, append(relayArgs, "--upstream", "127.0.0.1:9000")...)
-		if got := tp.fetch("TCP4:" + accelIP4 + ":8080"); got != clientIP4 {
+		if got := tp.relayFetch("TCP4:" + accelIP4 + ":8080"); got != clientIP4 {
 			t.Errorf("nginx upstream saw %q, want the client %s", got, clientIP4)
 		}
 		expectRelayed(t, a, clientIP4, event.ViaProxyV2, "127.0.0.1", "transparent")
 	})
 	t.Run("socat", func(t *testing.T) {
 		a := tp.startApp(t, append(relayArgs, "--upstream", "127.0.0.1:9001")...)
-		if got := tp.fetch("TCP4:" + accelIP4 + ":8080"); got != clientIP4 {
+		if got := tp.relayFetch("TCP4:" + accelIP4 + ":8080"); got != clientIP4 {
 			t.Errorf("socat upstream saw %q, want the client %s", got, clientIP4)
 		}
 		expectRelayed(t, a, clientIP4, event.ViaProxyV2, "127.0.0.1", "transparent")
@@ -153,15 +153,15 @@ func TestRelayTransparentPreservationOff(t *testing.T) {
 	tp := newTopology(t)
 	tp.nlbForward(false)
 	tp.relayRouting()
-	tp.startNginxStream(map[string]string{"127.0.0.1:9000": "$remote_addr", "[::1]:9000": "$remote_addr"}, 9000)
+	tp.relayNginx(map[string]string{"127.0.0.1:9000": "$remote_addr", "[::1]:9000": "$remote_addr"}, 9000)
 	a := tp.startApp(t, "--proxy-protocol", "off", "--upstream", "localhost:9000")
-	if got := tp.fetch("TCP4:" + accelIP4 + ":8080"); got != clientIP4 {
+	if got := tp.relayFetch("TCP4:" + accelIP4 + ":8080"); got != clientIP4 {
 		t.Errorf("upstream saw %q, want the client %s", got, clientIP4)
 	}
 	expectRelayed(t, a, clientIP4, event.ViaDirect, "127.0.0.1", "transparent")
 
 	// (5) IPv6: the same relay, an IPv6 client, the upstream's ::1.
-	if got := tp.fetch("TCP6:[" + accelIP6 + "]:8080"); got != clientIP6 {
+	if got := tp.relayFetch("TCP6:[" + accelIP6 + "]:8080"); got != clientIP6 {
 		t.Errorf("IPv6: upstream saw %q, want the client %s", got, clientIP6)
 	}
 	if ev := lastEvent(t, a, 2); ev.Source.IP != mustAddr(clientIP6) || ev.Relay.Upstream.IP != mustAddr("::1") || ev.Network.Type != "ipv6" {
@@ -179,13 +179,13 @@ func TestRelayDeniedNeverReachesUpstream(t *testing.T) {
 	dir := t.TempDir()
 	seen := filepath.Join(dir, "seen")
 	for _, listen := range []string{"TCP4-LISTEN:9001,bind=127.0.0.1,fork,reuseaddr", "TCP6-LISTEN:9001,bind=[::1],ipv6only=1,fork,reuseaddr"} {
-		tp.background("socat", "socat", listen, "SYSTEM:echo $SOCAT_PEERADDR | tee -a "+seen)
+		tp.relayBackground("socat", "socat", listen, "SYSTEM:echo $SOCAT_PEERADDR | tee -a "+seen)
 	}
 	tp.waitListen("target", 9001)
 	policy := filepath.Join(dir, "policy.yaml")
 	os.WriteFile(policy, []byte("default: {decision: serve}\nrules:\n  - name: no-test-client\n    when: {cidr: ["+clientIP4+"/32]}\n    then: {decision: deny, reason: test}\n"), 0o644)
 	a := tp.startApp(t, "--proxy-protocol", "off", "--upstream", "127.0.0.1:9001", "--policy", policy)
-	if got := tp.fetch("TCP4:" + accelIP4 + ":8080"); got != "" {
+	if got := tp.relayFetch("TCP4:" + accelIP4 + ":8080"); got != "" {
 		t.Errorf("denied client read %q, want nothing", got)
 	}
 	ev := lastEvent(t, a, 1)
@@ -196,7 +196,7 @@ func TestRelayDeniedNeverReachesUpstream(t *testing.T) {
 	// log file works and the IPv4 client's absence from it means something.
 	// socat writes IPv6 addresses in full: [2001:0db8:0001:...:0010].
 	const socat6 = "[2001:0db8:0001:0000:0000:0000:0000:0010]"
-	if got := tp.fetch("TCP6:[" + accelIP6 + "]:8080"); got != socat6 {
+	if got := tp.relayFetch("TCP6:[" + accelIP6 + "]:8080"); got != socat6 {
 		t.Errorf("the allowed IPv6 client got %q, want the upstream's %s", got, socat6)
 	}
 	b, _ := os.ReadFile(seen)
@@ -212,9 +212,9 @@ func TestRelayProxyV2ToNginx(t *testing.T) {
 	requireRelayEnv(t)
 	tp := newTopology(t)
 	tp.nlbHAProxy(false)
-	tp.startNginxStream(map[string]string{"127.0.0.1:9002 proxy_protocol": "$proxy_protocol_addr via $remote_addr"}, 9002)
+	tp.relayNginx(map[string]string{"127.0.0.1:9002 proxy_protocol": "$proxy_protocol_addr via $remote_addr"}, 9002)
 	a := tp.startApp(t, "--proxy-protocol", "trusted", "--trusted-proxies", nlbNet4, "--upstream", "127.0.0.1:9002", "--upstream-mode", "proxy-v2")
-	if got, want := tp.fetch("TCP4:"+accelIP4+":8080"), clientIP4+" via 127.0.0.1"; got != want {
+	if got, want := tp.relayFetch("TCP4:"+accelIP4+":8080"), clientIP4+" via 127.0.0.1"; got != want {
 		t.Errorf("nginx answered %q, want %q", got, want)
 	}
 	expectRelayed(t, a, clientIP4, event.ViaProxyV2, "127.0.0.1", "proxy-v2")

@@ -252,5 +252,32 @@ func TestRelayStartupCheck(t *testing.T) {
 		}
 	}
 	tp.relayRouting()
+
+	// With the routing but without the capability (an unprivileged user):
+	// exit 2 naming CAP_NET_ADMIN.
+	if setpriv, err := exec.LookPath("setpriv"); err == nil {
+		dir, err := os.MkdirTemp("", "relay-check-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		bin := filepath.Join(dir, "app")
+		data, err := os.ReadFile(binary(t, "app"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(bin, data, 0o755)
+		os.Chmod(dir, 0o755)
+		c := tp.cmd("target", setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+			bin, "--listen", "127.0.0.1:8081", "--admin", "", "--upstream", "127.0.0.1:9000")
+		out, err := c.CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "CAP_NET_ADMIN") || !strings.Contains(string(out), "not permitted") {
+			t.Errorf("app as nobody with the routing: %v, want exit 2 saying IP_TRANSPARENT is not permitted\n%s", err, out)
+		}
+	} else {
+		t.Log("setpriv not found: the capability half of the check is not exercised")
+	}
+
 	tp.startApp(t, "--upstream", "127.0.0.1:9000") // fails the test if it never listens
 }

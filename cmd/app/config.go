@@ -257,7 +257,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	}
 	check("log-format", oneOf(*logFormat, "text", "json"))
 	cfg.Upstream, cfg.UpstreamMark = *upstream, *upstreamMark
-	check("upstream", checkUpstream(*upstream))
+	check("upstream", checkUpstream(*upstream, *listen))
 	umode, uerr := relay.ParseMode(*upstreamMode)
 	check("upstream-mode", uerr)
 	cfg.UpstreamMode = umode
@@ -285,13 +285,22 @@ func checkHostPort(s string, optional bool) error {
 }
 
 // checkUpstream accepts an empty value (no relay) or host:port with a port
-// 1-65535.
-func checkUpstream(s string) error {
+// 1-65535 that is not the app's own listen address (a relay loop would eat
+// every descriptor).
+func checkUpstream(s, listen string) error {
 	if s == "" {
 		return nil
 	}
 	if err := checkHostPort(s, false); err != nil || strings.HasSuffix(s, ":0") {
 		return fmt.Errorf("address %q: want host:port with a port 1-65535, e.g. 127.0.0.1:8080", s)
+	}
+	uh, up, _ := net.SplitHostPort(s)
+	lh, lp, err := net.SplitHostPort(listen)
+	if err == nil && up == lp {
+		la, _ := netip.ParseAddr(lh)
+		if lh == "" || la.IsUnspecified() || lh == uh {
+			return fmt.Errorf("address %q is the app's own --listen %q: the relay would connect to itself; use the service's port, e.g. 127.0.0.1:8080", s, listen)
+		}
 	}
 	return nil
 }

@@ -27,6 +27,10 @@ func TestParseConfigRelay(t *testing.T) {
 	if err != nil || cfg.Upstream != "127.0.0.1:8080" || cfg.UpstreamMode != relay.ProxyV2 || cfg.UpstreamMark != 123 {
 		t.Fatalf("relay flags: %+v, %v", cfg, err)
 	}
+	// Another address on the listen port is no loop.
+	if _, err := parseConfig([]string{"--listen", "10.0.0.5:80", "--upstream", "127.0.0.1:80"}, env(nil), io.Discard); err != nil {
+		t.Errorf("--listen 10.0.0.5:80 --upstream 127.0.0.1:80: %v", err)
+	}
 	cfg, err = parseConfig(nil, env(map[string]string{"APP_UPSTREAM": "localhost:22"}), io.Discard)
 	if err != nil || cfg.Upstream != "localhost:22" {
 		t.Fatalf("APP_UPSTREAM: %+v, %v", cfg, err)
@@ -39,6 +43,9 @@ func TestParseConfigRelay(t *testing.T) {
 		{[]string{"--upstream", "127.0.0.1:0"}, "--upstream:"},
 		{[]string{"--upstream", "127.0.0.1:99999"}, "--upstream:"},
 		{[]string{"--upstream-mode", "proxy"}, "--upstream-mode:"},
+		{[]string{"--upstream", "127.0.0.1:80"}, "--upstream:"}, // the default --listen :80: a loop
+		{[]string{"--upstream", "localhost:80"}, "--upstream:"}, // the same
+		{[]string{"--listen", "127.0.0.1:81", "--upstream", "127.0.0.1:81"}, "--upstream:"},
 		{[]string{"--upstream-mark", "-1"}, "--upstream-mark:"},
 	} {
 		_, err := parseConfig(tt.args, env(nil), io.Discard)

@@ -279,3 +279,28 @@ func TestRelayServerFirst(t *testing.T) {
 		t.Errorf("relay.end %q, destination.bytes %d", ev.Relay.End, ev.Destination.Bytes)
 	}
 }
+
+// Ensure a relayed connection still open at the end of the drain is closed
+// on both sides and published as shutdown.
+func TestRelayDrainClosesBothSides(t *testing.T) {
+	upClosed := make(chan struct{})
+	up := startRelayUpstream(t, func(c *net.TCPConn) {
+		c.Write([]byte("hi\n"))
+		io.Copy(io.Discard, c) // until the relay closes its side
+		close(upClosed)
+	})
+	ts := startServer(t, func(c *server.Config) { c.Relay = relayDialer(t, up.addr, relay.Plain) })
+	conn := dial(t, ts.addr)
+	if l, err := bufio.NewReader(conn).ReadString('\n'); l != "hi\n" {
+		t.Fatalf("client read %q, %v", l, err)
+	}
+	ts.stop(t) // drain timeout 2 s, then the open connection is closed
+	select {
+	case <-upClosed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the upstream connection was not closed at the end of the drain")
+	}
+	if ev := ts.rec.wait(1)[0]; ev.Event.Reason != "shutdown" || ev.Relay.Mode != "plain" {
+		t.Errorf("event reason %q relay %+v, want shutdown", ev.Event.Reason, ev.Relay)
+	}
+}

@@ -270,7 +270,7 @@ func (d *Dialer) Dial(ctx context.Context, client, server netip.AddrPort, m Meta
 func dialTransparent(ctx context.Context, client, up netip.AddrPort, mark int) (net.Conn, error) {
 	nd := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(client), Control: control(true, false, mark), KeepAlive: -1}
 	c, err := nd.DialContext(ctx, "tcp", up.String())
-	if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) && client.Port() != 0 {
+	if client.Port() != 0 && (errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL)) {
 		nd.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(client.Addr(), 0))
 		nd.Control = control(true, true, mark)
 		c, err = nd.DialContext(ctx, "tcp", up.String())

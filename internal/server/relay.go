@@ -56,7 +56,10 @@ func (s *Server) relay(c *conn, rc net.Conn, o *origin.Origin, loc *geo.Location
 	if err != nil {
 		ev.Relay.End = relay.DialEnd(err)
 		s.metrics.upstreamError(ev.Relay.End)
-		s.log.Warn("upstream dial failed", "event.id", ev.Event.ID, "upstream", up, "client", o.Client, "err", err)
+		// publish logs the refusal (with the reason) at info; the cause,
+		// once per connection, only at debug: an upstream that is down
+		// must not flood the log (the metric counts it).
+		s.log.Debug("upstream dial failed", "event.id", ev.Event.ID, "upstream", up, "client", o.Client, "err", err)
 		return ending{event.ActionRefused, event.OutcomeFailure, ev.Relay.End}
 	}
 	defer uc.Close()

@@ -60,6 +60,11 @@ bench: ## Go micro-benchmarks (benchstat-friendly)
 bench-peer: build ## app vs nginx stream+geoip2 on loopback (needs nginx; see BENCHMARKS.md)
 	@./scripts/bench-peer.sh
 
+.PHONY: bench-relay
+bench-relay: build ## app relay vs HAProxy usesrc clientip and nginx proxy_bind transparent (root; see BENCHMARKS.md)
+	$(GO) build -o $(BIN)/bench-relay ./bench/relay
+	./$(BIN)/bench-relay -app $(BIN)/app $(BENCH_RELAY_FLAGS)
+
 .PHONY: package
 package: ## build the Linux amd64 release tarball for the CloudFormation stack
 	@./scripts/package.sh

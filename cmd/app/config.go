@@ -17,6 +17,7 @@ import (
 	"github.com/originlens/originlens/internal/geo"
 	"github.com/originlens/originlens/internal/limit"
 	"github.com/originlens/originlens/internal/origin"
+	"github.com/originlens/originlens/internal/relay"
 	"github.com/originlens/originlens/internal/udp"
 )
 
@@ -64,6 +65,10 @@ type config struct {
 	SpoolFsyncInterval     time.Duration
 	KafkaBuffer            string // kafka.BufferMemory or kafka.BufferDisk
 	KafkaRetryInterval     time.Duration
+
+	Upstream     string     // --upstream host:port; empty: the app answers itself
+	UpstreamMode relay.Mode // --upstream-mode
+	UpstreamMark int        // --upstream-mark; 0: none
 
 	LogLevel  slog.Level
 	LogFormat string // text or json
@@ -151,6 +156,9 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		spoolFsync   = fs.Duration("spool-fsync-interval", time.Second, "how often the spool is fsynced")
 		kafkaRetry   = fs.Duration("kafka-retry-interval", 2*time.Second, "how often a degraded Kafka sink probes the broker")
 		kafkaBuffer  = fs.String("kafka-buffer", "disk", "where an event waits for Kafka: disk (appended to the spool before it counts as published: a SIGKILL loses none; ~1.5 µs more per event) or memory (a SIGKILL loses the queue and the batch in flight)")
+		upstream     = fs.String("upstream", "", "relay served clients to this host:port instead of answering (e.g. 127.0.0.1:8080); empty: answer")
+		upstreamMode = fs.String("upstream-mode", "transparent", "how the upstream learns the client: transparent, proxy-v2, proxy-v1 or plain")
+		upstreamMark = fs.Int("upstream-mark", 0, "SO_MARK (fwmark) on upstream connections, for policy routing; 0: none")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		logFormat    = fs.String("log-format", "text", "log format: text or json")
 		printVersion = fs.Bool("version", false, "print the version and exit")
@@ -294,6 +302,12 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		check("udp-rate-per-ip", fmt.Errorf("must be a finite number, not negative, got %v", r))
 	}
 	check("udp-burst-per-ip", atLeast(*udpBurst, 0))
+	cfg.Upstream, cfg.UpstreamMark = *upstream, *upstreamMark
+	check("upstream", checkUpstream(*upstream, *listen))
+	umode, uerr := relay.ParseMode(*upstreamMode)
+	check("upstream-mode", uerr)
+	cfg.UpstreamMode = umode
+	check("upstream-mark", atLeast(*upstreamMark, 0))
 	if err != nil {
 		return config{}, err
 	}
@@ -312,6 +326,27 @@ func checkHostPort(s string, optional bool) error {
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && !strings.HasSuffix(s, ":0")) {
 		return fmt.Errorf("address %q: port must be a number 0-65535", s)
+	}
+	return nil
+}
+
+// checkUpstream accepts an empty value (no relay) or host:port with a port
+// 1-65535 that is not the app's own listen address (a relay loop would eat
+// every descriptor).
+func checkUpstream(s, listen string) error {
+	if s == "" {
+		return nil
+	}
+	if err := checkHostPort(s, false); err != nil || strings.HasSuffix(s, ":0") {
+		return fmt.Errorf("address %q: want host:port with a port 1-65535, e.g. 127.0.0.1:8080", s)
+	}
+	uh, up, _ := net.SplitHostPort(s)
+	lh, lp, err := net.SplitHostPort(listen)
+	if err == nil && up == lp {
+		la, _ := netip.ParseAddr(lh)
+		if lh == "" || la.IsUnspecified() || lh == uh {
+			return fmt.Errorf("address %q is the app's own --listen %q: the relay would connect to itself; use the service's port, e.g. 127.0.0.1:8080", s, listen)
+		}
 	}
 	return nil
 }

@@ -63,6 +63,10 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &configError{err}
 	}
+	upstream, err := newRelay(ctx, cfg, log)
+	if err != nil {
+		return &configError{err}
+	}
 	rules, err := newLivePolicy(cfg.Policy, reg)
 	if err != nil {
 		return &configError{err}
@@ -84,7 +88,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return &configError{err}
 	}
 	srv, err := server.New(server.Config{
-		Resolver: resolver, Locator: db, Decider: rules, Limiter: limiter, Publisher: pub,
+		Resolver: resolver, Locator: db, Decider: rules, Limiter: limiter, Publisher: pub, Relay: upstream,
 		MaxConns: cfg.MaxConns, FirstBytesTimeout: cfg.FirstBytesTimeout, IdleTimeout: cfg.IdleTimeout,
 		MaxLine: cfg.MaxLine, DrainTimeout: cfg.DrainTimeout,
 		Logger: log, Registerer: reg,

@@ -77,7 +77,8 @@ type Event struct {
 	ClientIP    ClientIP    `json:"clientip"`
 	Residency   Residency   `json:"residency,omitzero"`
 	App         App         `json:"app,omitzero"`
-	Flow        Flow        `json:"flow,omitzero"` // UDP flows only
+	Flow        Flow        `json:"flow,omitzero"`  // UDP flows only
+	Relay       Relay       `json:"relay,omitzero"` // set only when the app relays to an upstream (--upstream)
 }
 
 // ECS names the schema version the field names follow.
@@ -236,6 +237,17 @@ type Flow struct {
 	RateLimited int64 `json:"rate_limited,omitempty"`
 	// Truncated counts the replies cut to the amplification bound.
 	Truncated int64 `json:"truncated,omitempty"`
+}
+
+// Relay describes a connection the app relayed to an upstream service.
+// Source.Bytes and Destination.Bytes then count what the client sent
+// (PROXY header included) and what it received from the upstream.
+type Relay struct {
+	Upstream Peer   `json:"upstream"` // the upstream address dialed (or that would have been)
+	Mode     string `json:"mode"`     // transparent, proxy-v2, proxy-v1 or plain
+	// End is how it ended: client-closed, upstream-closed, upstream-refused,
+	// upstream-unreachable, idle-timeout or denied (never dialed).
+	End string `json:"end"`
 }
 
 // New returns an event for a connection accepted at start, with a fresh

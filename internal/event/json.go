@@ -199,6 +199,17 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 		b = appendOptInt(b, "truncated", f.Truncated)
 		b = append(b, '}')
 	}
+	if r := &e.Relay; *r != (Relay{}) {
+		b = append(b, `,"relay":{"upstream":{"ip":`...)
+		b = appendAddr(b, r.Upstream.IP)
+		b = append(b, `,"port":`...)
+		b = strconv.AppendUint(b, uint64(r.Upstream.Port), 10)
+		b = append(b, `},"mode":`...)
+		b = appendString(b, r.Mode)
+		b = append(b, `,"end":`...)
+		b = appendString(b, r.End)
+		b = append(b, '}')
+	}
 	return append(b, '}'), nil
 }
 

@@ -41,6 +41,7 @@ func SampleEvent(i int, ts time.Time) event.Event {
 	ev.ClientIP.LimitPrefix = netip.PrefixFrom(ev.Source.IP, 32)
 	ev.Residency = event.Residency{Jurisdiction: "EU", Decision: c.decision, Region: "eu-central-1", Rule: "eu-only"}
 	ev.App.Lang = "de"
+	ev.Relay = event.Relay{Upstream: event.Peer{IP: netip.MustParseAddr("127.0.0.1"), Port: 8080}, Mode: "transparent", End: "client-closed"}
 	ev.Finish(ts)
 	return ev
 }

@@ -97,7 +97,7 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 	fmt.Fprintf(tw, "  events\tproduced %s (Kafka topic %s), %s\n", num(r.Produced, "unknown"), topic, ingested)
 	ht, withHeatmap := r.heatmapRun()
 	if withHeatmap {
-		fmt.Fprintf(tw, "  heat map\t%d events, %d cells, unplaced %d, refused %d\t(ingest's live view: its page's counters)\n",
+		fmt.Fprintf(tw, "  heat map\t%d events, %d cells, unplaced %d, refused %d\t(the heat-map page's counters)\n",
 			ht.Events, len(r.Heatmap.Cells), ht.Unplaced, ht.Refused)
 	}
 	tw.Flush()

@@ -94,7 +94,7 @@ func runChromium(t *testing.T, bin, url string, extra ...string) []byte {
 	t.Helper()
 	args := []string{
 		"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--no-first-run", "--disable-sync", "--disable-extensions",
+		"--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync", "--disable-extensions",
 		"--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
 		"--user-data-dir=" + t.TempDir(),
 		"--virtual-time-budget=5000",
@@ -450,4 +450,102 @@ func TestBrowserTransport(t *testing.T) {
 	if !bytes.Contains(dom, []byte(`<fieldset id="transport" data-value="udp">`)) {
 		t.Errorf("the transport selector does not show udp")
 	}
+}
+
+// TestBrowserInteractive uses the page as a person does, through the
+// DevTools protocol: clicks on the table's headers sort it, the table
+// scrolls inside its own box, the legend's check boxes hide and show a
+// decision's markers, the map follows the window's width when it is
+// resized, and the transport buttons switch the data.
+func TestBrowserInteractive(t *testing.T) {
+	bin := chromium(t)
+	a := tableAggregator(t)
+	for _, e := range mixedEvents(t) {
+		if e.Network.Transport == heatmap.TransportUDP {
+			a.Add(e)
+		}
+	}
+	snap := snapshot(t, a)
+	udp := snapshotOf(t, a, heatmap.Filter{Transport: heatmap.TransportUDP})
+	srv := httptest.NewServer(heatmap.Handler(a))
+	defer srv.Close()
+	p := openPage(t, bin, srv.URL+"/", 1100, 900)
+
+	rows := func() []string {
+		var iso []string
+		p.eval(`[...document.querySelectorAll("#countries tbody tr")].map((r) => r.dataset.iso)`, &iso)
+		return iso
+	}
+	sorted := func(less func(x, y heatmap.Country) int) []string {
+		c := slices.Clone(snap.Countries)
+		slices.SortFunc(c, less)
+		var iso []string
+		for _, x := range c {
+			iso = append(iso, x.ISO)
+		}
+		return iso
+	}
+	byISO := func(x, y heatmap.Country) int { return strings.Compare(x.ISO, y.ISO) }
+	for _, tt := range []struct {
+		header, want string
+		order        []string
+	}{
+		{"iso", "iso,asc", sorted(byISO)},
+		{"iso", "iso,desc", sorted(func(x, y heatmap.Country) int { return byISO(y, x) })},
+		{"redirect", "redirect,desc", sorted(func(x, y heatmap.Country) int {
+			return cmp.Or(cmp.Compare(y.Decisions.Redirect, x.Decisions.Redirect), byISO(x, y))
+		})},
+		{"count", "count,desc", sorted(func(x, y heatmap.Country) int { return cmp.Or(cmp.Compare(y.Count, x.Count), byISO(x, y)) })},
+	} {
+		p.click(`#countries th[data-key="` + tt.header + `"] button`)
+		p.waitFor("sort "+tt.want, `document.getElementById("countries").dataset.sort === "`+tt.want+`"`)
+		if got := rows(); !slices.Equal(got, tt.order) {
+			t.Errorf("after a click on %s: rows %v, want %v", tt.header, got, tt.order)
+		}
+	}
+
+	var scroll struct {
+		Overflow                string
+		ScrollHeight, Height    float64
+		PageScrollY, BoxScrollY float64
+	}
+	p.eval(`(() => { const w = document.getElementById("table-wrap"); w.scrollTop = 120;
+		return {overflow: getComputedStyle(w).overflowY, scrollHeight: w.scrollHeight, height: w.clientHeight,
+			pageScrollY: window.scrollY, boxScrollY: w.scrollTop}; })()`, &scroll)
+	if scroll.Overflow != "auto" || scroll.ScrollHeight <= scroll.Height || scroll.BoxScrollY != 120 {
+		t.Errorf("table box %+v: want a fixed-height box that scrolls its %d rows", scroll, len(snap.Countries))
+	}
+
+	p.click(`#legend input[data-layer="deny"]`)
+	p.waitFor("no deny markers", `document.getElementById("map").dataset.markersDeny === "0"`)
+	var serve string
+	p.eval(`document.getElementById("map").dataset.markersServe`, &serve)
+	if serve == "0" {
+		t.Errorf("hiding the denied layer hid the served one")
+	}
+	p.click(`#legend input[data-layer="deny"]`)
+	p.waitFor("deny markers back", `document.getElementById("map").dataset.markersDeny !== "0"`)
+
+	for _, w := range []int{700, 1400} {
+		p.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": w, "height": 900, "deviceScaleFactor": 1, "mobile": false}, nil)
+		p.waitFor(fmt.Sprintf("the map at %d px", w), fmt.Sprintf(`(() => { const d = Number(document.getElementById("map").dataset.width); return d > %d && d <= %d; })()`, w-40, w))
+		var d map[string]string
+		p.eval(`Object.assign({}, document.getElementById("map").dataset)`, &d)
+		checkNothingCut(t, projectionOf(t, d), snap)
+	}
+
+	p.click(`#transport input[value="udp"]`)
+	p.waitFor("the UDP data", `document.getElementById("map").dataset.transport === "udp"`)
+	var events string
+	p.eval(`document.getElementById("c-events").textContent`, &events)
+	if events != strconv.FormatInt(udp.Totals.Events, 10) {
+		t.Errorf("UDP only: events %s, want %d", events, udp.Totals.Events)
+	}
+	var hash string
+	p.eval(`location.hash`, &hash)
+	if !strings.Contains(hash, "transport=udp") {
+		t.Errorf("URL fragment %q does not keep the transport", hash)
+	}
+	p.click(`#transport input[value=""]`)
+	p.waitFor("all transports", `document.getElementById("map").dataset.transport === "" && document.getElementById("c-events").textContent === "`+strconv.FormatInt(snap.Totals.Events, 10)+`"`)
 }

@@ -151,6 +151,11 @@ func checkResult(t *testing.T, round int, res result, stdout string, count, spoo
 			}
 		}
 		checkPageMatchesSummary(t, round, res, stdout, spoofs)
+		if indexing && res.Heatmap != nil && (res.Heatmap.Source != "opensearch" || res.Heatmap.Note != "") {
+			// The page's counters must then be OpenSearch's aggregations,
+			// not the in-memory fallback.
+			t.Errorf("round %d: heat map from %q (%s), want opensearch", round, res.Heatmap.Source, res.Heatmap.Note)
+		}
 	}
 	for _, want := range []string{"summary", "connections", "produced", "United States", "North Korea", "where to look"} {
 		if !strings.Contains(stdout, want) {

@@ -177,6 +177,7 @@ func FuzzOpenSearchAggregations(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"decided":{"grid":{"buckets":[{"doc_count":1,"centroid":{"location":{"lat":91,"lon":0}}}]}}}`))
 	f.Add([]byte(`{"decided":{"countries":{"buckets":[{"key":"toolong","doc_count":1}]}}}`))
+	f.Add([]byte(`{"decided":{"doc_count":-5,"placed":{"doc_count":9},"grid":{"buckets":[{"doc_count":1,"centroid":{"location":{"lat":1,"lon":2}},"decisions":{"buckets":[{"key":"deny","doc_count":-3}]}}]}}}`))
 	f.Fuzz(func(t *testing.T, aggs []byte) {
 		src := heatmap.NewOpenSearchSource(searchFunc(func(context.Context, *opensearchapi.SearchReq) (*opensearchapi.SearchResp, error) {
 			r := &opensearchapi.SearchResp{Aggregations: aggs}
@@ -191,6 +192,12 @@ func FuzzOpenSearchAggregations(f *testing.F) {
 			if !(c.Lat >= -90 && c.Lat <= 90 && c.Lon >= -180 && c.Lon <= 180) {
 				t.Errorf("cell at invalid position %+v", c)
 			}
+			if d := c.Decisions; d.Serve < 0 || d.Redirect < 0 || d.Deny < 0 {
+				t.Errorf("cell with negative decisions %+v", c)
+			}
+		}
+		if s.Totals.Unplaced < 0 {
+			t.Errorf("negative unplaced %+v", s.Totals)
 		}
 		for _, c := range s.Countries {
 			if len(c.ISO) != 2 || len(c.Name) > 64 {

@@ -204,7 +204,7 @@
     d.draws = String(Number(d.draws) + 1);
     const lg = document.getElementById("legend");
     lg.dataset.max = String(cells.length ? max : 0);
-    text("legend-max", cells.length ? max : 0);
+    text("legend-max", cells.length ? max : "–"); // no data yet: no scale
   }
 
   function legend() {

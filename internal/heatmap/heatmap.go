@@ -1,6 +1,8 @@
 // Package heatmap serves the live heat-map page of cmd/ingest and its data,
-// /api/heatmap: connection density by location, a table by country with the
-// residency decision, and counters.
+// /api/heatmap (optionally ?transport=tcp|udp): connection density by
+// location with the residency decisions per cell, a table by country with
+// the decisions, and counters (refused connections apart from unplaced
+// clients).
 //
 // The data comes from a [Source]: the in-memory [Aggregator] of what the
 // ingest consumed, or [OpenSearchSource], aggregations over the indexed
@@ -46,7 +48,8 @@ type Snapshot struct {
 }
 
 // Cell is one grid cell of the heat layer and of the decision layers.
-// Count is the sum of Decisions.
+// Count is every decided connection in the cell; Decisions splits it (a
+// decision this version does not know counts in Count only).
 type Cell struct {
 	Lat       float64   `json:"lat"`
 	Lon       float64   `json:"lon"`

@@ -548,4 +548,14 @@ func TestBrowserInteractive(t *testing.T) {
 	}
 	p.click(`#transport input[value=""]`)
 	p.waitFor("all transports", `document.getElementById("map").dataset.transport === "" && document.getElementById("c-events").textContent === "`+strconv.FormatInt(snap.Totals.Events, 10)+`"`)
+
+	// Everything the page loaded came from the server that serves it.
+	if len(p.requests) < 4 {
+		t.Errorf("requests seen: %v, want the page, its scripts, the outlines and the data", p.requests)
+	}
+	for _, u := range p.requests {
+		if !strings.HasPrefix(u, srv.URL+"/") {
+			t.Errorf("the page requested %s, outside %s", u, srv.URL)
+		}
+	}
 }

@@ -25,6 +25,8 @@ type cdpPage struct {
 	outFile *os.File
 	id      int
 	session string
+	// requests are the URLs the page asked for (Network.requestWillBeSent).
+	requests []string
 }
 
 // openPage starts Chromium with a fresh profile, opens url in a window of
@@ -86,6 +88,7 @@ func openPage(t *testing.T, bin, url string, w, h int) *cdpPage {
 	p.call("Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true}, &att)
 	p.session = att.SessionID
 	p.call("Emulation.setDeviceMetricsOverride", map[string]any{"width": w, "height": h, "deviceScaleFactor": 1, "mobile": false}, nil)
+	p.call("Network.enable", map[string]any{}, nil)
 	p.call("Page.navigate", map[string]any{"url": url}, nil)
 	p.waitFor("the map drawn with data", `Number(document.getElementById("map").dataset.draws) >= 1`)
 	return p
@@ -113,6 +116,8 @@ func (p *cdpPage) call(method string, params any, res any) {
 		}
 		var r struct {
 			ID     int             `json:"id"`
+			Method string          `json:"method"`
+			Params json.RawMessage `json:"params"`
 			Result json.RawMessage `json:"result"`
 			Error  *struct {
 				Message string `json:"message"`
@@ -120,6 +125,16 @@ func (p *cdpPage) call(method string, params any, res any) {
 		}
 		if err := json.Unmarshal(bytes.TrimSuffix(line, []byte{0}), &r); err != nil {
 			p.t.Fatalf("%s: bad message from chromium: %v", method, err)
+		}
+		if r.Method == "Network.requestWillBeSent" {
+			var ev struct {
+				Request struct {
+					URL string `json:"url"`
+				} `json:"request"`
+			}
+			if json.Unmarshal(r.Params, &ev) == nil {
+				p.requests = append(p.requests, ev.Request.URL)
+			}
 		}
 		if r.ID != p.id {
 			continue // an event, or an answer to nothing we wait for

@@ -7,12 +7,19 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 PKGS      := ./...
 TEST_FLAGS ?= -race -count=1 -timeout 25m
+# gotestsum runs go test, keeps its output (the ok/FAIL lines) and ends with
+# the list of skipped tests and their reasons. Pinned; fetched from the Go
+# module proxy on first use.
+GOTESTSUM_VERSION := v1.13.0
+GOTESTSUM ?= $(GO) run gotest.tools/gotestsum@$(GOTESTSUM_VERSION)
+# The run as go test -json: .ci/run checks its skips with cmd/skipcheck.
+TEST_JSON ?= $(or $(TESTOUTPUT),testoutput)/go-test.json
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## build bin/app, bin/ingest, bin/nc-probe (and the dev tools)
@@ -25,8 +32,9 @@ demo: build ## run the whole pipeline locally on embedded defaults (Ctrl-C stops
 	@./scripts/demo.sh
 
 .PHONY: test
-test: ## run every test (real-peer tests skip with a reason when a tool or root is missing)
-	$(GO) test $(TEST_FLAGS) $(PKGS)
+test: ## run every test; ends with the skipped tests and why (a missing tool or root)
+	@mkdir -p $(dir $(TEST_JSON))
+	$(GOTESTSUM) --format standard-quiet --jsonfile $(TEST_JSON) -- $(TEST_FLAGS) $(PKGS)
 
 .PHONY: e2e
 e2e: ## run the network-namespace end-to-end test of the blog topology (root)
@@ -51,6 +59,11 @@ bench: ## Go micro-benchmarks (benchstat-friendly)
 .PHONY: bench-peer
 bench-peer: build ## app vs nginx stream+geoip2 on loopback (needs nginx; see BENCHMARKS.md)
 	@./scripts/bench-peer.sh
+
+.PHONY: bench-relay
+bench-relay: build ## app relay vs HAProxy usesrc clientip and nginx proxy_bind transparent (root; see BENCHMARKS.md)
+	$(GO) build -o $(BIN)/bench-relay ./bench/relay
+	./$(BIN)/bench-relay -app $(BIN)/app $(BENCH_RELAY_FLAGS)
 
 .PHONY: package
 package: ## build the Linux amd64 release tarball for the CloudFormation stack

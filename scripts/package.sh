@@ -6,6 +6,8 @@
 #       bin/app bin/ingest bin/nc-probe     linux/amd64, static, -trimpath
 #       systemd/originlens-app.service      units installed by the user data
 #       systemd/originlens-ingest.service
+#       systemd/originlens-geoipupdate.*   GeoLite2 refresh (MaxMindSecretArn)
+#       systemd/originlens-app-relay.conf   drop-in for relay mode (UpstreamPort)
 #       etc/app.env etc/ingest.env          default configuration
 #       etc/policy.example.yaml             the app's embedded rules, to edit
 #                                           and upload as the stack's PolicyKey
@@ -41,7 +43,7 @@ for cmd in app ingest nc-probe; do
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 "$GO" build -trimpath \
 		-ldflags "-s -w -X main.version=$VERSION" -o "$root/bin/$cmd" "./cmd/$cmd"
 done
-install -m 0644 deploy/systemd/*.service "$root/systemd/"
+install -m 0644 deploy/systemd/*.service deploy/systemd/*.timer deploy/systemd/*.conf "$root/systemd/"
 install -m 0644 deploy/systemd/*.env "$root/etc/"
 install -m 0644 internal/policy/default.yaml "$root/etc/policy.example.yaml"
 echo "$VERSION" >"$root/VERSION"

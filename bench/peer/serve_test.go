@@ -59,7 +59,7 @@ func BenchmarkServeConn(b *testing.B) {
 	pub, err := kafka.NewProducer(kafka.ProducerConfig{
 		Brokers: cluster.ListenAddrs(), Topic: brokerTopic,
 		BatchSize: 1000, Linger: 100 * time.Millisecond, Compression: "zstd", QueueSize: 65536,
-		Logger: log,
+		SpoolDir: b.TempDir(), Logger: log,
 	})
 	if err != nil {
 		b.Fatal(err)

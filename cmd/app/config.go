@@ -17,6 +17,8 @@ import (
 	"github.com/originlens/originlens/internal/geo"
 	"github.com/originlens/originlens/internal/limit"
 	"github.com/originlens/originlens/internal/origin"
+	"github.com/originlens/originlens/internal/relay"
+	"github.com/originlens/originlens/internal/udp"
 )
 
 // config is the validated command line.
@@ -61,9 +63,21 @@ type config struct {
 	SpoolDir               string
 	SpoolMaxBytes          int64
 	SpoolFsyncInterval     time.Duration
+	KafkaBuffer            string // kafka.BufferMemory or kafka.BufferDisk
+	KafkaRetryInterval     time.Duration
+
+	Upstream     string     // --upstream host:port; empty: the app answers itself
+	UpstreamMode relay.Mode // --upstream-mode
+	UpstreamMark int        // --upstream-mark; 0: none
 
 	LogLevel  slog.Level
 	LogFormat string // text or json
+
+	ListenUDP      string        // --listen-udp host:port; empty: no UDP
+	UDPIdleTimeout time.Duration // --udp-idle-timeout: a flow idle this long is published
+	UDPMaxFlows    int           // --udp-max-flows
+	UDPRatePerIP   float64       // --udp-rate-per-ip: replies per second per source
+	UDPBurstPerIP  int           // --udp-burst-per-ip
 
 	// ready, when set (by tests), is called with the bound addresses once
 	// the listeners are open; admin is nil without an admin listener.
@@ -71,6 +85,9 @@ type config struct {
 	// reload receives a request per SIGHUP (internal/signals), set by
 	// main; nil: no reloads.
 	reload <-chan struct{}
+	// readyUDP, when set (by tests), is called with the UDP address once
+	// it is open.
+	readyUDP func(net.Addr)
 }
 
 // errExit: --help or --version was handled; exit 0.
@@ -137,9 +154,21 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		spoolDir     = fs.String("spool-dir", "", "directory for events Kafka cannot take; empty: /var/lib/originlens/spool when writable, else ./spool")
 		spoolMax     = fs.Int64("spool-max-bytes", 1<<30, "spool size limit in bytes")
 		spoolFsync   = fs.Duration("spool-fsync-interval", time.Second, "how often the spool is fsynced")
+		kafkaRetry   = fs.Duration("kafka-retry-interval", 2*time.Second, "how often a degraded Kafka sink probes the broker")
+		kafkaBuffer  = fs.String("kafka-buffer", "disk", "where an event waits for Kafka: disk (appended to the spool before it counts as published: a SIGKILL loses none; ~1.5 µs more per event) or memory (a SIGKILL loses the queue and the batch in flight)")
+		upstream     = fs.String("upstream", "", "relay served clients to this host:port instead of answering (e.g. 127.0.0.1:8080); empty: answer")
+		upstreamMode = fs.String("upstream-mode", "transparent", "how the upstream learns the client: transparent, proxy-v2, proxy-v1 or plain")
+		upstreamMark = fs.Int("upstream-mark", 0, "SO_MARK (fwmark) on upstream connections, for policy routing; 0: none")
 		logLevel     = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		logFormat    = fs.String("log-format", "text", "log format: text or json")
 		printVersion = fs.Bool("version", false, "print the version and exit")
+	)
+	var (
+		listenUDP = fs.String("listen-udp", "", "UDP address to answer datagrams on (one report per datagram, one event per flow); empty: no UDP")
+		udpIdle   = fs.Duration("udp-idle-timeout", udp.DefaultIdleTimeout, "a UDP flow idle this long is published (Global Accelerator: 30s, NLB: 120s)")
+		udpFlows  = fs.Int("udp-max-flows", udp.DefaultMaxFlows, "UDP flows tracked at once; over it the oldest idle flow is published")
+		udpRate   = fs.Float64("udp-rate-per-ip", 100, "UDP replies per second per source address (IPv6: per /64); 0: off")
+		udpBurst  = fs.Int("udp-burst-per-ip", 200, "burst for --udp-rate-per-ip; 0: max(1, rate)")
 	)
 	if err := command.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -174,6 +203,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		KafkaUsername: *username, KafkaPassword: *password, KafkaAWSRegion: *awsRegion,
 		QueueSize: *queueSize, SpoolDir: *spoolDir, SpoolMaxBytes: *spoolMax, SpoolFsyncInterval: *spoolFsync,
 		LogFormat: *logFormat,
+		ListenUDP: *listenUDP, UDPIdleTimeout: *udpIdle, UDPMaxFlows: *udpFlows, UDPRatePerIP: *udpRate, UDPBurstPerIP: *udpBurst,
 	}
 	var err error
 	check := func(name string, e error) {
@@ -246,6 +276,10 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		check("spool-max-bytes", errors.New("must not be negative"))
 	}
 	check("spool-fsync-interval", positive(*spoolFsync))
+	check("kafka-buffer", oneOf(*kafkaBuffer, "memory", "disk"))
+	cfg.KafkaBuffer = *kafkaBuffer
+	check("kafka-retry-interval", positive(*kafkaRetry))
+	cfg.KafkaRetryInterval = *kafkaRetry
 	switch strings.ToLower(*logLevel) {
 	case "debug":
 		cfg.LogLevel = slog.LevelDebug
@@ -259,6 +293,19 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		check("log-level", oneOf(*logLevel, "debug", "info", "warn", "error"))
 	}
 	check("log-format", oneOf(*logFormat, "text", "json"))
+	check("listen-udp", checkHostPort(*listenUDP, true))
+	check("udp-idle-timeout", positive(*udpIdle))
+	check("udp-max-flows", atLeast(*udpFlows, 1))
+	if r := *udpRate; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		check("udp-rate-per-ip", fmt.Errorf("must be a finite number, not negative, got %v", r))
+	}
+	check("udp-burst-per-ip", atLeast(*udpBurst, 0))
+	cfg.Upstream, cfg.UpstreamMark = *upstream, *upstreamMark
+	check("upstream", checkUpstream(*upstream, *listen))
+	umode, uerr := relay.ParseMode(*upstreamMode)
+	check("upstream-mode", uerr)
+	cfg.UpstreamMode = umode
+	check("upstream-mark", atLeast(*upstreamMark, 0))
 	if err != nil {
 		return config{}, err
 	}
@@ -277,6 +324,27 @@ func checkHostPort(s string, optional bool) error {
 	}
 	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && !strings.HasSuffix(s, ":0")) {
 		return fmt.Errorf("address %q: port must be a number 0-65535", s)
+	}
+	return nil
+}
+
+// checkUpstream accepts an empty value (no relay) or host:port with a port
+// 1-65535 that is not the app's own listen address (a relay loop would eat
+// every descriptor).
+func checkUpstream(s, listen string) error {
+	if s == "" {
+		return nil
+	}
+	if err := checkHostPort(s, false); err != nil || strings.HasSuffix(s, ":0") {
+		return fmt.Errorf("address %q: want host:port with a port 1-65535, e.g. 127.0.0.1:8080", s)
+	}
+	uh, up, _ := net.SplitHostPort(s)
+	lh, lp, err := net.SplitHostPort(listen)
+	if err == nil && up == lp {
+		la, _ := netip.ParseAddr(lh)
+		if lh == "" || la.IsUnspecified() || lh == uh {
+			return fmt.Errorf("address %q is the app's own --listen %q: the relay would connect to itself; use the service's port, e.g. 127.0.0.1:8080", s, listen)
+		}
 	}
 	return nil
 }

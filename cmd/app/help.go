@@ -31,7 +31,8 @@ Every setting also reads the environment variable shown beside it
 		"spool-dir":                "/var/lib/originlens/spool",
 	},
 	Groups: []flagenv.Group{
-		{Title: "Listening", Flags: []string{"listen*", "udp-*"}},
+		{Title: "Listening", Flags: []string{"listen*"}},
+		{Title: "UDP", Flags: []string{"udp-*"}},
 		{Title: "PROXY protocol", Flags: []string{"proxy-*", "trusted-proxies"}},
 		{Title: "Relay", Flags: []string{"upstream*"}},
 		{Title: "GeoIP and rules", Flags: []string{"geoip-*", "asn-db", "policy"}},

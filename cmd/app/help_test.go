@@ -10,7 +10,7 @@ import (
 	"github.com/originlens/originlens/internal/flagenv/flagenvtest"
 )
 
-var appTopics = []string{"Listening", "PROXY protocol", "GeoIP and rules", "Limits and timeouts", "Kafka", "Spool", "Admin and logs"}
+var appTopics = []string{"Listening", "UDP", "PROXY protocol", "Relay", "GeoIP and rules", "Limits and timeouts", "Kafka", "Spool", "Admin and logs"}
 
 // Ensure --help lists every flag as --name under a topic, in the topics'
 // order, with APP_<NAME> beside every flag but --version: a flag added to
@@ -23,6 +23,10 @@ func TestHelpGroups(t *testing.T) {
 	got := flagenvtest.Check(t, help.String(), command, appTopics)
 	for _, tt := range []struct{ flag, topic, env string }{
 		{"listen", "Listening", "APP_LISTEN"},
+		{"listen-udp", "Listening", "APP_LISTEN_UDP"},
+		{"udp-idle-timeout", "UDP", "APP_UDP_IDLE_TIMEOUT"},
+		{"upstream-mode", "Relay", "APP_UPSTREAM_MODE"},
+		{"kafka-buffer", "Kafka", "APP_KAFKA_BUFFER"},
 		{"trusted-proxies", "PROXY protocol", "APP_TRUSTED_PROXIES"},
 		{"geoip-db", "GeoIP and rules", "APP_GEOIP_DB"},
 		{"policy", "GeoIP and rules", "APP_POLICY"},

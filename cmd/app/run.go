@@ -20,6 +20,7 @@ import (
 	"github.com/originlens/originlens/internal/server"
 	"github.com/originlens/originlens/internal/signals"
 	"github.com/originlens/originlens/internal/sink"
+	"github.com/originlens/originlens/internal/udp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -48,17 +49,21 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	// may log), so that a bad file is the only line on stderr. The listen
 	// addresses are resolved first: a host that does not resolve is a bad
 	// flag value, not a failure to listen.
-	for _, a := range []struct{ flag, addr string }{{"listen", cfg.Listen}, {"admin", cfg.Admin}} {
+	for _, a := range []struct{ flag, addr string }{{"listen", cfg.Listen}, {"admin", cfg.Admin}, {"listen-udp", cfg.ListenUDP}} {
 		if a.addr == "" {
 			continue
 		}
-		if _, err := net.ResolveTCPAddr("tcp", a.addr); err != nil {
+		if _, err := net.ResolveTCPAddr("tcp", a.addr); err != nil { // host:port resolve alike for UDP
 			return &configError{fmt.Errorf("--%s: %w", a.flag, err)}
 		}
 	}
 	resolver, err := origin.NewResolver(origin.Config{
 		Mode: cfg.ProxyMode, Trusted: cfg.TrustedProxies, HeaderTimeout: cfg.ProxyHeaderTimeout,
 	})
+	if err != nil {
+		return &configError{err}
+	}
+	upstream, err := newRelay(ctx, cfg, log)
 	if err != nil {
 		return &configError{err}
 	}
@@ -83,11 +88,15 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return &configError{err}
 	}
 	srv, err := server.New(server.Config{
-		Resolver: resolver, Locator: db, Decider: rules, Limiter: limiter, Publisher: pub,
+		Resolver: resolver, Locator: db, Decider: rules, Limiter: limiter, Publisher: pub, Relay: upstream,
 		MaxConns: cfg.MaxConns, FirstBytesTimeout: cfg.FirstBytesTimeout, IdleTimeout: cfg.IdleTimeout,
 		MaxLine: cfg.MaxLine, DrainTimeout: cfg.DrainTimeout,
 		Logger: log, Registerer: reg,
 	})
+	if err != nil {
+		return &configError{err}
+	}
+	usrv, err := newUDPServer(cfg, resolver, db, rules, pub, log, reg)
 	if err != nil {
 		return &configError{err}
 	}
@@ -106,6 +115,21 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			ln.Close()
 			pub.close(context.Background())
 			return fmt.Errorf("listening for admin: %w", err)
+		}
+	}
+	var udpConn *net.UDPConn
+	if usrv != nil {
+		if udpConn, err = udp.Listen(ctx, cfg.ListenUDP); err != nil {
+			ln.Close()
+			if adminLn != nil {
+				adminLn.Close()
+			}
+			pub.close(context.Background())
+			return fmt.Errorf("listening for UDP: %w", err)
+		}
+		log.Info("serving UDP", "listen_udp", udpConn.LocalAddr().String(), "udp_idle_timeout", cfg.UDPIdleTimeout)
+		if cfg.readyUDP != nil {
+			cfg.readyUDP(udpConn.LocalAddr())
 		}
 	}
 	var ready atomic.Bool
@@ -134,8 +158,17 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		defer close(pubDone)
 		return pub.run(pubCtx)
 	})
+	// UDP stops reading and publishes its open flows; the publisher is
+	// flushed once both servers are done.
+	udpDone := make(chan struct{})
+	if usrv != nil {
+		g.Go(func() error { defer close(udpDone); return usrv.Serve(gctx, udpConn) })
+	} else {
+		close(udpDone)
+	}
 	g.Go(func() error {
 		err := srv.Serve(gctx, ln)
+		<-udpDone
 		ready.Store(false)
 		// Every event is published: flush and close the publisher (Kafka's
 		// Close stops its Run and hands what Kafka cannot take to the
@@ -187,6 +220,29 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		})
 	}
 	return g.Wait()
+}
+
+// newUDPServer builds the UDP server on the TCP server's components, or
+// returns nil without --listen-udp. Its per-source reply limit is its own.
+func newUDPServer(cfg config, res *origin.Resolver, db *geo.DB, rules *livePolicy, pub *publisher, log *slog.Logger, reg prometheus.Registerer) (*udp.Server, error) {
+	if cfg.ListenUDP == "" {
+		return nil, nil
+	}
+	var lim server.Limiter
+	if cfg.UDPRatePerIP > 0 {
+		l, err := limit.New(limit.Config{
+			RatePerIP: cfg.UDPRatePerIP, BurstPerIP: cfg.UDPBurstPerIP,
+			PrefixV4: cfg.LimitPrefixV4, PrefixV6: cfg.LimitPrefixV6,
+		})
+		if err != nil {
+			return nil, err
+		}
+		lim = l
+	}
+	return udp.New(udp.Config{
+		Resolver: res, Locator: db, Decider: rules, Limiter: lim, Publisher: pub,
+		IdleTimeout: cfg.UDPIdleTimeout, MaxFlows: cfg.UDPMaxFlows, Logger: log, Registerer: reg,
+	})
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {
@@ -249,6 +305,8 @@ func newPublisher(cfg config, stdout io.Writer, log *slog.Logger, reg prometheus
 		SpoolDir:          cfg.SpoolDir,
 		SpoolMaxBytes:     cfg.SpoolMaxBytes,
 		FsyncInterval:     cfg.SpoolFsyncInterval,
+		Buffer:            cfg.KafkaBuffer,
+		RetryInterval:     cfg.KafkaRetryInterval,
 		CreateTopic:       cfg.KafkaCreateTopic,
 		Partitions:        cfg.KafkaPartitions,
 		ReplicationFactor: cfg.KafkaReplicationFactor,

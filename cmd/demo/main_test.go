@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/originlens/originlens/internal/heatmap"
 	"github.com/originlens/originlens/internal/mmdb"
 	"github.com/originlens/originlens/internal/opensearchtest"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -148,6 +150,12 @@ func checkResult(t *testing.T, round int, res result, stdout string, count, spoo
 				}
 			}
 		}
+		checkPageMatchesSummary(t, round, res, stdout, spoofs)
+		if indexing && res.Heatmap != nil && (res.Heatmap.Source != "opensearch" || res.Heatmap.Note != "") {
+			// The page's counters must then be OpenSearch's aggregations,
+			// not the in-memory fallback.
+			t.Errorf("round %d: heat map from %q (%s), want opensearch", round, res.Heatmap.Source, res.Heatmap.Note)
+		}
 	}
 	for _, want := range []string{"summary", "connections", "produced", "United States", "North Korea", "where to look"} {
 		if !strings.Contains(stdout, want) {
@@ -156,6 +164,34 @@ func checkResult(t *testing.T, round int, res result, stdout string, count, spoo
 	}
 	if strings.Contains(stdout, "WARNING") {
 		t.Errorf("round %d: summary warns:\n%s", round, stdout)
+	}
+}
+
+// checkPageMatchesSummary: the heat-map page's counters (its /api/heatmap
+// totals for the run) and the summary count the same things: the clients
+// without a country are the summary's "(unplaced)" row, and the refused
+// spoof attempts are refused, never unplaced (issue 15, item 9: the page
+// said unplaced 22 where the summary said 2).
+func checkPageMatchesSummary(t *testing.T, round int, res result, stdout string, spoofs int) {
+	t.Helper()
+	page, ok := res.heatmapRun()
+	if !ok {
+		t.Errorf("round %d: no heat-map counters", round)
+		return
+	}
+	unplaced := res.Tally.unplaced()
+	if page.Unplaced != int64(unplaced) || page.Refused != int64(spoofs) {
+		t.Errorf("round %d: page unplaced %d refused %d; summary (probes) unplaced %d refused %d",
+			round, page.Unplaced, page.Refused, unplaced, spoofs)
+	}
+	if want := fmt.Sprintf(", unplaced %d, refused %d", page.Unplaced, page.Refused); !strings.Contains(stdout, want) {
+		t.Errorf("round %d: summary lacks the page's counters %q", round, want)
+	}
+	if unplaced > 0 {
+		row := regexp.MustCompile(`\(unplaced\)\s+--\s+(\d+)\s+\d+\s+\d+\s+\d+\s+(\d+)\n`).FindStringSubmatch(stdout)
+		if row == nil || row[1] != fmt.Sprint(unplaced) || row[2] != fmt.Sprint(page.Unplaced) {
+			t.Errorf("round %d: summary's (unplaced) row %q, want %d probes and the page's %d", round, row, unplaced, page.Unplaced)
+		}
 	}
 }
 
@@ -338,6 +374,18 @@ func TestDemoBinaryWithoutStandIn(t *testing.T) {
 	}
 }
 
+// withPage gives a result a heat map whose run counted t, after a first
+// run of 5 events (2 refused, 1 unplaced), and one unplaced probe client.
+func withPage(t heatmap.Totals) func(*result) {
+	return func(r *result) {
+		before := heatmap.Totals{Events: 5, Refused: 2, Unplaced: 1}
+		after := t
+		after.Events, after.Refused, after.Unplaced = t.Events+before.Events, t.Refused+before.Refused, t.Unplaced+before.Unplaced
+		r.Heatmap, r.HeatmapBefore = &heatmap.Snapshot{Totals: after}, before
+		r.Tally.ByCountry = map[string]*countryTally{"--": {ISO: "--", N: 1, Serve: 1}}
+	}
+}
+
 // TestProblems: numbers that do not add up are reported (the summary then
 // prints a WARNING and the demo exits non-zero).
 func TestProblems(t *testing.T) {
@@ -362,6 +410,9 @@ func TestProblems(t *testing.T) {
 		{"index short", func(r *result) { r.Indexing, r.Indexed = true, 9 }, "9 events indexed, want the 12 produced"},
 		{"produced short", func(r *result) { r.Produced = 11 }, "11 events produced, want one per connection: 12"},
 		{"spoof not refused", func(r *result) { r.Tally.Refused = 1 }, "1 connections refused, want exactly the 2 spoof attempts"},
+		{"page agrees", withPage(heatmap.Totals{Events: 12, Refused: 2, Unplaced: 1}), ""},
+		{"page counts spoofs as unplaced", withPage(heatmap.Totals{Events: 12, Refused: 2, Unplaced: 3}), "the heat map counted 3 unplaced clients, the probes 1"},
+		{"page misses refused", withPage(heatmap.Totals{Events: 12, Refused: 0, Unplaced: 1}), "the heat map counted 0 refused connections, the probes 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

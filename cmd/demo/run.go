@@ -64,6 +64,7 @@ type result struct {
 	DeadLettered  int64          // messages ingest sent to its dead-letter topic during the run
 	HeatmapEvents int64          // events ingest's heat map counted during the run; -1: no ingest
 	Heatmap       *heatmap.Snapshot
+	HeatmapBefore heatmap.Totals    // the heat map's counters before the traffic
 	Names         map[string]string // country names by ISO code, from the table
 	PIDs          []int             // the programs started (all stopped on return)
 }
@@ -262,10 +263,10 @@ func runDemo(ctx context.Context, cfg Config, stdout io.Writer) (res result, err
 			indexedBefore = n
 		}
 	}
-	heatBefore := int64(0)
+	var heatBefore heatmap.Totals
 	if ingestUI != "" {
 		if s, err := fetchHeatmap(ctx, ingestUI); err == nil {
-			heatBefore = s.Totals.Events
+			heatBefore = s.Totals
 		}
 	}
 	var ingestBefore ingestCounts
@@ -311,8 +312,8 @@ func runDemo(ctx context.Context, cfg Config, stdout io.Writer) (res result, err
 		}
 		if ingestUI != "" {
 			if s, err := fetchHeatmap(ctx, ingestUI); err == nil {
-				res.HeatmapEvents = s.Totals.Events - heatBefore
-				res.Heatmap = &s
+				res.HeatmapEvents = s.Totals.Events - heatBefore.Events
+				res.Heatmap, res.HeatmapBefore = &s, heatBefore
 			}
 		}
 		if ingestBefore.Consumed >= 0 {

@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/originlens/originlens/internal/heatmap"
 )
 
 // problems lists what does not add up in a result, for the summary and the
@@ -37,7 +39,32 @@ func (r result) problems(spoofs int) []string {
 	if r.HeatmapEvents >= 0 && r.Produced >= 0 && r.HeatmapEvents != r.Produced {
 		p = append(p, fmt.Sprintf("the heat map counted %d events, want the %d produced", r.HeatmapEvents, r.Produced))
 	}
+	if ht, ok := r.heatmapRun(); ok {
+		// The page's counters mean what the probes' do: unplaced clients
+		// got a decision without a country; refused connections are not
+		// clients and count apart.
+		if u := t.unplaced(); ht.Unplaced != int64(u) {
+			p = append(p, fmt.Sprintf("the heat map counted %d unplaced clients, the probes %d", ht.Unplaced, u))
+		}
+		if ht.Refused != int64(t.Refused) {
+			p = append(p, fmt.Sprintf("the heat map counted %d refused connections, the probes %d", ht.Refused, t.Refused))
+		}
+	}
 	return p
+}
+
+// heatmapRun returns the heat map's counters for this run (what its page
+// counted during the traffic); false without a heat map.
+func (r result) heatmapRun() (heatmap.Totals, bool) {
+	if r.Heatmap == nil || r.HeatmapEvents < 0 {
+		return heatmap.Totals{}, false
+	}
+	a, b := r.Heatmap.Totals, r.HeatmapBefore
+	return heatmap.Totals{
+		Events: a.Events - b.Events, Served: a.Served - b.Served, Redirected: a.Redirected - b.Redirected,
+		Denied: a.Denied - b.Denied, Refused: a.Refused - b.Refused, Other: a.Other - b.Other,
+		Located: a.Located - b.Located, Unplaced: a.Unplaced - b.Unplaced,
+	}, true
 }
 
 func num(n int64, unknown string) string {
@@ -68,8 +95,10 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 	// No comment column on this long line (a line without the cell ends
 	// the tabwriter's column block, so it does not widen the others).
 	fmt.Fprintf(tw, "  events\tproduced %s (Kafka topic %s), %s\n", num(r.Produced, "unknown"), topic, ingested)
-	if r.HeatmapEvents >= 0 && r.Heatmap != nil {
-		fmt.Fprintf(tw, "  heat map\t%d events, %d cells\t(ingest's live view)\n", r.HeatmapEvents, len(r.Heatmap.Cells))
+	ht, withHeatmap := r.heatmapRun()
+	if withHeatmap {
+		fmt.Fprintf(tw, "  heat map\t%d events, %d cells, unplaced %d, refused %d\t(the heat-map page's counters)\n",
+			ht.Events, len(r.Heatmap.Cells), ht.Unplaced, ht.Refused)
 	}
 	tw.Flush()
 
@@ -103,7 +132,10 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 			name = "(unplaced)"
 		}
 		idx := "-"
-		if r.Heatmap != nil && c.ISO != "--" {
+		switch {
+		case c.ISO == "--" && withHeatmap:
+			idx = fmt.Sprint(ht.Unplaced) // the page's "unplaced"
+		case r.Heatmap != nil && c.ISO != "--":
 			idx = fmt.Sprint(indexedBy[c.ISO])
 		}
 		width = max(width, len([]rune(name)))
@@ -138,3 +170,12 @@ func printSummary(w io.Writer, cfg Config, r result, ui, logDir string) {
 
 // dashboardID is the id of the dashboard in deploy/dashboards/originlens.ndjson.
 const dashboardID = "originlens-connections"
+
+// unplaced is the number of clients that got a decision without a country
+// (the summary's "(unplaced)" row). Refused connections are not clients.
+func (t *tally) unplaced() int {
+	if c := t.ByCountry["--"]; c != nil {
+		return c.N
+	}
+	return 0
+}

@@ -39,6 +39,9 @@ type Config struct {
 	Retention     string
 	NoSetup       bool
 	DashboardsURL string
+	// MapBackendRole: setup maps this backend role (the ingest's IAM role
+	// ARN) to the least-privilege originlens_ingest role; empty: no change.
+	MapBackendRole string
 
 	BulkBytes        int
 	BulkDocs         int
@@ -134,6 +137,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		policyID     = fs.String("ism-policy", "conn-events-retention", "id of the ISM retention policy")
 		retention    = fs.String("retention", "30d", "delete indices this long after creation (ISM min_index_age: 30d, 12h...)")
 		noSetup      = fs.Bool("no-setup", false, "do not install the template and ISM policy at start")
+		mapRole      = fs.String("map-backend-role", "", "setup only: create the least-privilege role "+opensearch.IngestRoleName+" (write the indices, manage their template and ISM policy) and add this backend role (the ingest's IAM role ARN) to its mapping, keeping the others; needs the master user")
 		dashboards   = fs.String("dashboards-url", "", "OpenSearch Dashboards base URL (e.g. http://localhost:5601, https://DOMAIN/_dashboards); import the saved objects there")
 		bulkDocs     = fs.Int("bulk-docs", 20000, "flush a bulk request at this many documents")
 		flush        = fs.Duration("flush-interval", time.Second, "flush a bulk request when its oldest document waited this long")
@@ -180,6 +184,7 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	cfg.OpenSearch = opensearch.Config{URLs: splitList(*osURL), Username: *osUser, Password: *osPass, AWSRegion: *sigv4, AWSService: *sigv4Svc, CAFile: *osCA, Insecure: *osInsecure, Timeout: *timeout}
 	cfg.IndexPrefix, cfg.TemplateName, cfg.PolicyID, cfg.Retention = *prefix, *tplName, *policyID, *retention
 	cfg.NoSetup, cfg.DashboardsURL = *noSetup, strings.TrimRight(*dashboards, "/")
+	cfg.MapBackendRole = *mapRole
 	cfg.BulkBytes, cfg.BulkDocs, cfg.FlushInterval, cfg.Workers = int(bulkBytes), *bulkDocs, *flush, *workers
 	cfg.MaxInFlightBytes, cfg.RetryMaxBackoff, cfg.ShutdownGrace = int64(inflightSize), *maxBackoff, *grace
 	cfg.LogLevel = *logLevel
@@ -215,6 +220,9 @@ func (c *Config) validate() error {
 	}
 	if c.SetupOnly && len(c.OpenSearch.URLs) == 0 {
 		bad("--opensearch-url is required, e.g. --opensearch-url https://localhost:9200 (or INGEST_OPENSEARCH_URL)")
+	}
+	if c.MapBackendRole != "" && !c.SetupOnly {
+		bad("--map-backend-role %q: only `ingest setup` maps roles (example: ingest setup --opensearch-user admin --map-backend-role arn:aws:iam::123456789012:role/originlens-ingest)", c.MapBackendRole)
 	}
 	if len(c.OpenSearch.URLs) == 0 && !c.SetupOnly && c.DashboardsURL != "" {
 		bad("--dashboards-url %q needs --opensearch-url, e.g. --opensearch-url https://localhost:9200", c.DashboardsURL)

@@ -7,7 +7,7 @@ import "github.com/originlens/originlens/internal/flagenv"
 var groups = []flagenv.Group{
 	{Title: "Kafka", Flags: []string{"kafka-*", "group", "dlq-topic"}},
 	{Title: "OpenSearch", Flags: []string{"opensearch-*", "aws-sigv4*", "request-timeout"}},
-	{Title: "Indices, template and dashboards", Flags: []string{"index-prefix", "template-name", "ism-policy", "retention", "no-setup", "dashboards-url"}},
+	{Title: "Indices, template and dashboards", Flags: []string{"index-prefix", "template-name", "ism-policy", "retention", "no-setup", "dashboards-url", "map-backend-role"}},
 	{Title: "Bulk indexing", Flags: []string{"bulk-*", "flush-interval", "max-inflight-bytes", "retry-max-backoff", "shutdown-grace"}},
 	{Title: "Admin, heat map and logs", Flags: []string{"admin", "ui", "log-level", "version"}},
 }

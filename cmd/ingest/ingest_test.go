@@ -718,3 +718,36 @@ func TestBadSecurityExitsTwo(t *testing.T) {
 		})
 	}
 }
+
+// TestSetupMapsBackendRole runs "ingest setup --map-backend-role" against a
+// cluster whose originlens_ingest mapping already names another backend
+// role: the ingest's ARN is added, the other kept, and all_access is never
+// touched; the flag outside setup is a usage error.
+func TestSetupMapsBackendRole(t *testing.T) {
+	srv := opensearchtest.NewServer()
+	defer srv.Close()
+	const arn = "arn:aws:iam::123456789012:role/originlens-ingest"
+	srv.SetRoleMapping("originlens_ingest", opensearchtest.SecMapping{BackendRoles: []string{"arn:aws:iam::123456789012:role/ops"}})
+	srv.SetRoleMapping("all_access", opensearchtest.SecMapping{Users: []string{"admin"}})
+	noEnv := func(string) (string, bool) { return "", false }
+	cfg, err := parseConfig([]string{"setup", "--opensearch-url", srv.URL, "--map-backend-role", arn}, noEnv, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), cfg, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "role originlens_ingest (conn-events-*): ok; backend roles mapped: arn:aws:iam::123456789012:role/ops, "+arn) {
+		t.Errorf("setup output:\n%s", out.String())
+	}
+	if m, _ := srv.RoleMapping("originlens_ingest"); len(m.BackendRoles) != 2 || m.BackendRoles[1] != arn {
+		t.Errorf("mapping %+v", m)
+	}
+	if m, _ := srv.RoleMapping("all_access"); len(m.BackendRoles) != 0 {
+		t.Errorf("all_access mapping changed: %+v", m)
+	}
+	if _, err := parseConfig([]string{"--kafka-brokers", "127.0.0.1:9092", "--map-backend-role", arn}, noEnv, io.Discard); err == nil || !strings.Contains(err.Error(), "--map-backend-role") {
+		t.Errorf("--map-backend-role outside setup: %v, want an error naming the flag", err)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -50,6 +51,13 @@ func run(ctx context.Context, cfg Config, stdout, stderr io.Writer) error {
 	}
 
 	if cfg.SetupOnly {
+		if cfg.MapBackendRole != "" {
+			m, err := osc.MapBackendRole(ctx, opensearch.IngestRoleName, opensearch.IngestRole(cfg.IndexPrefix), cfg.MapBackendRole)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "role %s (%s*): %s; backend roles mapped: %s\n", m.Role, cfg.IndexPrefix, strings.ToLower(m.RoleStatus), strings.Join(m.BackendRoles, ", "))
+		}
 		if err := osc.Setup(ctx, sc); err != nil {
 			return err
 		}

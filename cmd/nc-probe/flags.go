@@ -32,6 +32,7 @@ type config struct {
 	json   bool
 	csv    bool // --format csv: one row per attempt
 	watch  bool // --watch: one line per attempt, then a summary
+	udp    bool // --udp, -u: probe the app's UDP listener (see udp.go)
 
 	listenAddr string
 	origin     origin.Config
@@ -69,6 +70,8 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	fs.StringVar(&proxyDst, "proxy-dst", "", "the destination `IP:PORT` in the PROXY header (default: the target's address)")
 	fs.StringVar(&bind, "bind", "", "local `IP` to dial from")
 	fs.StringVar(&line, "line", probe.DefaultLine, "the probe line sent first")
+	fs.BoolVar(&cfg.udp, "udp", false, "probe over UDP: -n datagrams per sender at -i, -c senders; loss, RTT, jitter, reordering (alias -u)")
+	fs.BoolVar(&cfg.udp, "u", false, "alias of --udp")
 	// Issue 18: diagnosis per family, watch, CSV.
 	var family, format string
 	fs.StringVar(&family, "family", "", "address family to probe: 4, 6 or both (one verdict per family); default: what the name resolves to, first that answers")

@@ -22,6 +22,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	if cfg.listen {
 		return runListen(ctx, cfg, stdout, stderr)
 	}
+	if cfg.udp {
+		return runUDP(ctx, cfg, stdout, stderr)
+	}
 	if cfg.probe.Compare != "" {
 		fmt.Fprintln(stderr, compareWarning)
 	}

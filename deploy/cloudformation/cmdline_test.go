@@ -430,7 +430,10 @@ func TestSystemdUnits(t *testing.T) {
 	if err != nil {
 		t.Skip("no true(1) to stand in for the binaries")
 	}
-	units, _ := filepath.Glob(filepath.Join(repoRoot, "deploy/systemd/*.service"))
+	units := []string{filepath.Join(repoRoot, "deploy/systemd/originlens-app.service"), filepath.Join(repoRoot, "deploy/systemd/originlens-ingest.service")}
+	if all, _ := filepath.Glob(filepath.Join(repoRoot, "deploy/systemd/*.service")); len(all) != 3 {
+		t.Errorf("deploy/systemd/*.service = %v, want the app's, the ingest's and geoipupdate's (TestGeoIPUpdateUnits checks that one)", all)
+	}
 	if len(units) != 2 {
 		t.Fatalf("units = %v, want the app's and the ingest's", units)
 	}
@@ -540,12 +543,12 @@ func TestPackage(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"bin/app", "bin/ingest", "bin/nc-probe", "systemd/originlens-app.service",
-		"systemd/originlens-ingest.service", "etc/app.env", "etc/ingest.env", "etc/policy.example.yaml", "VERSION"} {
+		"systemd/originlens-ingest.service", "systemd/originlens-geoipupdate.service", "systemd/originlens-geoipupdate.timer", "etc/app.env", "etc/ingest.env", "etc/policy.example.yaml", "VERSION"} {
 		if _, ok := files[want]; !ok {
 			t.Errorf("the tarball lacks %s", want)
 		}
 	}
-	for _, u := range []string{"originlens-app.service", "originlens-ingest.service"} {
+	for _, u := range []string{"originlens-app.service", "originlens-ingest.service", "originlens-geoipupdate.service", "originlens-geoipupdate.timer"} {
 		repo, _ := os.ReadFile(filepath.Join(repoRoot, "deploy/systemd", u))
 		if !bytes.Equal(files["systemd/"+u], repo) {
 			t.Errorf("systemd/%s in the tarball differs from deploy/systemd", u)
@@ -696,50 +699,9 @@ func TestUserDataRuns(t *testing.T) {
 		{"ingest.yaml", "IngestLaunchTemplate", "originlens-ingest.service", "/etc/originlens/ingest.env"},
 	} {
 		t.Run(strings.TrimSuffix(c.file, ".yaml"), func(t *testing.T) {
-			root := t.TempDir()
-			rewrite := strings.NewReplacer(
-				"/opt/originlens", root+"/opt/originlens",
-				"/etc/originlens", root+"/etc/originlens",
-				"/etc/systemd/system/", root+"/etc/systemd/system/",
-				"/var/log/", root+"/var/log/",
-				"/tmp/originlens.tar.gz", root+"/tmp/originlens.tar.gz",
-			)
-			for _, d := range []string{"etc/systemd/system", "var/log", "tmp", "fake"} {
-				if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			fake := filepath.Join(root, "fake")
-			calls := filepath.Join(root, "calls")
-			writeScript(t, filepath.Join(fake, "aws"), `#!/bin/bash
-echo "aws $*" >>"`+calls+`"
-case "$1 $2" in
-"s3 cp") cp "`+tarball+`" "${@: -1}" ;;
-"kafka get-bootstrap-brokers") echo "`+brokers+`" ;;
-*) echo "unexpected aws call: $*" >&2; exit 1 ;;
-esac
-`)
-			writeScript(t, filepath.Join(fake, "systemctl"), `#!/bin/bash
-echo "systemctl $*" >>"`+calls+`"
-`)
-			ud := rewrite.Replace(renderUserData(t, load(t, c.file), c.lt, nil))
-			// Never let the script touch the real system's directories.
-			// (Environment file lines are values for the service, not paths
-			// the script writes.)
-			script := regexp.MustCompile(`(?m)^[A-Z][A-Z0-9_]*=.*$`).ReplaceAllString(strings.ReplaceAll(ud, root, "ROOT"), "")
-			if m := regexp.MustCompile(`(^|[\s=>"'])/(opt|etc|var|usr|tmp|root|home)/`).FindString(script); m != "" {
-				t.Fatalf("the user data uses a path this test does not move under its root (%q); extend the rewrite:\n%s", m, ud)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, bash, "-s")
-			cmd.Stdin = strings.NewReader(ud)
-			cmd.Env = []string{"PATH=" + fake + ":/usr/bin:/bin", "HOME=" + root}
-			out, err := cmd.CombinedOutput()
-			log, _ := os.ReadFile(filepath.Join(root, "var/log/originlens-bootstrap.log"))
-			if err != nil {
-				t.Fatalf("user data: %v\n%s\nbootstrap log:\n%s", err, out, log)
-			}
+			r := newUserDataRoot(t, tarball, `"kafka get-bootstrap-brokers") echo "`+brokers+`" ;;`)
+			root, rewrite, calls := r.dir, r.rewrite, r.calls
+			r.run(t, bash, renderUserData(t, load(t, c.file), c.lt, nil))
 			got, _ := os.ReadFile(calls)
 			want := "systemctl daemon-reload\nsystemctl enable --now " + c.unit + "\n"
 			if !strings.HasSuffix(string(got), want) || !strings.Contains(string(got), "aws kafka get-bootstrap-brokers") {
@@ -776,6 +738,68 @@ echo "systemctl $*" >>"`+calls+`"
 			runApp(t, exe, u.execStart[1:], env, listen, env["APP_PROXY_PROTOCOL"], nil)
 		})
 	}
+}
+
+// userDataRoot runs user data in a temporary root: every path the scripts
+// write is moved under it, and fake/ (first in PATH) holds the stand-ins
+// for aws and systemctl, which log their calls to calls.
+type userDataRoot struct {
+	dir, fake, calls string
+	rewrite          *strings.Replacer
+}
+
+// newUserDataRoot lays out a root. awsCases are further `case` arms of the
+// aws stand-in ("s3 cp" copies tarball); extra are further absolute paths
+// the user data writes.
+func newUserDataRoot(t *testing.T, tarball, awsCases string, extra ...string) *userDataRoot {
+	t.Helper()
+	root := t.TempDir()
+	pairs := []string{}
+	for _, p := range append([]string{"/opt/originlens", "/etc/originlens", "/etc/systemd/system/", "/var/log/", "/tmp/originlens.tar.gz"}, extra...) {
+		pairs = append(pairs, p, root+p)
+	}
+	for _, d := range []string{"etc/systemd/system", "var/log", "tmp", "fake"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := &userDataRoot{dir: root, fake: filepath.Join(root, "fake"), calls: filepath.Join(root, "calls"), rewrite: strings.NewReplacer(pairs...)}
+	writeScript(t, filepath.Join(r.fake, "aws"), `#!/bin/bash
+echo "aws $*" >>"`+r.calls+`"
+case "$1 $2" in
+"s3 cp") cp "`+tarball+`" "${@: -1}" ;;
+`+awsCases+`
+*) echo "unexpected aws call: $*" >&2; exit 1 ;;
+esac
+`)
+	writeScript(t, filepath.Join(r.fake, "systemctl"), "#!/bin/bash\necho \"systemctl $*\" >>\""+r.calls+"\"\n")
+	return r
+}
+
+// run rewrites the user data's paths into the root, refuses it if a path
+// is left that the root does not move, runs it with bash and returns the
+// bootstrap log; a failing script fails the test.
+func (r *userDataRoot) run(t *testing.T, bash, userData string) []byte {
+	t.Helper()
+	ud := r.rewrite.Replace(userData)
+	// Never let the script touch the real system's directories.
+	// (Environment file lines are values for the service, not paths
+	// the script writes.)
+	script := regexp.MustCompile(`(?m)^[A-Z][A-Z0-9_]*=.*$`).ReplaceAllString(strings.ReplaceAll(ud, r.dir, "ROOT"), "")
+	if m := regexp.MustCompile(`(^|[\s=>"'])/(opt|etc|var|usr|tmp|root|home)/`).FindString(script); m != "" {
+		t.Fatalf("the user data uses a path this test does not move under its root (%q); extend the rewrite:\n%s", m, ud)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bash, "-s")
+	cmd.Stdin = strings.NewReader(ud)
+	cmd.Env = []string{"PATH=" + r.fake + ":/usr/bin:/bin", "HOME=" + r.dir}
+	out, err := cmd.CombinedOutput()
+	log, _ := os.ReadFile(filepath.Join(r.dir, "var/log/originlens-bootstrap.log"))
+	if err != nil {
+		t.Fatalf("user data: %v\n%s\nbootstrap log:\n%s", err, out, log)
+	}
+	return log
 }
 
 func writeScript(t *testing.T, path, body string) {

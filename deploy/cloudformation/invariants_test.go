@@ -226,7 +226,7 @@ func TestAcceleratorWiring(t *testing.T) {
 		t.Errorf("accelerator Enabled = %v, want true", e)
 	}
 
-	listeners := a.ofType("AWS::GlobalAccelerator::Listener")
+	listeners := unconditional(a, a.ofType("AWS::GlobalAccelerator::Listener")) // the UDP one: TestUdp
 	if len(listeners) != 1 {
 		t.Fatalf("accelerator listeners = %v, want exactly one", listeners)
 	}
@@ -241,7 +241,7 @@ func TestAcceleratorWiring(t *testing.T) {
 		t.Errorf("listener PortRanges = %s, want exactly 8080-8080", got)
 	}
 
-	groups := a.ofType("AWS::GlobalAccelerator::EndpointGroup")
+	groups := unconditional(a, a.ofType("AWS::GlobalAccelerator::EndpointGroup"))
 	if len(groups) != 1 {
 		t.Fatalf("endpoint groups = %v, want exactly one", groups)
 	}
@@ -359,7 +359,7 @@ func TestLoadBalancer(t *testing.T) {
 	l := props(a.resource(t, listeners[0]))
 	// A TLS listener turns client IP preservation off for an NLB with
 	// security groups.
-	if l["Protocol"] != "TCP" || l["Certificates"] != nil {
+	if e.mustEval(t, l["Protocol"]) != "TCP" || l["Certificates"] != nil { // TCP_UDP with EnableUdp: TestUdp
 		t.Errorf("listener Protocol = %v (certificates %v), want plain TCP", l["Protocol"], l["Certificates"])
 	}
 	if refName(l["LoadBalancerArn"]) != nlbName || l["Port"] != 8080 {
@@ -371,7 +371,7 @@ func TestLoadBalancer(t *testing.T) {
 	}
 	tgName := refName(dig(acts[0], "TargetGroupArn"))
 	tg := props(a.resource(t, tgName))
-	if tg["Port"] != 80 || tg["Protocol"] != "TCP" || tg["TargetType"] != "instance" {
+	if tg["Port"] != 80 || e.mustEval(t, tg["Protocol"]) != "TCP" || tg["TargetType"] != "instance" {
 		t.Errorf("target group = port %v %v type %v, want TCP 80 instance", tg["Port"], tg["Protocol"], tg["TargetType"])
 	}
 	if tg["HealthCheckProtocol"] != "TCP" {

@@ -2,8 +2,9 @@
 // originlens as NDJSON (the format of Dashboards' export and import): the
 // conn-events-* index pattern, a coordinate-map heat map of
 // source.geo.location (geohash grid), connections by country, by residency
-// decision and over time, top client networks, and the dashboard that holds
-// them. cmd/ingest imports them with POST /api/saved_objects/_import.
+// decision and over time, top client networks, TCP connections beside UDP
+// flows (by network.transport, over time, and a transport filter control),
+// and the dashboard that holds them. cmd/ingest imports them with POST /api/saved_objects/_import.
 package dashboards
 
 import (

@@ -108,6 +108,7 @@ func TestDashboardsNDJSON(t *testing.T) {
 	}
 	heatmaps := 0
 	groupedBy := map[string]bool{}
+	filteredBy := map[string]bool{} // fields of the dashboard's filter controls
 	for _, id := range visIDs {
 		o := objs["visualization/"+id]
 		for _, r := range o.References {
@@ -138,6 +139,16 @@ func TestDashboardsNDJSON(t *testing.T) {
 			}
 			groupedBy[f] = true
 		}
+		if vs.Type == "input_control_vis" {
+			controls, _ := vs.Params["controls"].([]any)
+			for _, c := range controls {
+				f, _ := c.(map[string]any)["fieldName"].(string)
+				if _, mapped := fields[f]; !mapped {
+					t.Errorf("%s: control on %q, which the index template does not define", id, f)
+				}
+				filteredBy[f] = true
+			}
+		}
 		if vs.Type == "tile_map" {
 			if vs.Params["mapType"] != "Heatmap" {
 				t.Errorf("%s: tile_map mapType = %v, want Heatmap", id, vs.Params["mapType"])
@@ -152,10 +163,13 @@ func TestDashboardsNDJSON(t *testing.T) {
 	if heatmaps == 0 {
 		t.Error("no coordinate-map heat map with a geohash_grid on the geo_point source.geo.location")
 	}
-	for _, f := range []string{"source.geo.country_iso_code", "residency.decision", "@timestamp", "source.as.number"} {
+	for _, f := range []string{"source.geo.country_iso_code", "residency.decision", "@timestamp", "source.as.number", "network.transport"} {
 		if !groupedBy[f] {
 			t.Errorf("no visualization aggregates on %s", f)
 		}
+	}
+	if !filteredBy["network.transport"] {
+		t.Error("no filter control on network.transport: the dashboard cannot show UDP or TCP alone")
 	}
 
 	dash, ok := objs["dashboard/originlens-connections"]

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	opensearchassets "github.com/originlens/originlens/deploy/opensearch"
+	"github.com/originlens/originlens/internal/event"
 	"github.com/originlens/originlens/internal/opensearchtest"
 )
 
@@ -47,7 +48,28 @@ func TestTemplateCoversEvent(t *testing.T) {
 	}
 	walk("", tpl.Template.Mappings.Properties)
 
-	ev := opensearchtest.SampleEvent(1, time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC))
+	for _, ev := range []event.Event{
+		opensearchtest.SampleEvent(1, time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)),
+		opensearchtest.SampleUDPEvent(1, time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)),
+	} {
+		checkMapped(t, types, ev)
+	}
+	want := map[string]string{
+		"@timestamp": "date", "source.ip": "ip", "destination.ip": "ip", "clientip.peer.ip": "ip",
+		"source.geo.location": "geo_point", "source.geo.country_iso_code": "keyword", "residency.decision": "keyword",
+		"event.duration": "long", "event.id": "keyword", "network.transport": "keyword",
+		"source.packets": "long", "destination.packets": "long", "flow.first_seen": "date", "flow.last_seen": "date",
+	}
+	for f, typ := range want {
+		if types[f] != typ {
+			t.Errorf("%s mapped as %q, want %q", f, types[f], typ)
+		}
+	}
+}
+
+// checkMapped fails on a field of ev that the template does not map.
+func checkMapped(t *testing.T, types map[string]string, ev event.Event) {
+	t.Helper()
 	b, _ := ev.Marshal()
 	var doc map[string]any
 	_ = json.Unmarshal(b, &doc)
@@ -84,15 +106,5 @@ func TestTemplateCoversEvent(t *testing.T) {
 	}
 	if seen < 40 {
 		t.Errorf("only %d event fields checked; the sample event should fill every group", seen)
-	}
-	want := map[string]string{
-		"@timestamp": "date", "source.ip": "ip", "destination.ip": "ip", "clientip.peer.ip": "ip",
-		"source.geo.location": "geo_point", "source.geo.country_iso_code": "keyword", "residency.decision": "keyword",
-		"event.duration": "long", "event.id": "keyword",
-	}
-	for f, typ := range want {
-		if types[f] != typ {
-			t.Errorf("%s mapped as %q, want %q", f, types[f], typ)
-		}
 	}
 }

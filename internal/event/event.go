@@ -77,6 +77,8 @@ type Event struct {
 	ClientIP    ClientIP    `json:"clientip"`
 	Residency   Residency   `json:"residency,omitzero"`
 	App         App         `json:"app,omitzero"`
+	Flow        Flow        `json:"flow,omitzero"`  // UDP flows only
+	Relay       Relay       `json:"relay,omitzero"` // set only when the app relays to an upstream (--upstream)
 }
 
 // ECS names the schema version the field names follow.
@@ -109,6 +111,10 @@ type Source struct {
 	Bytes int64      `json:"bytes"`        // bytes received from the client, PROXY header included
 	Geo   Geo        `json:"geo,omitzero"` // empty when no database is configured
 	AS    AS         `json:"as,omitzero"`  // empty without an ASN database
+
+	// Packets is the number of datagrams received from the client (UDP
+	// flows only; zero and left out for TCP).
+	Packets int64 `json:"packets,omitempty"`
 }
 
 // Destination is the address the client dialed: from the PROXY header when
@@ -117,6 +123,10 @@ type Destination struct {
 	IP    netip.Addr `json:"ip"`
 	Port  uint16     `json:"port"`
 	Bytes int64      `json:"bytes"` // bytes sent to the client
+
+	// Packets is the number of datagrams sent to the client (UDP flows
+	// only).
+	Packets int64 `json:"packets,omitempty"`
 }
 
 // Geo is the ECS source.geo.* group, plus Class for addresses that no
@@ -169,7 +179,7 @@ type AS struct {
 
 // Network is the ECS network.* group.
 type Network struct {
-	Transport string `json:"transport"`          // "tcp"
+	Transport string `json:"transport"`          // "tcp" or "udp"
 	Type      string `json:"type"`               // "ipv4" or "ipv6", of the client address
 	Protocol  string `json:"protocol,omitempty"` // "http" or "line"; empty when refused before the first bytes
 }
@@ -203,6 +213,41 @@ type Residency struct {
 // App carries what the application chose for the client.
 type App struct {
 	Lang string `json:"lang,omitempty"`
+}
+
+// Transport values: network.transport.
+const (
+	TransportTCP = "tcp"
+	TransportUDP = "udp"
+)
+
+// Flow is a UDP flow: the datagrams between one client address and port
+// and one server address and port, from the first datagram until the flow
+// was idle for the idle timeout (or the server stopped, or the flow table
+// was full). Event.Start and End are its first and last datagram too; the
+// counts of datagrams and bytes are Source and Destination's.
+type Flow struct {
+	FirstSeen time.Time `json:"first_seen"` // the first datagram from the client
+	LastSeen  time.Time `json:"last_seen"`  // the last datagram either way
+	// End is why the flow was published: "idle-timeout", "shutdown" or
+	// "evicted" (the flow table was full).
+	End string `json:"end"`
+	// RateLimited counts the client's datagrams left unanswered by the
+	// per-source reply rate limit.
+	RateLimited int64 `json:"rate_limited,omitempty"`
+	// Truncated counts the replies cut to the amplification bound.
+	Truncated int64 `json:"truncated,omitempty"`
+}
+
+// Relay describes a connection the app relayed to an upstream service.
+// Source.Bytes and Destination.Bytes then count what the client sent
+// (PROXY header included) and what it received from the upstream.
+type Relay struct {
+	Upstream Peer   `json:"upstream"` // the upstream address dialed (or that would have been)
+	Mode     string `json:"mode"`     // transparent, proxy-v2, proxy-v1 or plain
+	// End is how it ended: client-closed, upstream-closed, upstream-refused,
+	// upstream-unreachable, idle-timeout or denied (never dialed).
+	End string `json:"end"`
 }
 
 // New returns an event for a connection accepted at start, with a fresh

@@ -131,6 +131,7 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 		}
 		b = append(b, '}')
 	}
+	b = appendOptInt(b, "packets", s.Packets)
 
 	d := &e.Destination
 	b = append(b, `},"destination":{"ip":`...)
@@ -139,6 +140,7 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 	b = strconv.AppendUint(b, uint64(d.Port), 10)
 	b = append(b, `,"bytes":`...)
 	b = strconv.AppendInt(b, d.Bytes, 10)
+	b = appendOptInt(b, "packets", d.Packets)
 
 	b = append(b, `},"network":{"transport":`...)
 	b = appendString(b, e.Network.Transport)
@@ -182,7 +184,44 @@ func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
 		b = appendOptString(b, len(b), "lang", e.App.Lang)
 		b = append(b, '}')
 	}
+	if f := &e.Flow; *f != (Flow{}) { // omitzero: encoding/json compares with the zero value
+		b = append(b, `,"flow":{"first_seen":`...)
+		if b, err = appendTime(b, f.FirstSeen, "flow.first_seen"); err != nil {
+			return dst, e.encodeErr(err)
+		}
+		b = append(b, `,"last_seen":`...)
+		if b, err = appendTime(b, f.LastSeen, "flow.last_seen"); err != nil {
+			return dst, e.encodeErr(err)
+		}
+		b = append(b, `,"end":`...)
+		b = appendString(b, f.End)
+		b = appendOptInt(b, "rate_limited", f.RateLimited)
+		b = appendOptInt(b, "truncated", f.Truncated)
+		b = append(b, '}')
+	}
+	if r := &e.Relay; *r != (Relay{}) {
+		b = append(b, `,"relay":{"upstream":{"ip":`...)
+		b = appendAddr(b, r.Upstream.IP)
+		b = append(b, `,"port":`...)
+		b = strconv.AppendUint(b, uint64(r.Upstream.Port), 10)
+		b = append(b, `},"mode":`...)
+		b = appendString(b, r.Mode)
+		b = append(b, `,"end":`...)
+		b = appendString(b, r.End)
+		b = append(b, '}')
+	}
 	return append(b, '}'), nil
+}
+
+// appendOptInt appends ,"key":n (omitempty: nothing for zero).
+func appendOptInt(b []byte, key string, n int64) []byte {
+	if n == 0 {
+		return b
+	}
+	b = append(b, ',', '"')
+	b = append(b, key...)
+	b = append(b, '"', ':')
+	return strconv.AppendInt(b, n, 10)
 }
 
 func (e *Event) encodeErr(err error) error {

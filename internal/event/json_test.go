@@ -105,6 +105,13 @@ func randomEvent(r *rand.Rand) event.Event {
 		ev.Residency = event.Residency{Jurisdiction: str(), Decision: str(), Region: str(), Rule: str()}
 	}
 	ev.App.Lang = str()
+	if r.IntN(2) == 0 {
+		ev.Source.Packets, ev.Destination.Packets = r.Int64N(3)*r.Int64N(1<<40), -r.Int64N(2)
+		ev.Flow = event.Flow{FirstSeen: pick(r, times), LastSeen: pick(r, times), End: str(), RateLimited: r.Int64N(2) * r.Int64N(100), Truncated: r.Int64N(2) * r.Int64N(100)}
+	}
+	if r.IntN(3) > 0 {
+		ev.Relay = event.Relay{Upstream: event.Peer{IP: pick(r, trickyAddrs), Port: uint16(r.Uint32())}, Mode: str(), End: str()}
+	}
 	return ev
 }
 

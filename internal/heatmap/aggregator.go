@@ -26,6 +26,7 @@ type cellKey struct{ lat, lon int16 }
 type cellAcc struct {
 	sumLat, sumLon float64
 	n              int64
+	decisions      Decisions
 }
 
 type countryAcc struct {
@@ -34,32 +35,48 @@ type countryAcc struct {
 	decisions Decisions
 }
 
+// view is the aggregation of the events of one transport.
+type view struct {
+	cells     map[cellKey]*cellAcc
+	countries map[string]*countryAcc
+	totals    Totals
+}
+
+func newView() *view {
+	return &view{cells: make(map[cellKey]*cellAcc), countries: make(map[string]*countryAcc)}
+}
+
 // Aggregator keeps an in-memory aggregation of the events ingest consumed:
 // a 1° grid of locations (each cell reported at the centroid of its
-// events), counts per country and residency decision, and counters. Its
-// memory is bounded whatever the events say: at most 64,800 cells and
-// 676 countries (two ASCII letters; other codes count as unplaced).
+// events, with its decisions), counts per country and residency decision,
+// and counters, per transport (network.transport) so that a [Filter] can
+// pick one. Its memory is bounded whatever the events say: per transport
+// (tcp, udp, and one for any other value) at most 64,800 cells and 676
+// countries (two ASCII letters; other codes count as unplaced).
 //
 // It is safe for concurrent use. The zero value is not ready: use
 // [NewAggregator].
 type Aggregator struct {
 	now func() time.Time
 
-	mu        sync.Mutex
-	cells     map[cellKey]*cellAcc
-	countries map[string]*countryAcc
-	totals    Totals
+	mu    sync.Mutex
+	views map[string]*view // by transportKey
 }
 
 var _ Source = (*Aggregator)(nil)
 
 // NewAggregator returns an empty aggregator.
 func NewAggregator() *Aggregator {
-	return &Aggregator{
-		now:       time.Now,
-		cells:     make(map[cellKey]*cellAcc),
-		countries: make(map[string]*countryAcc),
+	return &Aggregator{now: time.Now, views: make(map[string]*view)}
+}
+
+// transportKey bounds the transports the aggregator tells apart.
+func transportKey(t string) string {
+	switch t {
+	case TransportTCP, TransportUDP:
+		return t
 	}
+	return "other"
 }
 
 // Add counts one event. It does not block beyond a short critical section
@@ -78,14 +95,21 @@ func (a *Aggregator) Add(ev *event.Event) {
 	if located {
 		key = cellOf(loc.Lat, loc.Lon)
 	}
+	decision := ev.Residency.Decision
+	tk := transportKey(ev.Network.Transport)
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	t := &a.totals
+	v := a.views[tk]
+	if v == nil {
+		v = newView()
+		a.views[tk] = v
+	}
+	t := &v.totals
 	t.Events++
 	switch ev.Event.Action {
 	case event.ActionClosed:
-		if ev.Residency.Decision == "redirect" {
+		if decision == "redirect" {
 			t.Redirected++
 		} else {
 			t.Served++
@@ -97,59 +121,115 @@ func (a *Aggregator) Add(ev *event.Event) {
 	default:
 		t.Other++
 	}
+	if decision == "" {
+		return // not a decided connection: no client to place (see Totals)
+	}
 	if located {
 		t.Located++
-		c := a.cells[key]
+		c := v.cells[key]
 		if c == nil {
 			c = &cellAcc{}
-			a.cells[key] = c
+			v.cells[key] = c
 		}
 		c.sumLat += loc.Lat
 		c.sumLon += loc.Lon
 		c.n++
+		c.decisions.add(decision, 1)
 	}
 	if iso == "" {
 		t.Unplaced++
 		return
 	}
-	c := a.countries[iso]
+	c := v.countries[iso]
 	if c == nil {
 		c = &countryAcc{name: cleanName(ev.Source.Geo.CountryName)}
-		a.countries[iso] = c
+		v.countries[iso] = c
 	}
 	c.n++
-	switch ev.Residency.Decision {
+	c.decisions.add(decision, 1)
+}
+
+// add counts n connections with decision d; a decision this version does
+// not know is not counted.
+func (d *Decisions) add(decision string, n int64) {
+	switch decision {
 	case "serve":
-		c.decisions.Serve++
+		d.Serve += n
 	case "redirect":
-		c.decisions.Redirect++
+		d.Redirect += n
 	case "deny":
-		c.decisions.Deny++
+		d.Deny += n
 	}
 }
 
-// Snapshot returns a copy of the aggregation. It never fails and does not
-// look at ctx.
-func (a *Aggregator) Snapshot(context.Context) (Snapshot, error) {
+func (d *Decisions) merge(o Decisions) {
+	d.Serve += o.Serve
+	d.Redirect += o.Redirect
+	d.Deny += o.Deny
+}
+
+func (t *Totals) merge(o Totals) {
+	t.Events += o.Events
+	t.Served += o.Served
+	t.Redirected += o.Redirected
+	t.Denied += o.Denied
+	t.Refused += o.Refused
+	t.Other += o.Other
+	t.Located += o.Located
+	t.Unplaced += o.Unplaced
+}
+
+// Snapshot returns a copy of the aggregation of the events f selects. It
+// never fails and does not look at ctx.
+func (a *Aggregator) Snapshot(_ context.Context, f Filter) (Snapshot, error) {
+	merged := newView()
 	a.mu.Lock()
+	for tk, v := range a.views {
+		if f.Transport != "" && tk != f.Transport {
+			continue
+		}
+		merged.totals.merge(v.totals)
+		for k, c := range v.cells {
+			m := merged.cells[k]
+			if m == nil {
+				m = &cellAcc{}
+				merged.cells[k] = m
+			}
+			m.sumLat, m.sumLon, m.n = m.sumLat+c.sumLat, m.sumLon+c.sumLon, m.n+c.n
+			m.decisions.merge(c.decisions)
+		}
+		for iso, c := range v.countries {
+			m := merged.countries[iso]
+			if m == nil {
+				m = &countryAcc{name: c.name}
+				merged.countries[iso] = m
+			}
+			m.n += c.n
+			m.decisions.merge(c.decisions)
+		}
+	}
+	now := a.now().UTC()
+	a.mu.Unlock()
+
 	snap := Snapshot{
 		Source:      "memory",
-		GeneratedAt: a.now().UTC(),
-		Cells:       make([]Cell, 0, len(a.cells)),
-		Countries:   make([]Country, 0, len(a.countries)),
-		Totals:      a.totals,
+		Transport:   f.Transport,
+		GeneratedAt: now,
+		Cells:       make([]Cell, 0, len(merged.cells)),
+		Countries:   make([]Country, 0, len(merged.countries)),
+		Totals:      merged.totals,
 	}
-	for _, c := range a.cells {
+	for _, c := range merged.cells {
 		snap.Cells = append(snap.Cells, Cell{
-			Lat:   round4(c.sumLat / float64(c.n)),
-			Lon:   round4(c.sumLon / float64(c.n)),
-			Count: c.n,
+			Lat:       round4(c.sumLat / float64(c.n)),
+			Lon:       round4(c.sumLon / float64(c.n)),
+			Count:     c.n,
+			Decisions: c.decisions,
 		})
 	}
-	for iso, c := range a.countries {
+	for iso, c := range merged.countries {
 		snap.Countries = append(snap.Countries, Country{ISO: iso, Name: c.name, Count: c.n, Decisions: c.decisions})
 	}
-	a.mu.Unlock()
 	sortSnapshot(&snap)
 	return snap, nil
 }

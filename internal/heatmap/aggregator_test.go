@@ -29,7 +29,12 @@ func ev(tb testing.TB, iso, name string, lat, lon float64, action, decision stri
 
 func snapshot(tb testing.TB, a *heatmap.Aggregator) heatmap.Snapshot {
 	tb.Helper()
-	s, err := a.Snapshot(context.Background())
+	return snapshotOf(tb, a, heatmap.Filter{})
+}
+
+func snapshotOf(tb testing.TB, a *heatmap.Aggregator, f heatmap.Filter) heatmap.Snapshot {
+	tb.Helper()
+	s, err := a.Snapshot(context.Background(), f)
 	if err != nil {
 		tb.Fatalf("Snapshot() error = %v", err)
 	}
@@ -63,9 +68,9 @@ func TestAggregator(t *testing.T) {
 			// The two Berlin events share the cell 52..53 x 13..14 and are
 			// reported at their centroid.
 			wantCells: []heatmap.Cell{
-				{Lat: 52.51, Lon: 13.35, Count: 2},
-				{Lat: 39.03, Lon: 125.75, Count: 1},
-				{Lat: 40.71, Lon: -74.00, Count: 1},
+				{Lat: 52.51, Lon: 13.35, Count: 2, Decisions: heatmap.Decisions{Redirect: 2}},
+				{Lat: 39.03, Lon: 125.75, Count: 1, Decisions: heatmap.Decisions{Deny: 1}},
+				{Lat: 40.71, Lon: -74.00, Count: 1, Decisions: heatmap.Decisions{Serve: 1}},
 			},
 			wantCountries: []heatmap.Country{
 				{ISO: "DE", Name: "Germany", Count: 2, Decisions: heatmap.Decisions{Redirect: 2}},
@@ -75,15 +80,22 @@ func TestAggregator(t *testing.T) {
 			wantTotals: heatmap.Totals{Events: 4, Served: 1, Redirected: 2, Denied: 1, Located: 4},
 		},
 		{
-			name: "refused_and_unplaced",
+			// A refused connection (a spoof attempt) has no client to
+			// place: it is refused, not unplaced, as the demo's summary
+			// counts it (issue 15, item 9: the page said unplaced 22 where
+			// the summary said 2).
+			name: "refused_is_not_unplaced",
 			events: func(tb testing.TB) []*event.Event {
 				spoof := ev(tb, "", "", 0, 0, event.ActionRefused, "")
 				spoof.Source.Geo.Class = "loopback"
-				return []*event.Event{spoof, ev(tb, "", "", 0, 0, "something-new", "")}
+				spoofPlaced := ev(tb, "US", "United States", 40.71, -74.00, event.ActionRefused, "")
+				unplaced := ev(tb, "", "", 0, 0, event.ActionClosed, "serve")
+				unplaced.Source.Geo.Class = "documentation"
+				return []*event.Event{spoof, spoof, spoofPlaced, unplaced, ev(tb, "", "", 0, 0, "something-new", "")}
 			},
 			wantCells:     []heatmap.Cell{},
 			wantCountries: []heatmap.Country{},
-			wantTotals:    heatmap.Totals{Events: 2, Refused: 1, Other: 1, Unplaced: 2},
+			wantTotals:    heatmap.Totals{Events: 5, Served: 1, Refused: 3, Other: 1, Unplaced: 1},
 		},
 		{
 			name: "hostile_fields",
@@ -94,7 +106,10 @@ func TestAggregator(t *testing.T) {
 				return []*event.Event{nil, badISO, badLoc, edge}
 			},
 			// The pole and the antimeridian fall into the last cell.
-			wantCells: []heatmap.Cell{{Lat: 10, Lon: 10, Count: 1}, {Lat: 90, Lon: 180, Count: 1}},
+			wantCells: []heatmap.Cell{
+				{Lat: 10, Lon: 10, Count: 1, Decisions: heatmap.Decisions{Serve: 1}},
+				{Lat: 90, Lon: 180, Count: 1, Decisions: heatmap.Decisions{Serve: 1}},
+			},
 			wantCountries: []heatmap.Country{
 				{ISO: "FR", Name: "France[31m" + strings.Repeat("é", 27), Count: 1},
 				{ISO: "NZ", Name: "New Zealand", Count: 1, Decisions: heatmap.Decisions{Serve: 1}},

@@ -107,7 +107,7 @@ func TestHandlerEmptyIsArrays(t *testing.T) {
 
 type failingSource struct{ err error }
 
-func (f failingSource) Snapshot(context.Context) (heatmap.Snapshot, error) {
+func (f failingSource) Snapshot(context.Context, heatmap.Filter) (heatmap.Snapshot, error) {
 	return heatmap.Snapshot{}, f.err
 }
 
@@ -184,7 +184,7 @@ func TestFallback(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := tt.src.Snapshot(context.Background())
+			s, err := tt.src.Snapshot(context.Background(), heatmap.Filter{})
 			if (err != nil) != tt.wantErr || s.Source != tt.wantSource || (s.Note != "") != tt.wantNote {
 				t.Errorf("Snapshot() = source %q note %q, %v; want source %q, note %v, error %v", s.Source, s.Note, err, tt.wantSource, tt.wantNote, tt.wantErr)
 			}
@@ -196,7 +196,7 @@ func TestFallback(t *testing.T) {
 	// A cancelled request does not fall back.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := heatmap.Fallback(failingSource{context.Canceled}, a).Snapshot(ctx); err == nil {
+	if _, err := heatmap.Fallback(failingSource{context.Canceled}, a).Snapshot(ctx, heatmap.Filter{}); err == nil {
 		t.Errorf("Fallback with a cancelled ctx answered from the secondary")
 	}
 }

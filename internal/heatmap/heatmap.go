@@ -1,6 +1,8 @@
 // Package heatmap serves the live heat-map page of cmd/ingest and its data,
-// /api/heatmap: connection density by location, a table by country with the
-// residency decision, and counters.
+// /api/heatmap (optionally ?transport=tcp|udp): connection density by
+// location with the residency decisions per cell, a table by country with
+// the decisions, and counters (refused connections apart from unplaced
+// clients).
 //
 // The data comes from a [Source]: the in-memory [Aggregator] of what the
 // ingest consumed, or [OpenSearchSource], aggregations over the indexed
@@ -15,9 +17,11 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -27,22 +31,30 @@ type Snapshot struct {
 	Source string `json:"source"`
 	// Note, when set, says why the data comes from a fallback source.
 	Note string `json:"note,omitempty"`
+	// Transport is the transport the snapshot is limited to ("tcp",
+	// "udp"); empty: every event.
+	Transport string `json:"transport,omitempty"`
 	// GeneratedAt is when the snapshot was taken.
 	GeneratedAt time.Time `json:"generated_at"`
 	// Cells is the connection density: one entry per grid cell that holds
-	// located events, at the centroid of its events, most connections first.
+	// located decided connections (see [Totals]), at the centroid of its
+	// events, most connections first, with the decisions in the cell.
 	Cells []Cell `json:"cells"`
-	// Countries counts the events per client country, most first.
+	// Countries counts the decided connections per client country, most
+	// first.
 	Countries []Country `json:"countries"`
 	// Totals are the counters over every event, located or not.
 	Totals Totals `json:"totals"`
 }
 
-// Cell is one grid cell of the heat layer.
+// Cell is one grid cell of the heat layer and of the decision layers.
+// Count is every decided connection in the cell; Decisions splits it (a
+// decision this version does not know counts in Count only).
 type Cell struct {
-	Lat   float64 `json:"lat"`
-	Lon   float64 `json:"lon"`
-	Count int64   `json:"count"`
+	Lat       float64   `json:"lat"`
+	Lon       float64   `json:"lon"`
+	Count     int64     `json:"count"`
+	Decisions Decisions `json:"decisions"`
 }
 
 // Country is one row of the country table.
@@ -62,6 +74,15 @@ type Decisions struct {
 
 // Totals are the page's counters. Served + Redirected + Denied + Refused +
 // Other = Events.
+//
+// A decided connection is one the residency rules answered (it has a
+// residency.decision: serve, redirect or deny). Only decided connections
+// are clients with a place: they fill Cells and Countries, and those
+// without a country are Unplaced, so that the sum of the country counts
+// plus Unplaced is the number of decided connections. A refused connection
+// (no trusted client address: a spoofed or broken PROXY header, a limit)
+// is never unplaced: it counts in Refused only, as the demo's summary
+// counts it.
 type Totals struct {
 	Events     int64 `json:"events"`     // events counted
 	Served     int64 `json:"served"`     // connection-closed, not redirected
@@ -69,17 +90,45 @@ type Totals struct {
 	Denied     int64 `json:"denied"`     // connection-denied
 	Refused    int64 `json:"refused"`    // connection-refused (PROXY errors, spoofs, limits)
 	Other      int64 `json:"other"`      // an event.action this version does not know
-	Located    int64 `json:"located"`    // events with a location (in Cells)
-	Unplaced   int64 `json:"unplaced"`   // events without a country (loopback, documentation, unknown)
+	Located    int64 `json:"located"`    // decided connections with a location (in Cells)
+	Unplaced   int64 `json:"unplaced"`   // decided connections without a country (loopback, documentation, unknown)
+}
+
+// Transports a [Filter] can select (the event's network.transport).
+const (
+	TransportTCP = "tcp"
+	TransportUDP = "udp"
+)
+
+// Filter selects the events of a snapshot. The zero value selects every
+// event.
+type Filter struct {
+	// Transport limits the snapshot to one network.transport
+	// ([TransportTCP] or [TransportUDP]); empty: every transport.
+	Transport string
+}
+
+// parseFilter reads a Filter from /api/heatmap's query: transport=tcp|udp
+// (empty or absent: all).
+func parseFilter(q url.Values) (Filter, error) {
+	var f Filter
+	switch t := q.Get("transport"); t {
+	case "", TransportTCP, TransportUDP:
+		f.Transport = t
+	default:
+		return Filter{}, fmt.Errorf("transport=%.20q: want tcp, udp or nothing (all)", t)
+	}
+	return f, nil
 }
 
 // Source answers /api/heatmap; the [Aggregator] is one, [OpenSearchSource]
 // another. Implementations must be safe for concurrent use: the handler
 // calls Snapshot once per request.
 type Source interface {
-	// Snapshot returns the current aggregation. It may block until ctx is
-	// done (an OpenSearch query); it returns ctx's error then.
-	Snapshot(ctx context.Context) (Snapshot, error)
+	// Snapshot returns the current aggregation of the events f selects. It
+	// may block until ctx is done (an OpenSearch query); it returns ctx's
+	// error then.
+	Snapshot(ctx context.Context, f Filter) (Snapshot, error)
 }
 
 //go:embed assets/index.html assets/heatmap.js assets/countries-110m.json assets/topojson-client.min.js assets/NOTICE assets/LICENSE.*
@@ -131,11 +180,17 @@ func setPageHeaders(w http.ResponseWriter) {
 }
 
 func (h *handler) serveData(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
-	defer cancel()
-	snap, err := h.src.Snapshot(ctx)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
+	f, err := parseFilter(r.URL.Query())
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.timeout)
+	defer cancel()
+	snap, err := h.src.Snapshot(ctx, f)
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
 			h.log.Warn("heat-map data unavailable", "err", err)
@@ -162,12 +217,12 @@ func Fallback(primary, secondary Source) Source { return fallback{primary, secon
 
 type fallback struct{ primary, secondary Source }
 
-func (f fallback) Snapshot(ctx context.Context) (Snapshot, error) {
-	s, err := f.primary.Snapshot(ctx)
+func (f fallback) Snapshot(ctx context.Context, fl Filter) (Snapshot, error) {
+	s, err := f.primary.Snapshot(ctx, fl)
 	if err == nil || ctx.Err() != nil {
 		return s, err
 	}
-	s, err2 := f.secondary.Snapshot(ctx)
+	s, err2 := f.secondary.Snapshot(ctx, fl)
 	if err2 != nil {
 		return Snapshot{}, errors.Join(err, err2)
 	}

@@ -28,9 +28,28 @@ type OpenSearchConfig struct {
 }
 
 // OpenSearchSource answers /api/heatmap with aggregations over the indexed
-// events: geotile_grid + geo_centroid on source.geo.location for the cells,
-// terms on source.geo.country_iso_code with a sub-terms on
-// residency.decision for the table, terms on event.action for the counters.
+// events. The request (one _search, size 0):
+//
+//	query: range @timestamp (the window) and term network.transport (the
+//	       filter), in a bool filter; match_all without either
+//	aggs:
+//	  decided: filter exists residency.decision   (decided connections)
+//	    grid:      geotile_grid source.geo.location
+//	                 centroid:  geo_centroid source.geo.location
+//	                 decisions: terms residency.decision
+//	    countries: terms source.geo.country_iso_code
+//	                 decisions: terms residency.decision
+//	                 name:      top_hits 1, _source source.geo.country_name
+//	    located:   filter exists source.geo.location
+//	    placed:    filter exists source.geo.country_iso_code
+//	  actions: terms event.action
+//	             decisions: terms residency.decision
+//
+// and the response has the same names: aggregations.decided.doc_count,
+// aggregations.decided.grid.buckets[].{key, doc_count, centroid.location,
+// decisions.buckets[].{key, doc_count}}, and so on. Unplaced is
+// decided.doc_count - decided.placed.doc_count: a refused connection has
+// no residency decision and is never unplaced (see [Totals]).
 // It is safe for concurrent use; each Snapshot is one search request.
 type OpenSearchSource struct {
 	search Searcher
@@ -58,35 +77,54 @@ const maxCountries = 300
 // maxCells bounds the geotile_grid buckets (OpenSearch's default size).
 const maxCells = 10000
 
-// query returns the search body.
-func (o *OpenSearchSource) query() map[string]any {
+// query returns the search body for the events f selects.
+func (o *OpenSearchSource) query(f Filter) map[string]any {
 	type m = map[string]any
 	decisions := m{"terms": m{"field": "residency.decision", "size": 10}}
 	q := m{
 		"size":             0,
 		"track_total_hits": true,
 		"aggs": m{
-			"grid": m{
-				"geotile_grid": m{"field": "source.geo.location", "precision": o.cfg.Precision, "size": maxCells},
-				"aggs":         m{"centroid": m{"geo_centroid": m{"field": "source.geo.location"}}},
-			},
-			"countries": m{
-				"terms": m{"field": "source.geo.country_iso_code", "size": maxCountries},
+			"decided": m{
+				"filter": m{"exists": m{"field": "residency.decision"}},
 				"aggs": m{
-					"decisions": decisions,
-					"name":      m{"top_hits": m{"size": 1, "_source": m{"includes": []string{"source.geo.country_name"}}}},
+					"grid": m{
+						"geotile_grid": m{"field": "source.geo.location", "precision": o.cfg.Precision, "size": maxCells},
+						"aggs": m{
+							"centroid":  m{"geo_centroid": m{"field": "source.geo.location"}},
+							"decisions": decisions,
+						},
+					},
+					"countries": m{
+						"terms": m{"field": "source.geo.country_iso_code", "size": maxCountries},
+						"aggs": m{
+							"decisions": decisions,
+							"name":      m{"top_hits": m{"size": 1, "_source": m{"includes": []string{"source.geo.country_name"}}}},
+						},
+					},
+					"located": m{"filter": m{"exists": m{"field": "source.geo.location"}}},
+					"placed":  m{"filter": m{"exists": m{"field": "source.geo.country_iso_code"}}},
 				},
 			},
 			"actions": m{
 				"terms": m{"field": "event.action", "size": 10},
 				"aggs":  m{"decisions": decisions},
 			},
-			"located": m{"filter": m{"exists": m{"field": "source.geo.location"}}},
-			"placed":  m{"filter": m{"exists": m{"field": "source.geo.country_iso_code"}}},
 		},
 	}
+	var filters []any
 	if o.cfg.Window > 0 {
-		q["query"] = m{"range": m{"@timestamp": m{"gte": fmt.Sprintf("now-%ds", int64(o.cfg.Window/time.Second))}}}
+		filters = append(filters, m{"range": m{"@timestamp": m{"gte": fmt.Sprintf("now-%ds", int64(o.cfg.Window/time.Second))}}})
+	}
+	if f.Transport != "" {
+		filters = append(filters, m{"term": m{"network.transport": f.Transport}})
+	}
+	switch len(filters) {
+	case 0:
+	case 1:
+		q["query"] = filters[0]
+	default:
+		q["query"] = m{"bool": m{"filter": filters}}
 	}
 	return q
 }
@@ -98,39 +136,18 @@ type termsAgg struct {
 	} `json:"buckets"`
 }
 
+type docCount struct {
+	DocCount int64 `json:"doc_count"`
+}
+
 type osAggs struct {
-	Grid struct {
-		Buckets []struct {
-			Key      string `json:"key"`
-			DocCount int64  `json:"doc_count"`
-			Centroid struct {
-				Location *struct {
-					Lat float64 `json:"lat"`
-					Lon float64 `json:"lon"`
-				} `json:"location"`
-			} `json:"centroid"`
-		} `json:"buckets"`
-	} `json:"grid"`
-	Countries struct {
-		Buckets []struct {
-			Key       string   `json:"key"`
-			DocCount  int64    `json:"doc_count"`
-			Decisions termsAgg `json:"decisions"`
-			Name      struct {
-				Hits struct {
-					Hits []struct {
-						Source struct {
-							Source struct {
-								Geo struct {
-									CountryName string `json:"country_name"`
-								} `json:"geo"`
-							} `json:"source"`
-						} `json:"_source"`
-					} `json:"hits"`
-				} `json:"hits"`
-			} `json:"name"`
-		} `json:"buckets"`
-	} `json:"countries"`
+	Decided struct {
+		DocCount  int64       `json:"doc_count"`
+		Grid      osGrid      `json:"grid"`
+		Countries osCountries `json:"countries"`
+		Located   docCount    `json:"located"`
+		Placed    docCount    `json:"placed"`
+	} `json:"decided"`
 	Actions struct {
 		Buckets []struct {
 			Key       string   `json:"key"`
@@ -138,18 +155,47 @@ type osAggs struct {
 			Decisions termsAgg `json:"decisions"`
 		} `json:"buckets"`
 	} `json:"actions"`
-	Located struct {
-		DocCount int64 `json:"doc_count"`
-	} `json:"located"`
-	Placed struct {
-		DocCount int64 `json:"doc_count"`
-	} `json:"placed"`
+}
+
+type osGrid struct {
+	Buckets []struct {
+		Key      string `json:"key"`
+		DocCount int64  `json:"doc_count"`
+		Centroid struct {
+			Location *struct {
+				Lat float64 `json:"lat"`
+				Lon float64 `json:"lon"`
+			} `json:"location"`
+		} `json:"centroid"`
+		Decisions termsAgg `json:"decisions"`
+	} `json:"buckets"`
+}
+
+type osCountries struct {
+	Buckets []struct {
+		Key       string   `json:"key"`
+		DocCount  int64    `json:"doc_count"`
+		Decisions termsAgg `json:"decisions"`
+		Name      struct {
+			Hits struct {
+				Hits []struct {
+					Source struct {
+						Source struct {
+							Geo struct {
+								CountryName string `json:"country_name"`
+							} `json:"geo"`
+						} `json:"source"`
+					} `json:"_source"`
+				} `json:"hits"`
+			} `json:"hits"`
+		} `json:"name"`
+	} `json:"buckets"`
 }
 
 // Snapshot runs the aggregation query. It blocks until OpenSearch answers
 // or ctx is done.
-func (o *OpenSearchSource) Snapshot(ctx context.Context) (Snapshot, error) {
-	body, err := json.Marshal(o.query())
+func (o *OpenSearchSource) Snapshot(ctx context.Context, f Filter) (Snapshot, error) {
+	body, err := json.Marshal(o.query(f))
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("encoding heat-map query: %w", err)
 	}
@@ -161,7 +207,9 @@ func (o *OpenSearchSource) Snapshot(ctx context.Context) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("searching %s for the heat map: %w", o.cfg.Index, err)
 	}
-	return parseAggs(resp, o.now())
+	snap, err := parseAggs(resp, o.now())
+	snap.Transport = f.Transport
+	return snap, err
 }
 
 func parseAggs(resp *opensearchapi.SearchResp, now time.Time) (Snapshot, error) {
@@ -175,13 +223,16 @@ func parseAggs(resp *opensearchapi.SearchResp, now time.Time) (Snapshot, error) 
 	if err := json.Unmarshal(resp.Aggregations, &a); err != nil {
 		return Snapshot{}, fmt.Errorf("decoding heat-map aggregations: %w", err)
 	}
-	for _, b := range a.Grid.Buckets {
+	for _, b := range a.Decided.Grid.Buckets {
 		if b.Centroid.Location == nil || !validLatLon(b.Centroid.Location.Lat, b.Centroid.Location.Lon) {
 			continue
 		}
-		snap.Cells = append(snap.Cells, Cell{Lat: round4(b.Centroid.Location.Lat), Lon: round4(b.Centroid.Location.Lon), Count: b.DocCount})
+		snap.Cells = append(snap.Cells, Cell{
+			Lat: round4(b.Centroid.Location.Lat), Lon: round4(b.Centroid.Location.Lon),
+			Count: b.DocCount, Decisions: decisionsOf(b.Decisions),
+		})
 	}
-	for _, b := range a.Countries.Buckets {
+	for _, b := range a.Decided.Countries.Buckets {
 		if !validISO(b.Key) {
 			continue
 		}
@@ -210,8 +261,8 @@ func parseAggs(resp *opensearchapi.SearchResp, now time.Time) (Snapshot, error) 
 		}
 	}
 	t.Other += max(0, t.Events-known) // events without an action
-	t.Located = a.Located.DocCount
-	t.Unplaced = max(0, t.Events-a.Placed.DocCount)
+	t.Located = a.Decided.Located.DocCount
+	t.Unplaced = max(0, a.Decided.DocCount-a.Decided.Placed.DocCount)
 	sortSnapshot(&snap)
 	return snap, nil
 }
@@ -219,14 +270,7 @@ func parseAggs(resp *opensearchapi.SearchResp, now time.Time) (Snapshot, error) 
 func decisionsOf(t termsAgg) Decisions {
 	var d Decisions
 	for _, b := range t.Buckets {
-		switch b.Key {
-		case "serve":
-			d.Serve = b.DocCount
-		case "redirect":
-			d.Redirect = b.DocCount
-		case "deny":
-			d.Deny = b.DocCount
-		}
+		d.add(b.Key, max(0, b.DocCount))
 	}
 	return d
 }

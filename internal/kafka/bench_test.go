@@ -23,6 +23,9 @@ func benchProducer(b *testing.B, addr string, cfg ProducerConfig) (*Producer, *h
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg.Registerer = h.reg
 	cfg.RetryInterval = 100 * time.Millisecond
+	if cfg.Buffer == "" {
+		cfg.Buffer = BufferMemory
+	}
 	p, err := NewProducer(cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -77,6 +80,52 @@ func BenchmarkProducerThroughput(b *testing.B) {
 	}
 }
 
+// BenchmarkBuffer compares the buffer modes end to end against the
+// in-process broker: b.N events through Publish to Kafka's acknowledgement
+// (lz4, batches of up to 1000, 5 ms linger), reporting events/s from the
+// first Publish to the last acknowledgement and allocations per event (all
+// goroutines: publishing, batching, the spool, kafka-go). Publishing is
+// paced to the sink: at most half a queue (memory) or 64k records (disk)
+// wait, so the measure is delivery, not the spool absorbing an overflow.
+func BenchmarkBuffer(b *testing.B) {
+	for _, mode := range []string{BufferMemory, BufferDisk} {
+		b.Run(mode, func(b *testing.B) {
+			c := startCluster(b, kfake.SeedTopics(6, testTopic))
+			p, h := benchProducer(b, c.ListenAddrs()[0], ProducerConfig{Buffer: mode, Compression: "lz4", BatchSize: 1000, Linger: 5 * time.Millisecond})
+			go p.Run(context.Background())
+			for p.state.Load() == stateUnknown {
+				time.Sleep(time.Millisecond)
+			}
+			evs := make([]event.Event, 1000)
+			for i := range evs {
+				evs[i] = compressionEvent(i)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for i := range b.N {
+				if i%256 == 0 {
+					for len(p.queue) > cap(p.queue)/2 || p.spool.Records() > 64<<10 {
+						time.Sleep(50 * time.Microsecond)
+					}
+				}
+				p.Publish(evs[i%len(evs)])
+			}
+			for h.metric(b, "originlens_kafka_events_sent_total") < float64(b.N) {
+				time.Sleep(time.Millisecond)
+			}
+			el := time.Since(start).Seconds()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/el, "events/s")
+			if mode == BufferMemory {
+				if s := h.metric(b, "originlens_kafka_events_spooled_total"); s != 0 {
+					b.Errorf("%v events spooled during the benchmark", s)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkPublish is the cost Publish adds to a connection: "queue" is
 // the normal path (an event into the bounded queue, drained concurrently);
 // "spool" is the overflow path (queue full: encode and append to the spool
@@ -105,6 +154,17 @@ func BenchmarkPublish(b *testing.B) {
 		b.StopTimer()
 		close(stop)
 		<-done
+	})
+	b.Run("disk", func(b *testing.B) {
+		// Disk mode with the broker absent: every Publish appends to the
+		// spool file (write(2), no fsync: that is per batch and per
+		// FsyncInterval, off the caller's path).
+		p, _ := benchProducer(b, "127.0.0.1:1", ProducerConfig{Buffer: BufferDisk, SpoolMaxBytes: 1 << 40})
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			p.Publish(ev)
+		}
 	})
 	b.Run("spool", func(b *testing.B) {
 		p, _ := benchProducer(b, "127.0.0.1:1", ProducerConfig{QueueSize: 1, SpoolMaxBytes: 1 << 40})

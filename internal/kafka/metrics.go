@@ -10,6 +10,7 @@ import (
 type metrics struct {
 	queued, sent, spooled, replayed prometheus.Counter
 	dropped                         *prometheus.CounterVec
+	corruptBytes                    prometheus.Counter
 	brokerErrors                    prometheus.Counter
 	degraded                        prometheus.Gauge
 }
@@ -23,14 +24,15 @@ func newMetrics(reg prometheus.Registerer, p *Producer) *metrics {
 		return f.NewCounter(prometheus.CounterOpts{Namespace: "originlens", Subsystem: "kafka", Name: name, Help: help})
 	}
 	m := &metrics{
-		queued:   counter("events_queued_total", "Events put in the in-memory queue by Publish."),
-		sent:     counter("events_sent_total", "Events Kafka acknowledged (acks=all) on the live path."),
-		spooled:  counter("events_spooled_total", "Events written to the on-disk spool."),
-		replayed: counter("events_replayed_total", "Spooled events Kafka acknowledged during a replay."),
+		queued:   counter("events_queued_total", "Events put in the in-memory queue by Publish (memory buffer mode, or the disk refused them)."),
+		sent:     counter("events_sent_total", "Events Kafka acknowledged (acks=all): on the live path in memory buffer mode, every event in disk buffer mode."),
+		spooled:  counter("events_spooled_total", "Events written to the on-disk spool: every published event in disk buffer mode."),
+		replayed: counter("events_replayed_total", "Spooled events Kafka acknowledged during a replay (memory buffer mode)."),
 		dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "originlens", Subsystem: "kafka", Name: "events_dropped_total",
-			Help: "Events lost: spool_cap (oldest spool segment deleted at the size cap), spool_corrupt (bad checksum or torn tail), spool_error (the disk refused the write), encode, closed (published after Close).",
+			Help: "Events lost: spool_cap (oldest spool segment deleted at the size cap), spool_corrupt (bad checksum or torn tail; garbled stretches of unknown count are in spool_corrupt_bytes_total instead), spool_error (the disk refused the write), encode, closed (published after Close).",
 		}, []string{"reason"}),
+		corruptBytes: counter("spool_corrupt_bytes_total", "Bytes of damaged spool stretches skipped whose number of events cannot be known (those events are not in events_dropped_total)."),
 		brokerErrors: counter("broker_errors_total", "Failed batch writes and broker probes."),
 		degraded: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: "originlens", Subsystem: "kafka", Name: "degraded",

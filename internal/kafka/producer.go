@@ -52,6 +52,9 @@ type Producer struct {
 	stop      chan struct{} // closed by Close: Run returns
 	abort     chan struct{} // closed when Close's ctx expires: cancel in-flight writes
 	runDone   chan struct{} // closed when Run returns
+	disk      bool          // Buffer is BufferDisk
+	wake      chan struct{} // disk mode: an event was appended to the spool
+	flush     chan struct{} // disk mode: closed by Close: replay without lingering
 	closeOnce sync.Once
 	closeErr  error
 	lastLog   atomic.Int64 // unix nanos of the last rate-limited error line
@@ -100,6 +103,9 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		stop:    make(chan struct{}),
 		abort:   make(chan struct{}),
 		runDone: make(chan struct{}),
+		disk:    cfg.Buffer == BufferDisk,
+		wake:    make(chan struct{}, 1),
+		flush:   make(chan struct{}),
 		writer: &kafkago.Writer{
 			Addr:            kafkago.TCP(cfg.Brokers...),
 			Topic:           cfg.Topic,
@@ -122,20 +128,21 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		},
 		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: ct, Timeout: cfg.WriteTimeout},
 	}
+	// Before the spool: Open reports the losses it finds in what an
+	// earlier run left. The spool gauges read p.spool when scraped.
+	p.m = newMetrics(cfg.Registerer, p)
 	sp, err := spool.Open(spool.Config{
 		Dir:          cfg.SpoolDir,
 		MaxBytes:     cfg.SpoolMaxBytes,
 		SegmentBytes: cfg.SpoolSegmentBytes,
 		Logger:       p.log,
 		OnLoss:       func(reason string, n int64) { p.m.dropped.WithLabelValues(reason).Add(float64(n)) },
+		OnLostBytes:  func(n int64) { p.m.corruptBytes.Add(float64(n)) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening kafka spool: %w", err)
 	}
 	p.spool = sp
-	// After the spool: its gauges read it. Open never reports losses, so
-	// OnLoss does not run before p.m is set.
-	p.m = newMetrics(cfg.Registerer, p)
 	return p, nil
 }
 
@@ -160,6 +167,13 @@ func (cfg *ProducerConfig) fill() error {
 	}
 	if cfg.Compression == "" {
 		cfg.Compression = DefaultCompression
+	}
+	switch cfg.Buffer {
+	case "":
+		cfg.Buffer = DefaultBuffer
+	case BufferMemory, BufferDisk:
+	default:
+		return bad("buffer %q: want memory or disk", cfg.Buffer)
 	}
 	if _, ok := compressionCodec(cfg.Compression); !ok {
 		return bad("compression %q: want zstd, lz4 or none", cfg.Compression)
@@ -278,17 +292,63 @@ func (p *Producer) Publish(ev event.Event) {
 		p.logLimited("kafka: event published after Close, dropped", "event_id", ev.Event.ID)
 		return
 	}
+	if p.disk {
+		p.publishDisk(&ev)
+		return
+	}
 	q, err := encode(&ev)
 	if err != nil {
 		p.m.dropped.WithLabelValues("encode").Inc()
-		p.logLimited("kafka: event cannot be encoded, dropped", "err", err)
+		p.logLimited("kafka: event cannot be encoded, dropped", "err", errText(err))
 		return
 	}
+	p.enqueue(q)
+}
+
+// enqueue puts q in the queue, or in the spool when the queue is full.
+func (p *Producer) enqueue(q queued) {
 	select {
 	case p.queue <- q:
 		p.m.queued.Inc()
 	default:
 		p.spoolMessages([]kafkago.Message{q.message()})
+	}
+}
+
+// publishDisk appends ev to the spool (disk mode). When the spool refuses
+// it (a full disk), the event takes the memory path instead: lost on a
+// crash, but not now.
+func (p *Producer) publishDisk(ev *event.Event) {
+	bp := encodeBufs.Get().(*[]byte)
+	rp := encodeBufs.Get().(*[]byte)
+	defer func() {
+		for _, b := range []*[]byte{bp, rp} {
+			if cap(*b) <= maxPooledEncodeBuf {
+				*b = (*b)[:0]
+				encodeBufs.Put(b)
+			}
+		}
+	}()
+	b := ev.AppendKey((*bp)[:0])
+	k := len(b)
+	b, err := ev.AppendJSON(b)
+	*bp = b
+	if err != nil {
+		p.m.dropped.WithLabelValues("encode").Inc()
+		p.logLimited("kafka: event cannot be encoded, dropped", "err", errText(err))
+		return
+	}
+	m := kafkago.Message{Key: b[:k:k], Value: b[k:], Headers: schemaHeaders}
+	*rp = appendMessage((*rp)[:0], &m)
+	if _, err := p.spool.Append(*rp); err != nil {
+		p.logLimited("kafka: the spool refused an event; it waits in memory instead", "err", errText(err))
+		p.enqueue(queued{b: bytes.Clone(b), keyLen: k})
+		return
+	}
+	p.m.spooled.Inc()
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -343,7 +403,7 @@ func (p *Producer) fsyncLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			if err := p.spool.Sync(); err != nil {
-				p.logLimited("kafka: fsync of the spool failed", "err", err)
+				p.logLimited("kafka: fsync of the spool failed", "err", errText(err))
 			}
 		}
 	}
@@ -381,19 +441,72 @@ func (p *Producer) deliver(ctx context.Context) {
 			continue
 		}
 		var err error
-		if p.replay != nil || p.spool.Records() > 0 {
-			// Keep the order: live events queue up behind the spool.
-			if msgs := p.drainQueue(); len(msgs) > 0 {
-				p.spoolMessages(msgs)
+		switch {
+		case p.replay != nil || p.spool.Pending():
+			if p.disk && p.replay == nil {
+				p.lingerDisk(ctx)
 			}
-			err = p.replayBatch(ctx)
-		} else {
+			// Keep the order: live events queue up behind the spool. In
+			// disk mode the queue holds only events the spool refused (a
+			// full disk): they go straight to Kafka instead.
+			if msgs := p.drainQueue(); len(msgs) > 0 {
+				if p.disk {
+					err = p.sendLive(ctx, msgs)
+				} else {
+					p.spoolMessages(msgs)
+				}
+			}
+			if err == nil {
+				err = p.replayBatch(ctx)
+			}
+		case p.disk:
+			// Wait for an append (or an event the spool refused).
+			select {
+			case <-p.wake:
+			case q := <-p.queue:
+				err = p.sendLive(ctx, p.drainQueue(q.message()))
+			case <-ctx.Done():
+			case <-p.stop:
+			}
+		default:
 			err = p.sendLive(ctx, p.collect(ctx))
 		}
 		if err != nil && !p.stopped(ctx) {
 			healthy = false
 			p.setDegraded(err)
 			retry.Reset(p.cfg.RetryInterval)
+		}
+	}
+}
+
+// lingerDisk lets a batch gather in the spool's active segment (disk
+// mode): it returns when a sealed segment waits, when the active one holds
+// BatchSize records, after Linger, or when Close flushes. Replaying seals
+// the active segment, with an fsync: one fsync per batch (group commit).
+func (p *Producer) lingerDisk(ctx context.Context) {
+	full := func() bool {
+		sealed, active := p.spool.Backlog()
+		return sealed > 0 || active >= int64(p.cfg.BatchSize)
+	}
+	if full() {
+		return
+	}
+	t := time.NewTimer(p.cfg.Linger)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.wake:
+			if full() {
+				return
+			}
+		case <-t.C:
+			return
+		case <-p.flush:
+			return
+		case <-ctx.Done():
+			return
+		case <-p.stop:
+			return
 		}
 	}
 }
@@ -488,9 +601,42 @@ func (p *Producer) write(ctx context.Context, msgs []kafkago.Message) error {
 	err := p.writer.WriteMessages(wctx, msgs...)
 	if err != nil {
 		p.m.brokerErrors.Inc()
+		var werrs kafkago.WriteErrors
+		if errors.As(err, &werrs) {
+			err = writeErrors{werrs}
+		}
 		return fmt.Errorf("writing %d events to kafka: %w", len(msgs), err)
 	}
 	return nil
+}
+
+// writeErrors is kafka-go's WriteErrors (one error per message) with a
+// text of bounded size: how many failed and the first error.
+type writeErrors struct{ kafkago.WriteErrors }
+
+func (e writeErrors) Error() string {
+	var first error
+	for _, err := range e.WriteErrors {
+		if err != nil {
+			first = err
+			break
+		}
+	}
+	return fmt.Sprintf("%d of %d events failed, first: %v", e.Count(), len(e.WriteErrors), first)
+}
+
+func (e writeErrors) Unwrap() error { return e.WriteErrors }
+
+// maxErrText bounds the text of an error in a log line.
+const maxErrText = 512
+
+// errText is err's text for a log line, cut at maxErrText bytes.
+func errText(err error) string {
+	s := err.Error()
+	if len(s) > maxErrText {
+		s = s[:maxErrText] + fmt.Sprintf("... (%d bytes)", len(s))
+	}
+	return s
 }
 
 // replayBatch sends the next batch of the oldest spool segment and deletes
@@ -504,6 +650,9 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			return err
 		}
 		r, err := p.spool.Open(seg)
+		if errors.Is(err, spool.ErrGone) {
+			return nil // counted and forgotten by the spool; not the broker's fault
+		}
 		if err != nil {
 			return err
 		}
@@ -541,7 +690,7 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			if rs.seg.Seq != p.resumeSeq || rs.read > p.resumeRead {
 				// Not counted by an earlier attempt at this batch.
 				p.m.dropped.WithLabelValues(spool.LossCorrupt).Inc()
-				p.log.Warn("kafka: undecodable spool record skipped", "segment", rs.seg.Path, "err", err)
+				p.log.Warn("kafka: undecodable spool record skipped", "segment", rs.seg.Path, "err", errText(err))
 			}
 			continue
 		}
@@ -557,7 +706,11 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			p.endReplay()
 			return err
 		}
-		p.m.replayed.Add(float64(len(msgs)))
+		if p.disk {
+			p.m.sent.Add(float64(len(msgs)))
+		} else {
+			p.m.replayed.Add(float64(len(msgs)))
+		}
 	}
 	rs.acked += int64(len(msgs)) + skipped
 	if rs.eof {
@@ -565,10 +718,10 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 		if err := p.spool.Ack(rs.seg); err != nil {
 			// Kafka has it all: a failed delete means a duplicate
 			// replay later, not a loss.
-			p.logLimited("kafka: deleting a replayed spool segment", "err", err)
+			p.logLimited("kafka: deleting a replayed spool segment", "err", errText(err))
 		}
 		p.resumeSeq, p.resumeAcked, p.resumeRead = 0, 0, 0
-		if p.spool.Records() == 0 {
+		if p.spool.Records() == 0 && !p.disk {
 			p.log.Info("kafka: spool replayed")
 		}
 	}
@@ -585,7 +738,16 @@ func (p *Producer) endReplay() {
 // probe checks that the broker answers and the topic has partitions,
 // creating the topic when configured to. It updates the state and logs
 // transitions.
+//
+// The probe is a real round trip: kafka-go's transports answer metadata
+// requests from a cache (refreshed in the background, and kept when a
+// refresh fails), which said "healthy" every other interval while the
+// broker was dead. Dropping the probe client's connection pools first
+// makes its metadata request go to a broker. After a successful probe the
+// writer's pools are dropped too, so its first write does not fail on a
+// cached error from the outage.
 func (p *Producer) probe(ctx context.Context) bool {
+	resetTransport(p.client.Transport)
 	err := p.checkTopic(ctx)
 	if err != nil && p.cfg.CreateTopic && errors.Is(err, errNoTopic) {
 		if err = p.CreateTopic(ctx); err == nil {
@@ -597,8 +759,20 @@ func (p *Producer) probe(ctx context.Context) bool {
 		p.setDegraded(err)
 		return false
 	}
+	if p.state.Load() != stateHealthy {
+		resetTransport(p.writer.Transport)
+	}
 	p.setHealthy()
 	return true
+}
+
+// resetTransport drops a kafka-go transport's connection pools and with them
+// its cached cluster metadata: its next request dials a broker. Only for a
+// transport with no request in flight.
+func resetTransport(rt kafkago.RoundTripper) {
+	if t, ok := rt.(*kafkago.Transport); ok {
+		t.CloseIdleConnections()
+	}
 }
 
 func (p *Producer) checkTopic(ctx context.Context) error {
@@ -652,7 +826,7 @@ func CreateTopic(ctx context.Context, c *kafkago.Client, topic string, partition
 func (p *Producer) setDegraded(err error) {
 	if p.state.Swap(stateDegraded) != stateDegraded {
 		p.m.degraded.Set(1)
-		p.log.Warn("kafka unavailable: sink degraded, events go to the spool", "err", err, "spool_dir", p.cfg.SpoolDir)
+		p.log.Warn("kafka unavailable: sink degraded, events go to the spool", "err", errText(err), "spool_dir", p.cfg.SpoolDir)
 	}
 }
 
@@ -680,7 +854,7 @@ func (p *Producer) spoolMessages(msgs []kafkago.Message) {
 	p.m.spooled.Add(float64(n))
 	if err != nil {
 		p.m.dropped.WithLabelValues("spool_error").Add(float64(len(msgs) - n))
-		p.logLimited("kafka: the spool refused events; they are lost", "events", len(msgs)-n, "err", err)
+		p.logLimited("kafka: the spool refused events; they are lost", "events", len(msgs)-n, "err", errText(err))
 	}
 }
 
@@ -708,6 +882,20 @@ func (p *Producer) close(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
+	if p.disk && p.started.Load() {
+		// Deliver what the spool holds while Kafka takes it.
+		close(p.flush)
+	flush:
+		for p.spool.Pending() && p.state.Load() == stateHealthy {
+			select {
+			case <-ctx.Done():
+				break flush
+			case <-p.runDone:
+				break flush
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
 	close(p.stop)
 	if p.started.Load() {
 		select {

@@ -79,6 +79,9 @@ func newHarness(t *testing.T, addr string, cfg ProducerConfig) *harness {
 	if cfg.Linger == 0 {
 		cfg.Linger = 10 * time.Millisecond
 	}
+	if cfg.Buffer == "" {
+		cfg.Buffer = BufferMemory // the disk mode's tests set it
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.Registerer = h.reg
 	p, err := NewProducer(cfg)
@@ -531,7 +534,7 @@ func TestProducerCorruptSpoolTail(t *testing.T) {
 	if d := h2.metric(t, "originlens_kafka_events_dropped_total", "reason=spool_corrupt"); d != 1 {
 		t.Errorf("dropped{spool_corrupt} = %v, want 1", d)
 	}
-	if !strings.Contains(h2.logs.String(), "torn record") {
+	if !strings.Contains(h2.logs.String(), "torn tail") {
 		t.Errorf("no log line for the torn record:\n%s", h2.logs.String())
 	}
 }

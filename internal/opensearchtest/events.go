@@ -41,6 +41,19 @@ func SampleEvent(i int, ts time.Time) event.Event {
 	ev.ClientIP.LimitPrefix = netip.PrefixFrom(ev.Source.IP, 32)
 	ev.Residency = event.Residency{Jurisdiction: "EU", Decision: c.decision, Region: "eu-central-1", Rule: "eu-only"}
 	ev.App.Lang = "de"
+	ev.Relay = event.Relay{Upstream: event.Peer{IP: netip.MustParseAddr("127.0.0.1"), Port: 8080}, Mode: "transparent", End: "client-closed"}
 	ev.Finish(ts)
+	return ev
+}
+
+// SampleUDPEvent returns SampleEvent(i, ts) as a UDP flow event: transport
+// udp, datagram counts each way and the flow group filled.
+func SampleUDPEvent(i int, ts time.Time) event.Event {
+	ev := SampleEvent(i, ts)
+	ev.Event.ID = fmt.Sprintf("0190b1c2-0000-7000-9000-%012d", i)
+	ev.Network.Transport = event.TransportUDP
+	ev.Network.Protocol = event.ProtocolLine
+	ev.Source.Packets, ev.Destination.Packets = 3, 3
+	ev.Flow = event.Flow{FirstSeen: ev.Event.Start, LastSeen: ev.Event.End, End: "idle-timeout", RateLimited: 1, Truncated: 1}
 	return ev
 }

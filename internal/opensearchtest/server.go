@@ -13,6 +13,8 @@
 // with a 400 mapper_parsing_exception item. ISM policies honour
 // if_seq_no/if_primary_term. Dashboards' saved-object import requires the
 // osd-xsrf header and a multipart .ndjson file.
+// The security plugin's roles and role mappings (GET, PUT; PATCH with a
+// JSON Patch) are kept so a test can see what a role mapping became.
 //
 // _search answers size-0 searches with the aggregations cmd/ingest's heat
 // map sends (terms, geotile_grid, geo_centroid, filter, top_hits) computed
@@ -52,6 +54,8 @@ type Server struct {
 	indices   map[string]*index
 	policies  map[string]*policy
 	objects   map[string]json.RawMessage // saved objects by type/id
+	roles     map[string]*secRole        // security plugin roles (lazily, see secInit)
+	mappings  map[string]*SecMapping     // security plugin role mappings
 	seqNo     int64
 	rng       *rand.Rand
 
@@ -265,6 +269,8 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveTemplate(w, r, parts[1])
 	case len(parts) == 4 && parts[0] == "_plugins" && parts[1] == "_ism" && parts[2] == "policies":
 		s.servePolicy(w, r, parts[3])
+	case len(parts) == 5 && parts[0] == "_plugins" && parts[1] == "_security" && parts[2] == "api" && (parts[3] == "roles" || parts[3] == "rolesmapping"):
+		s.serveSecurity(w, r, parts[3], parts[4])
 	case p == "/_search" || (len(parts) == 2 && parts[1] == "_search"):
 		pattern := "*"
 		if len(parts) == 2 {

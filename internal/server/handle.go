@@ -98,6 +98,12 @@ func (s *Server) handle(raw net.Conn, start time.Time) {
 	}
 	setDecision(ev, &d)
 
+	// Relay mode: forward to the upstream instead of answering.
+	if s.cfg.Relay != nil {
+		end = s.relay(c, rc, &o, &loc, &d)
+		return
+	}
+
 	// 4. What does it speak: wait for the first bytes (the client speaks
 	// first) and sniff HTTP from the first line.
 	br := s.readers.Get().(*bufio.Reader)

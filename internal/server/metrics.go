@@ -12,6 +12,7 @@ type metrics struct {
 	conns      *prometheus.CounterVec
 	headerErrs *prometheus.CounterVec
 	open       prometheus.Gauge
+	upstream   *prometheus.CounterVec
 
 	// The children of conns resolved so far, so that ending a connection
 	// costs a map lookup instead of CounterVec.WithLabelValues (validating
@@ -41,6 +42,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "originlens_open_connections",
 			Help: "Connections accepted and not yet ended.",
 		}),
+		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "originlens_relay_upstream_errors_total",
+			Help: "Relay mode: upstream dials that failed, by result (upstream-refused, upstream-unreachable); the client was closed at once.",
+		}, []string{"result"}),
 	}
 	m.connsSeen = make(map[connLabels]prometheus.Counter)
 	m.headerKinds = make(map[string]prometheus.Counter)
@@ -48,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.headerKinds[k] = m.headerErrs.WithLabelValues(k)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.conns, m.headerErrs, m.open} {
+		for _, c := range []prometheus.Collector{m.conns, m.headerErrs, m.open, m.upstream} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("server: registering metrics: %w", err)
 			}
@@ -80,3 +85,6 @@ func (m *metrics) headerError(kind string) {
 	}
 	m.headerErrs.WithLabelValues(kind).Inc()
 }
+
+// upstreamError counts a failed upstream dial. It is safe for concurrent use.
+func (m *metrics) upstreamError(result string) { m.upstream.WithLabelValues(result).Inc() }

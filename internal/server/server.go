@@ -7,6 +7,25 @@
 // The client speaks first: nothing is written before the client's first
 // bytes (and its PROXY header, when one is expected) have arrived.
 //
+// # Relay mode
+//
+// With Config.Relay set the server answers nothing itself: once a client
+// is resolved, located and decided, a served or redirected connection is
+// forwarded to the upstream (see package relay), bytes unchanged both ways,
+// and a denied one is closed without contacting the upstream. The upstream
+// is dialled right after the decision, before any payload byte: without a
+// PROXY header to wait for (--proxy-protocol off) that is at accept, so a
+// server that speaks first (SSH, SMTP) works. The event carries relay.*
+// and, as reason, how it ended:
+//
+//	connection-closed   success  client-closed         the client's side ended first
+//	connection-closed   success  upstream-closed       the upstream's side ended first
+//	connection-closed   success  idle-timeout          no byte either way within --idle-timeout
+//	connection-closed   failure  client-closed, ...    the same, ended by an error (reset)
+//	connection-denied   failure  denied:<rule>         relay.end denied: the upstream was not contacted
+//	connection-refused  failure  upstream-refused      nothing listens on the upstream port; closed at once
+//	connection-refused  failure  upstream-unreachable  no answer or no route (or no transparent socket)
+//
 // # Events
 //
 // Each accepted connection ends with one event (event.action, outcome,
@@ -62,6 +81,7 @@ import (
 	"github.com/originlens/originlens/internal/geo"
 	"github.com/originlens/originlens/internal/origin"
 	"github.com/originlens/originlens/internal/policy"
+	"github.com/originlens/originlens/internal/relay"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -122,6 +142,9 @@ type Config struct {
 	Decider   Decider
 	Limiter   Limiter
 	Publisher Publisher
+	// Relay, when set, turns the server into a relay: served and
+	// redirected clients are forwarded to its upstream instead of answered.
+	Relay *relay.Dialer
 
 	MaxConns          int           // open connections; more are refused at accept
 	FirstBytesTimeout time.Duration // from the end of the PROXY header to the end of the first line

@@ -17,11 +17,31 @@
 // what a power loss can take. A segment is rotated when it reaches
 // SegmentBytes, and never appended to again, not even after a restart.
 //
-// Readers see sealed segments oldest first. A record whose checksum fails is
-// skipped; a torn or garbled tail (short header, short payload, impossible
-// length) ends the segment; each is logged and counted as a loss, and never
-// panics. A segment is deleted only by [Spool.Ack], after its reader has
-// delivered every record.
+// Readers see sealed segments oldest first. A damaged stretch of a segment
+// is skipped and reading resumes at the next valid record (see [Reader]), so
+// only the damaged records are lost. Every loss is reported exactly once:
+// to OnLoss with its record count when the count is known (a bad checksum
+// with intact framing, a torn last record), else to OnLostBytes with the
+// bytes skipped (a garbled stretch whose records cannot be told apart);
+// never both, and never again when a segment is read twice (a replay that
+// failed and resumes). Each damaged stretch is logged (the first few per
+// segment; the rest are counted).
+//
+// Open reads every segment a previous run left, so the losses in them are
+// reported (and the record counts are true) from the start: a segment with
+// valid records stays for replay; one with no valid record and no damage
+// (empty, or only the magic: the process died right after creating it) is
+// deleted; one with damage but no valid record is renamed to
+// <sequence>.seg.corrupt with one log line, kept for a human to inspect,
+// and no longer counted in [Spool.Bytes] or against MaxBytes (nothing
+// deletes .corrupt files: remove them by hand).
+//
+// A write that fails part way (a full disk) is cut back off the segment
+// (ftruncate), so no torn record is left to be counted a second time: the
+// caller counts the records Append did not take, and those only.
+//
+// A segment is deleted only by [Spool.Ack], after its reader has delivered
+// every record.
 //
 // The spool has a size cap: an append that would pass MaxBytes first deletes
 // the oldest segments, logs them and counts their records as lost, so a long
@@ -29,7 +49,6 @@
 package spool
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -76,6 +95,9 @@ var (
 	ErrLocked   = errors.New("spool: directory in use by another process")
 	ErrTooLarge = errors.New("spool: record larger than MaxRecord")
 	ErrEmpty    = errors.New("spool: empty record")
+	// ErrGone: a segment's file was deleted behind the spool's back; Open
+	// counted its records as lost and forgot it.
+	ErrGone = errors.New("spool: segment file gone")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -94,9 +116,13 @@ type Config struct {
 	Logger *slog.Logger
 	// OnLoss, when set, is called with a Loss* reason and the number of
 	// records lost each time the spool drops or skips records. It is called
-	// with the spool's lock held or from a Reader: it must be quick and
-	// must not call back into the spool.
+	// with the spool's lock held: it must be quick and must not call back
+	// into the spool.
 	OnLoss func(reason string, records int64)
+	// OnLostBytes, when set, is called with the bytes of a damaged stretch
+	// whose record count cannot be known; those records are not reported
+	// to OnLoss. Same rules as OnLoss.
+	OnLostBytes func(bytes int64)
 }
 
 // DefaultDir returns the spool directory to use when none is configured:
@@ -118,12 +144,18 @@ type Segment struct {
 	Seq     uint64
 	Path    string
 	Size    int64
-	Records int64 // records appended (or found valid at Open)
+	Records int64 // records appended (or found valid at Open), less the known losses reported since
+
+	// Damage starting before this offset was reported already; guarded
+	// by the spool's lock.
+	countedTo int64
+	logged    int // damaged stretches logged
 }
 
 // Spool is an on-disk FIFO of records. All methods are safe for concurrent
 // use. Append, Ack and rotation take a short lock and do plain file writes;
-// only Sync, rotation and Close fsync.
+// only Sync, Oldest (when it seals the active segment), rotation and Close
+// fsync, and only rotation and Close while holding the lock.
 type Spool struct {
 	cfg Config
 	log *slog.Logger
@@ -137,7 +169,10 @@ type Spool struct {
 	bytes   int64
 	records int64
 	dirty   bool
-	closed  bool
+	// dirDirty: a segment was created or deleted since the directory was
+	// last fsynced (Sync, Oldest and Close do it, off the lock).
+	dirDirty bool
+	closed   bool
 }
 
 // Open opens (or creates) the spool in cfg.Dir, takes its lock, and scans
@@ -193,6 +228,14 @@ func (s *Spool) scan() error {
 	}
 	for _, e := range ents {
 		name := e.Name()
+		if aside, ok := strings.CutSuffix(name, ".seg.corrupt"); ok {
+			// Never reuse its number: a later segment moved aside
+			// would replace it.
+			if seq, err := strconv.ParseUint(aside, 10, 64); err == nil {
+				s.nextSeq = max(s.nextSeq, seq+1)
+			}
+			continue
+		}
 		if !e.Type().IsRegular() || !strings.HasSuffix(name, ".seg") {
 			continue
 		}
@@ -202,13 +245,18 @@ func (s *Spool) scan() error {
 			continue
 		}
 		seg := &Segment{Seq: seq, Path: filepath.Join(s.cfg.Dir, name)}
-		if err := countRecords(seg); err != nil {
+		s.nextSeq = max(s.nextSeq, seq+1)
+		damages, err := s.check(seg)
+		if err != nil {
 			return err
+		}
+		if seg.Records == 0 {
+			s.discard(seg, damages)
+			continue
 		}
 		s.sealed = append(s.sealed, seg)
 		s.bytes += seg.Size
 		s.records += seg.Records
-		s.nextSeq = max(s.nextSeq, seq+1)
 	}
 	slices.SortFunc(s.sealed, func(a, b *Segment) int { return cmpUint(a.Seq, b.Seq) })
 	return nil
@@ -224,28 +272,117 @@ func cmpUint(a, b uint64) int {
 	return 0
 }
 
-// countRecords fills in Size and Records of seg by reading it.
-func countRecords(seg *Segment) error {
+// check reads a segment left by an earlier run: it fills in Size and
+// Records (the valid ones), reports its losses once, and logs its damage
+// in one line.
+func (s *Spool) check(seg *Segment) ([]Damage, error) {
 	f, err := os.Open(seg.Path)
 	if err != nil {
-		return fmt.Errorf("opening spool segment: %w", err)
+		return nil, fmt.Errorf("opening spool segment: %w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("reading spool segment: %w", err)
+		return nil, fmt.Errorf("reading spool segment: %w", err)
 	}
 	seg.Size = st.Size()
-	r := NewReader(bufio.NewReaderSize(f, 64<<10), seg.Path, nil)
+	r := NewReader(f, seg.Size, seg.Path)
 	for {
 		_, err := r.Next()
 		if err == io.EOF {
-			return nil
+			break
 		}
 		if err != nil {
-			return fmt.Errorf("reading spool segment: %w", err)
+			return nil, err
 		}
 		seg.Records++
+	}
+	seg.countedTo = seg.Size
+	damages := r.Damages()
+	var lost, lostBytes int64
+	for _, d := range damages {
+		s.report(d)
+		if d.Known {
+			lost += d.Records
+		} else {
+			lostBytes += d.Bytes
+		}
+	}
+	if len(damages) > 0 && seg.Records > 0 {
+		s.log.Warn("spool: damaged segment; its valid records will be replayed, the damaged ones are lost",
+			"segment", filepath.Base(seg.Path), "valid_records", seg.Records, "lost_records", lost,
+			"lost_bytes_count_unknown", lostBytes, "damaged_stretches", len(damages), "first", damages[0].String())
+	}
+	return damages, nil
+}
+
+// discard removes a segment without a valid record found at Open: deleted
+// when it holds nothing else (empty, or only the magic), else moved aside
+// as <name>.corrupt.
+func (s *Spool) discard(seg *Segment, damages []Damage) {
+	var lost, lostBytes int64
+	for _, d := range damages {
+		if d.Known {
+			lost += d.Records
+		} else {
+			lostBytes += d.Bytes
+		}
+	}
+	if lost == 0 && lostBytes == 0 {
+		if err := os.Remove(seg.Path); err != nil {
+			s.log.Warn("spool: deleting an empty segment", "segment", seg.Path, "err", err)
+			return
+		}
+		s.log.Info("spool: deleted a segment without records", "segment", filepath.Base(seg.Path), "bytes", seg.Size)
+		return
+	}
+	aside := seg.Path + ".corrupt"
+	if err := os.Rename(seg.Path, aside); err != nil {
+		s.log.Error("spool: moving an unreadable segment aside", "segment", seg.Path, "err", err)
+		return
+	}
+	s.log.Warn("spool: segment without a valid record moved aside; its events are lost",
+		"segment", filepath.Base(seg.Path), "moved_to", filepath.Base(aside), "bytes", seg.Size,
+		"lost_records", lost, "lost_bytes_count_unknown", lostBytes, "first", damages[0].String())
+}
+
+// report passes one damaged stretch's loss to OnLoss or OnLostBytes.
+func (s *Spool) report(d Damage) {
+	switch {
+	case d.Known && d.Records > 0 && s.cfg.OnLoss != nil:
+		s.cfg.OnLoss(LossCorrupt, d.Records)
+	case !d.Known && s.cfg.OnLostBytes != nil:
+		s.cfg.OnLostBytes(d.Bytes)
+	}
+}
+
+// maxDamageLines bounds the damage lines logged per segment while reading.
+const maxDamageLines = 5
+
+// damaged handles a damaged stretch a reader of seg found: reported, logged
+// and taken off the counts unless an earlier read of seg did it.
+func (s *Spool) damaged(seg *Segment, d Damage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d.Offset < seg.countedTo {
+		return
+	}
+	seg.countedTo = d.Offset + max(d.Bytes, 1)
+	s.report(d)
+	if d.Known {
+		n := min(d.Records, seg.Records)
+		seg.Records -= n
+		if slices.Contains(s.sealed, seg) {
+			s.records -= n
+		}
+	}
+	seg.logged++
+	switch {
+	case seg.logged < maxDamageLines:
+		s.log.Warn("spool: damaged records skipped", "segment", filepath.Base(seg.Path), "damage", d.String())
+	case seg.logged == maxDamageLines:
+		s.log.Warn("spool: damaged records skipped; further damage in this segment is counted, not logged",
+			"segment", filepath.Base(seg.Path), "damage", d.String())
 	}
 }
 
@@ -310,13 +447,7 @@ func (s *Spool) Append(payloads ...[]byte) (int, error) {
 			}
 		}
 		if _, err := s.f.Write(buf); err != nil {
-			// A partial write leaves a torn tail the reader skips; start
-			// a fresh segment so later records are not behind it.
-			if st, serr := s.f.Stat(); serr == nil {
-				s.bytes += st.Size() - s.active.Size
-				s.active.Size = st.Size()
-			}
-			_ = s.sealLocked()
+			s.cutLocked()
 			return done, fmt.Errorf("writing spool segment: %w", err)
 		}
 		s.active.Size += int64(len(buf))
@@ -327,6 +458,27 @@ func (s *Spool) Append(payloads ...[]byte) (int, error) {
 		done += n
 	}
 	return done, nil
+}
+
+// cutLocked undoes a write that failed part way (a full disk): the
+// segment is truncated to the records Append counted, so no torn record is
+// left for a reader to count as a second loss. When that fails, the segment
+// is sealed with its torn tail marked as counted already (in this process;
+// a restart would count it once more, and logs that).
+func (s *Spool) cutLocked() {
+	err := s.f.Truncate(s.active.Size)
+	if err == nil {
+		return
+	}
+	st, serr := s.f.Stat()
+	if serr == nil && st.Size() > s.active.Size {
+		s.log.Error("spool: cannot cut a torn write off the segment; a restart will count its records once more",
+			"segment", s.active.Path, "err", err)
+		s.bytes += st.Size() - s.active.Size
+		s.active.countedTo = st.Size()
+		s.active.Size = st.Size()
+	}
+	_ = s.sealLocked()
 }
 
 // enforceCapLocked deletes the oldest sealed segments until need more bytes
@@ -364,7 +516,7 @@ func (s *Spool) createLocked() error {
 	seg.Size = int64(len(Magic))
 	s.bytes += seg.Size
 	s.active, s.f = seg, f
-	s.syncDir()
+	s.dirDirty = true
 	return nil
 }
 
@@ -404,12 +556,16 @@ func (s *Spool) syncDir() {
 }
 
 // Sync fsyncs the active segment if anything was appended since the last
-// sync. It does not hold the lock during the fsync, so appends proceed.
+// sync, and the directory if a segment was created or deleted. It does not
+// hold the lock during the fsyncs, so appends proceed.
 func (s *Spool) Sync() error {
 	s.mu.Lock()
-	f, dirty := s.f, s.dirty
-	s.dirty = false
+	f, dirty, dirDirty := s.f, s.dirty, s.dirDirty
+	s.dirty, s.dirDirty = false, false
 	s.mu.Unlock()
+	if dirDirty {
+		s.syncDir()
+	}
 	if f == nil || !dirty {
 		return nil
 	}
@@ -422,39 +578,83 @@ func (s *Spool) Sync() error {
 
 // Oldest returns the oldest segment to replay. When only the active
 // segment holds records it is sealed first, so a reader never reads a file
-// still being written. ok is false when the spool holds no record.
+// still being written; that seal fsyncs the segment (and the directory)
+// without holding the lock, so appends proceed meanwhile. ok is false when
+// the spool holds no record.
 func (s *Spool) Oldest() (seg *Segment, ok bool, err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil, false, ErrClosed
 	}
+	var f *os.File
+	var dirDirty bool
 	if len(s.sealed) == 0 && s.active != nil && s.active.Records > 0 {
-		if err := s.sealLocked(); err != nil {
-			return nil, false, err
+		f = s.f
+		s.sealed = append(s.sealed, s.active)
+		s.active, s.f, s.dirty = nil, nil, false
+		dirDirty, s.dirDirty = s.dirDirty, false
+	}
+	if len(s.sealed) > 0 {
+		seg, ok = s.sealed[0], true
+	}
+	s.mu.Unlock()
+	if f != nil {
+		if dirDirty {
+			s.syncDir()
+		}
+		serr := f.Sync()
+		cerr := f.Close()
+		if serr != nil {
+			return nil, false, fmt.Errorf("syncing spool segment: %w", serr)
+		}
+		if cerr != nil {
+			return nil, false, fmt.Errorf("closing spool segment: %w", cerr)
 		}
 	}
-	if len(s.sealed) == 0 {
-		return nil, false, nil
-	}
-	return s.sealed[0], true, nil
+	return seg, ok, nil
 }
 
-// Open returns a reader over seg's records. Records skipped as corrupt are
-// logged and reported to OnLoss. The caller closes the reader.
+// Open returns a reader over seg's records. Damaged stretches are logged
+// and reported (OnLoss, OnLostBytes) once, however often seg is read. The
+// caller closes the reader.
 func (s *Spool) Open(seg *Segment) (*Reader, error) {
 	f, err := os.Open(seg.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		s.forget(seg)
+		return nil, fmt.Errorf("%w: %s", ErrGone, seg.Path)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening spool segment: %w", err)
 	}
-	r := NewReader(bufio.NewReaderSize(f, 64<<10), seg.Path, s.log)
-	r.closer = f
-	r.onCorrupt = func(n int64) {
-		if s.cfg.OnLoss != nil {
-			s.cfg.OnLoss(LossCorrupt, n)
-		}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("reading spool segment: %w", err)
 	}
+	r := NewReader(f, st.Size(), seg.Path)
+	r.closer = f
+	r.onDamage = func(d Damage) { s.damaged(seg, d) }
 	return r, nil
+}
+
+// forget drops a sealed segment whose file is gone, counting its records
+// as lost (once: a second call finds it no longer sealed).
+func (s *Spool) forget(seg *Segment) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.Index(s.sealed, seg)
+	if i < 0 {
+		return
+	}
+	s.sealed = slices.Delete(s.sealed, i, i+1)
+	s.bytes -= seg.Size
+	s.records -= seg.Records
+	s.log.Error("spool: a segment file was deleted by someone else; its events are lost",
+		"segment", seg.Path, "records", seg.Records)
+	if seg.Records > 0 && s.cfg.OnLoss != nil {
+		s.cfg.OnLoss(LossCorrupt, seg.Records)
+	}
 }
 
 // Ack deletes seg: every record in it was delivered. Acking a segment the
@@ -472,7 +672,7 @@ func (s *Spool) Ack(seg *Segment) error {
 	s.sealed = slices.Delete(s.sealed, i, i+1)
 	s.bytes -= seg.Size
 	s.records -= seg.Records
-	s.syncDir()
+	s.dirDirty = true
 	return nil
 }
 
@@ -483,8 +683,28 @@ func (s *Spool) Bytes() int64 {
 	return s.bytes
 }
 
-// Records returns how many records the spool holds (corrupt ones that
-// readers will skip included).
+// Pending reports whether a segment waits to be read: a sealed one, even
+// if all its records were found damaged (reading it to the end lets Ack
+// delete it), or an active one with records.
+func (s *Spool) Pending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sealed) > 0 || (s.active != nil && s.active.Records > 0)
+}
+
+// Backlog returns how many sealed segments wait and how many records the
+// active segment holds.
+func (s *Spool) Backlog() (sealed int, active int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active != nil {
+		active = s.active.Records
+	}
+	return len(s.sealed), active
+}
+
+// Records returns how many records the spool holds: those appended or
+// found valid at Open, less the damaged ones readers reported since.
 func (s *Spool) Records() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -526,6 +746,9 @@ func (s *Spool) Close() error {
 		// The active segment becomes a sealed one for the next Open.
 		s.sealed = append(s.sealed, s.active)
 		s.active, s.f = nil, nil
+	}
+	if s.dirDirty {
+		s.syncDir()
 	}
 	s.lock.Close() // releases the flock
 	return err

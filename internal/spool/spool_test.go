@@ -15,10 +15,23 @@ import (
 	"github.com/originlens/originlens/internal/syncbuf"
 )
 
-// lossCounter records OnLoss calls.
+// lossCounter records OnLoss and OnLostBytes calls.
 type lossCounter struct {
-	mu sync.Mutex
-	by map[string]int64
+	mu    sync.Mutex
+	by    map[string]int64
+	bytes int64
+}
+
+func (l *lossCounter) addBytes(n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bytes += n
+}
+
+func (l *lossCounter) getBytes() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bytes
 }
 
 func (l *lossCounter) add(reason string, n int64) {
@@ -48,6 +61,7 @@ func openTest(tb testing.TB, cfg Config) (*Spool, *lossCounter, *syncBuffer) {
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	cfg.OnLoss = loss.add
+	cfg.OnLostBytes = loss.addBytes
 	s, err := Open(cfg)
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
@@ -207,19 +221,23 @@ func TestCorruptTail(t *testing.T) {
 	const n = 50
 	recLen := int64(recordHeader + len(rec(0)))
 	tests := []struct {
-		name    string
-		damage  func(tb testing.TB, path string)
-		want    int    // valid records returned
-		logLine string // in the log
+		name      string
+		damage    func(tb testing.TB, path string)
+		want      int    // valid records returned
+		logLine   string // in the log
+		lost      int64  // records reported lost
+		lostBytes int64  // bytes reported lost, count unknown
 	}{
-		{"TruncatedPayload", func(tb testing.TB, p string) { truncateBy(tb, p, 3) }, n - 1, "torn record"},
-		{"TruncatedHeader", func(tb testing.TB, p string) { truncateBy(tb, p, recLen-4) }, n - 1, "torn record header"},
-		{"GarbledPayload", func(tb testing.TB, p string) { flipByteFromEnd(tb, p, 2) }, n - 1, "checksum mismatch"},
-		{"GarbledAndTruncated", func(tb testing.TB, p string) { flipByteFromEnd(tb, p, 5); truncateBy(tb, p, 2) }, n - 1, "torn record"},
-		{"ImpossibleLength", func(tb testing.TB, p string) { writeAtFromEnd(tb, p, recLen, []byte{0xff, 0xff, 0xff, 0x7f}) }, n - 1, "impossible record length"},
-		{"ZeroFilledTail", func(tb testing.TB, p string) { appendBytes(tb, p, make([]byte, 4096)) }, n, "impossible record length"},
-		{"GarbageAppended", func(tb testing.TB, p string) { appendBytes(tb, p, []byte("\x05\x00\x00\x00garbage")) }, n, "torn record"},
-		{"BadMagic", func(tb testing.TB, p string) { writeAt(tb, p, 0, []byte("NOTSPOOL")) }, 0, "not a spool segment"},
+		{"TruncatedPayload", func(tb testing.TB, p string) { truncateBy(tb, p, 3) }, n - 1, "torn tail", 1, 0},
+		{"TruncatedHeader", func(tb testing.TB, p string) { truncateBy(tb, p, recLen-4) }, n - 1, "torn tail", 1, 0},
+		{"GarbledPayload", func(tb testing.TB, p string) { flipByteFromEnd(tb, p, 2) }, n - 1, "checksum", 1, 0},
+		{"GarbledAndTruncated", func(tb testing.TB, p string) { flipByteFromEnd(tb, p, 5); truncateBy(tb, p, 2) }, n - 1, "torn tail", 1, 0},
+		// The checksum proves the payload whole: the record is recovered.
+		{"ImpossibleLength", func(tb testing.TB, p string) { writeAtFromEnd(tb, p, recLen, []byte{0xff, 0xff, 0xff, 0x7f}) }, n, "record recovered", 0, 0},
+		{"ZeroFilledTail", func(tb testing.TB, p string) { appendBytes(tb, p, make([]byte, 4096)) }, n, "garbled", 0, 4096},
+		{"GarbageAppended", func(tb testing.TB, p string) { appendBytes(tb, p, []byte("\x05\x00\x00\x00garbage")) }, n, "torn tail", 1, 0},
+		// Records right behind a damaged magic are still records.
+		{"BadMagic", func(tb testing.TB, p string) { writeAt(tb, p, 0, []byte("NOTSPOOL")) }, n, "segment magic", 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -244,8 +262,11 @@ func TestCorruptTail(t *testing.T) {
 			if !strings.Contains(logs.String(), tt.logLine) {
 				t.Errorf("log lacks %q:\n%s", tt.logLine, logs.String())
 			}
-			if loss.get(LossCorrupt) < 1 {
-				t.Errorf("OnLoss(%s) total = %d, want >= 1", LossCorrupt, loss.get(LossCorrupt))
+			if got := loss.get(LossCorrupt); got != tt.lost {
+				t.Errorf("OnLoss(%s) total = %d, want %d", LossCorrupt, got, tt.lost)
+			}
+			if got := loss.getBytes(); got != tt.lostBytes {
+				t.Errorf("OnLostBytes total = %d, want %d", got, tt.lostBytes)
 			}
 		})
 	}
@@ -314,7 +335,7 @@ func TestCorruptMiddleRecordSkipped(t *testing.T) {
 		}
 		seg.Write(b)
 	}
-	r := NewReader(&seg, "mem", nil)
+	r := NewReader(bytes.NewReader(seg.Bytes()), int64(seg.Len()), "mem")
 	var got []string
 	for {
 		p, err := r.Next()
@@ -324,8 +345,8 @@ func TestCorruptMiddleRecordSkipped(t *testing.T) {
 		got = append(got, string(p))
 	}
 	want := []string{string(rec(0)), string(rec(1)), string(rec(3)), string(rec(4))}
-	if !equalStrings(got, want) || r.Corrupt() != 1 {
-		t.Errorf("reader = %v (corrupt %d), want %v (corrupt 1)", got, r.Corrupt(), want)
+	if d := r.Damages(); !equalStrings(got, want) || len(d) != 1 || !d[0].Known || d[0].Records != 1 {
+		t.Errorf("reader = %v (damage %v), want %v (one record lost)", got, d, want)
 	}
 }
 

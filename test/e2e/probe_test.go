@@ -238,7 +238,7 @@ func TestDiagnosisThroughTheBlogTopology(t *testing.T) {
 				t.Skip("skipping: socat not found (Debian package socat; .ci/run installs it)")
 			}
 			tp.nlbForward(false)
-			c := tp.cmd("target", "socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo SSH-2.0-OpenSSH_9.2")
+			c := tp.cmd("target", "socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo SSH-2.0-OpenSSH_9.2; read line")
 			if err := c.Start(); err != nil {
 				t.Fatal(err)
 			}

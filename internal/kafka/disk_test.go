@@ -1,0 +1,76 @@
+package kafka
+
+import (
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// TestProducerDiskBuffer: in disk mode every event is in the spool file
+// when Publish returns (so a SIGKILL cannot lose it), and all of them reach
+// Kafka through the spool, counted as sent; Close delivers what the spool
+// still holds and leaves no segment behind.
+func TestProducerDiskBuffer(t *testing.T) {
+	c := startCluster(t, kfake.SeedTopics(3, testTopic))
+	addr := c.ListenAddrs()[0]
+	h := newHarness(t, addr, ProducerConfig{Buffer: BufferDisk, BatchSize: 100})
+	h.run(t)
+	const n = 2000
+	var ids []string
+	for i := range n / 100 {
+		ids = append(ids, publishN(h.p, i*100, 100)...)
+		// Synchronous: counted as spooled, in the file, on return.
+		if got := h.metric(t, "originlens_kafka_events_spooled_total"); got != float64(len(ids)) {
+			t.Fatalf("events_spooled_total = %v right after %d Publish calls returned, want %d", got, len(ids), len(ids))
+		}
+	}
+	waitFor(t, "half acknowledged", func() bool { return h.metric(t, "originlens_kafka_events_sent_total") >= n/2 })
+	h.close(t)
+	if got := h.metric(t, "originlens_kafka_events_sent_total"); got != n {
+		t.Errorf("events_sent_total after Close = %v, want %d: Close delivers the spool", got, n)
+	}
+	if r, b := h.metric(t, "originlens_kafka_spool_records"), h.metric(t, "originlens_kafka_spool_bytes"); r != 0 || b != 0 {
+		t.Errorf("spool after Close: %v records, %v bytes, want 0", r, b)
+	}
+	if q := h.metric(t, "originlens_kafka_events_queued_total"); q != 0 {
+		t.Errorf("events_queued_total = %v in disk mode, want 0", q)
+	}
+	checkDelivered(t, ids, checkMessages(t, readTopic(t, addr, testTopic)))
+}
+
+// TestProducerDiskBufferFullDisk: in disk mode with the spool on a full
+// file system (a 64 KiB tmpfs) and a healthy broker, the events the spool
+// refuses wait in memory and reach Kafka: nothing is dropped, and nothing
+// is counted twice.
+func TestProducerDiskBufferFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v): needs CAP_SYS_ADMIN", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	c := startCluster(t, kfake.SeedTopics(3, testTopic))
+	addr := c.ListenAddrs()[0]
+	// Batches larger than the file system, and a long linger: the spool
+	// fills up before the first batch leaves.
+	h := newHarness(t, addr, ProducerConfig{Buffer: BufferDisk, SpoolDir: dir, SpoolMaxBytes: 1 << 30, BatchSize: 5000, Linger: time.Second})
+	h.run(t)
+	waitFor(t, "connected", func() bool { return h.p.state.Load() == stateHealthy })
+	const n = 1000 // ~600 KB of events
+	ids := publishN(h.p, 0, n)
+	if q := h.metric(t, "originlens_kafka_events_queued_total"); q == 0 {
+		t.Fatalf("no event was refused by the 64 KiB spool; the test proves nothing")
+	}
+	waitFor(t, "all acknowledged", func() bool { return h.metric(t, "originlens_kafka_events_sent_total") >= n })
+	h.close(t)
+	if d := h.metric(t, "originlens_kafka_events_dropped_total"); d != 0 {
+		t.Errorf("dropped_total = %v, want 0", d)
+	}
+	t.Logf("%v of %d events refused by the full spool and sent from memory", h.metric(t, "originlens_kafka_events_queued_total"), n)
+	checkDelivered(t, ids, checkMessages(t, readTopic(t, addr, testTopic)))
+}

@@ -1,0 +1,166 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// Ends: how a relayed connection ended (the event's relay.end).
+const (
+	EndClientClosed        = "client-closed"        // the client's side ended first (FIN or reset)
+	EndUpstreamClosed      = "upstream-closed"      // the upstream's side ended first
+	EndUpstreamRefused     = "upstream-refused"     // dial: the upstream reset the connection (nothing listens)
+	EndUpstreamUnreachable = "upstream-unreachable" // dial: no answer, no route, or no transparent socket
+	EndIdleTimeout         = "idle-timeout"         // no byte either way for the idle timeout
+	EndDenied              = "denied"               // the rules denied the client: the upstream was not contacted
+)
+
+// DialEnd returns EndUpstreamRefused or EndUpstreamUnreachable for an error
+// of [Dialer.Dial].
+func DialEnd(err error) string {
+	if errors.Is(err, ErrRefused) {
+		return EndUpstreamRefused
+	}
+	return EndUpstreamUnreachable
+}
+
+// Result is what [Forward] did.
+type Result struct {
+	FromClient int64  // bytes forwarded from the client to the upstream, pending bytes included
+	ToClient   int64  // bytes forwarded from the upstream to the client
+	End        string // EndClientClosed, EndUpstreamClosed or EndIdleTimeout
+	Err        error  // the first error other than a clean end of stream, if any
+}
+
+// Forward copies bytes between client and up until both directions have
+// ended, then returns; it does not close either connection. pending (bytes
+// already read from the client, e.g. after its PROXY header) goes to the
+// upstream first. Each direction is an io.Copy between the two
+// *net.TCPConn, which Linux serves with splice(2). When a direction reaches
+// a clean end of stream its destination is half-closed (CloseWrite) and the
+// other direction goes on. An error in either direction, or no byte either
+// way for idle, ends both. Forward blocks; it runs one goroutine of its own,
+// which has returned when Forward returns.
+func Forward(client *net.TCPConn, pending []byte, up *net.TCPConn, idle time.Duration) Result {
+	f := &forwarder{idle: idle, tick: max(idle/4, time.Millisecond)}
+	f.last.Store(time.Now().UnixNano())
+	done := make(chan int, 2)
+	var halves [2]half
+	go func() {
+		halves[1] = f.copy(client, up, nil)
+		done <- 1
+	}()
+	halves[0] = f.copy(up, client, pending)
+	done <- 0
+	first := <-done
+	if h := halves[first]; h.err != nil || h.idle {
+		f.abort(client, up)
+	}
+	<-done
+	r := Result{FromClient: halves[0].n, ToClient: halves[1].n}
+	switch {
+	case halves[first].idle:
+		r.End = EndIdleTimeout
+	case first == 0:
+		r.End = EndClientClosed
+	default:
+		r.End = EndUpstreamClosed
+	}
+	r.Err = halves[first].err
+	if r.Err == nil {
+		r.Err = halves[1-first].err
+	}
+	return r
+}
+
+// forwarder is the state the two directions of one Forward share.
+type forwarder struct {
+	idle, tick time.Duration
+	last       atomic.Int64 // unix nanoseconds of the last progress either way
+	stopped    atomic.Bool  // abort was called: deadline errors are not idleness
+}
+
+// half is how one direction ended.
+type half struct {
+	n    int64
+	err  error // nil for a clean end of stream
+	idle bool  // ended by the idle timeout
+}
+
+// copy copies src to dst until src's end of stream (then half-closes dst),
+// an error, the idle timeout or an abort. The read deadline is re-armed
+// every tick so that progress is recorded while io.Copy splices; the write
+// deadline is the idle timeout, which ends a peer that stopped reading.
+func (f *forwarder) copy(dst, src *net.TCPConn, pending []byte) half {
+	var h half
+	if len(pending) > 0 {
+		dst.SetWriteDeadline(time.Now().Add(f.idle))
+		n, err := dst.Write(pending)
+		h.n += int64(n)
+		if err != nil {
+			h.err, h.idle = err, isTimeout(err) && !f.stopped.Load()
+			return h
+		}
+		f.last.Store(time.Now().UnixNano())
+	}
+	for {
+		round := time.Now()
+		src.SetReadDeadline(round.Add(f.tick))
+		dst.SetWriteDeadline(round.Add(f.idle))
+		n, err := io.Copy(dst, src)
+		h.n += n
+		now := time.Now()
+		if n > 0 {
+			f.last.Store(now.UnixNano())
+		}
+		switch {
+		case err == nil:
+			dst.CloseWrite()
+			return h
+		case f.stopped.Load():
+			return h // the other direction ended the connection
+		case isTimeout(err) && now.Sub(round) >= f.idle:
+			// The write deadline: the destination took nothing for idle.
+			h.err, h.idle = err, true
+			return h
+		case isTimeout(err):
+			if now.Sub(time.Unix(0, f.last.Load())) >= f.idle {
+				h.err, h.idle = err, true
+				return h
+			}
+		default:
+			h.err = err
+			return h
+		}
+	}
+}
+
+// abort wakes the other direction at once: both connections' deadlines
+// pass now.
+func (f *forwarder) abort(a, b *net.TCPConn) {
+	f.stopped.Store(true)
+	now := time.Now()
+	a.SetDeadline(now)
+	b.SetDeadline(now)
+}
+
+func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// sockoptError is a failed setsockopt on an upstream socket.
+type sockoptError struct {
+	opt string
+	err error
+}
+
+func (e *sockoptError) Error() string { return "setsockopt " + e.opt + ": " + e.err.Error() }
+func (e *sockoptError) Unwrap() error { return e.err }

@@ -1,0 +1,364 @@
+// Package udp is the app's UDP service: every datagram gets one reply
+// datagram holding the same report line as the TCP line protocol (same
+// keys, via, rules and decision), then the greeting unless the client is
+// denied or redirected; the datagrams between one client address and port
+// and one server address and port form a flow, published as one event when
+// it has been idle for the idle timeout, when the flow table is full, or at
+// shutdown.
+//
+// # Datagrams
+//
+// The first line of a datagram's payload is the probe line: it is echoed
+// in the reply (key probe, at most [MaxProbeEcho] bytes); the rest of the
+// payload is ignored, so that a client can pad its datagram. A PROXY
+// protocol v2 header in front of the payload is honoured from the sources
+// the --proxy-protocol mode trusts (see [origin.Resolver.ResolveDatagram]);
+// a datagram the mode refuses (a header from an untrusted source, none in
+// required mode, a malformed one) is dropped and counted, without reply.
+//
+// # Not an amplifier
+//
+// A reply is never longer than 3 times the payload of the datagram that
+// caused it (QUIC's rule before address validation, RFC 9000 section 8),
+// unless the flow has proven that its source receives replies: every reply
+// carries the flow's random token (key token) and a later datagram of the
+// same flow whose probe line holds token=<that value> proves it. A reply
+// over the bound is cut at a key boundary, the greeting dropped, and ends
+// in truncated=1; one that cannot hold even that is empty. Replies are also
+// limited per source address (an IPv6 source counts as its /64) by the
+// Limiter's token bucket: a datagram over the limit gets no reply, counted
+// in the metrics and in its flow's event (flow.rate_limited).
+//
+// # Addresses
+//
+// A reply leaves from the address the client sent to (IP_PKTINFO and
+// IPV6_PKTINFO, read from and written to the control messages), so that a
+// host with several addresses bound to 0.0.0.0 answers from the right one
+// and NAT on the way back recognises the reply.
+package udp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/origin"
+	"github.com/originlens/originlens/internal/policy"
+	"github.com/originlens/originlens/internal/report"
+	"github.com/originlens/originlens/internal/server"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Resolver learns a datagram's origin and payload (see
+// [origin.Resolver.ResolveDatagram]). It must be safe for concurrent use.
+type Resolver interface {
+	ResolveDatagram(peer, local netip.AddrPort, d []byte) (origin.Origin, []byte, error)
+}
+
+// Defaults for the zero values of [Config].
+const (
+	DefaultIdleTimeout = 30 * time.Second // Global Accelerator's UDP idle timeout
+	// DefaultMaxFlows bounds the flow table: a flow costs about 1.7 KiB
+	// (its event, report line and counters), so about 27 MiB at the bound.
+	DefaultMaxFlows = 16384
+	// Amplification is the reply-to-request byte ratio allowed before a
+	// flow has proven that its source receives replies.
+	Amplification = 3
+	// MaxProbeEcho bounds the probe line echoed in a reply.
+	MaxProbeEcho = 256
+	// maxDatagram is the largest UDP payload over IPv4 or IPv6 without
+	// jumbograms.
+	maxDatagram = 65535
+)
+
+// Config configures a [Server]. Resolver and Publisher are required; a nil
+// Locator places nothing, a nil Decider serves everyone, a nil Limiter does
+// not limit replies. The interfaces are internal/server's: the same
+// components serve TCP and UDP.
+type Config struct {
+	Resolver  Resolver
+	Locator   server.Locator
+	Decider   server.Decider
+	Limiter   server.Limiter // per-source replies: one Acquire per reply, released at once
+	Publisher server.Publisher
+
+	IdleTimeout time.Duration // a flow idle this long is published; default 30s
+	MaxFlows    int           // flows tracked at once; default DefaultMaxFlows
+	Readers     int           // goroutines reading the socket; default min(GOMAXPROCS, 4)
+
+	Logger     *slog.Logger          // nil: slog.Default()
+	Registerer prometheus.Registerer // nil: metrics are kept but not exported
+}
+
+// Server answers datagrams and tracks flows. Its methods are safe for
+// concurrent use.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	flows   flowTable
+}
+
+// New checks cfg, fills in defaults and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Resolver == nil {
+		return nil, errors.New("udp: Config.Resolver is required")
+	}
+	if cfg.Publisher == nil {
+		return nil, errors.New("udp: Config.Publisher is required")
+	}
+	if cfg.Locator == nil {
+		cfg.Locator = server.NoLocation()
+	}
+	if cfg.Decider == nil {
+		cfg.Decider = server.ServeAll()
+	}
+	if cfg.IdleTimeout < 0 || cfg.MaxFlows < 0 || cfg.Readers < 0 {
+		return nil, fmt.Errorf("udp: IdleTimeout, MaxFlows and Readers must not be negative, got %v, %d, %d", cfg.IdleTimeout, cfg.MaxFlows, cfg.Readers)
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.MaxFlows == 0 {
+		cfg.MaxFlows = DefaultMaxFlows
+	}
+	if cfg.Readers == 0 {
+		cfg.Readers = min(runtime.GOMAXPROCS(0), 4)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: m}
+	s.flows.init(cfg.MaxFlows)
+	return s, nil
+}
+
+// Listen opens a UDP socket on addr ("host:port"; an empty or wildcard
+// host listens on every address, IPv4 and IPv6) with the destination
+// address of every datagram reported, as [Server.Serve] needs.
+func Listen(ctx context.Context, addr string) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: controlPktinfo}
+	pc, err := lc.ListenPacket(ctx, "udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("udp: listening: %w", err)
+	}
+	return pc.(*net.UDPConn), nil
+}
+
+// Flows returns the number of flows tracked now.
+func (s *Server) Flows() int { return s.flows.len() }
+
+// Serve answers the datagrams arriving on conn until ctx is done or reading
+// fails for good, then stops: it stops reading, publishes every open flow
+// (flow.end "shutdown") and closes conn. Serve blocks; it returns nil after
+// a stop that ctx started, otherwise the read error. Flows idle for
+// IdleTimeout are published while it runs. conn should come from [Listen];
+// Serve enables the destination address reports on it too.
+func (s *Server) Serve(ctx context.Context, conn *net.UDPConn) error {
+	defer conn.Close()
+	sock, err := newSocket(conn)
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() {
+		// Wake the readers; they see ctx done and return.
+		conn.SetReadDeadline(time.Unix(1, 0))
+	})
+	defer stop()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, s.cfg.Readers)
+	for range s.cfg.Readers {
+		wg.Go(func() {
+			if err := s.read(ctx, sock); err != nil {
+				errs <- err
+				conn.SetReadDeadline(time.Unix(1, 0)) // stop the other readers
+			}
+		})
+	}
+	sweepDone := make(chan struct{})
+	sweepStop := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		s.sweep(sweepStop)
+	}()
+	wg.Wait()
+	close(sweepStop)
+	<-sweepDone
+	close(errs)
+	n := s.publishAll(endShutdown)
+	s.log.Info("udp stopped", "flows_published", n)
+	return <-errs // nil when no reader failed
+}
+
+// read is one reader: it answers datagrams until ctx is done (nil) or the
+// socket fails (the error).
+func (s *Server) read(ctx context.Context, sock *socket) error {
+	buf := make([]byte, maxDatagram)
+	oob := make([]byte, oobSize)
+	reply := make([]byte, 0, 2048)
+	var backoff time.Duration
+	for {
+		n, oobn, _, peer, err := sock.conn.ReadMsgUDPAddrPort(buf, oob)
+		if err == nil {
+			backoff = 0
+		} else {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil // another reader failed and stopped us
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("udp: reading: %w", err)
+			}
+			// A transient error (an ICMP error reported on the socket,
+			// ENOBUFS): count it and go on; back off when it repeats,
+			// rather than spin.
+			s.metrics.datagram(resultReadError)
+			if backoff > 0 {
+				time.Sleep(backoff)
+			}
+			backoff = min(max(2*backoff, time.Millisecond), time.Second)
+			continue
+		}
+		reply = s.handle(sock, buf[:n], oob[:oobn], peer, reply[:0])
+	}
+}
+
+// handle answers one datagram d from peer, with control messages oob, and
+// returns the reply buffer for reuse.
+func (s *Server) handle(sock *socket, d, oob []byte, peer netip.AddrPort, reply []byte) []byte {
+	reply, f := s.answer(sock, d, oob, peer, time.Now(), reply)
+	if f == nil {
+		return reply
+	}
+	if _, _, err := sock.conn.WriteMsgUDPAddrPort(reply, f.oob, peer); err != nil {
+		s.metrics.datagram(resultWriteError)
+		s.log.Debug("udp reply failed", "peer", peer, "err", err)
+		return reply
+	}
+	f.outPackets.Add(1)
+	f.outBytes.Add(int64(len(reply)))
+	s.metrics.bytesOut.Add(float64(len(reply)))
+	s.metrics.datagram(resultAnswered)
+	return reply
+}
+
+// answer is the datagram path up to the write: resolve the origin, find
+// or start the flow, apply the per-source limit, build the reply in
+// reply[:0] within the amplification bound. It returns the reply and its
+// flow, or a nil flow when the datagram gets no reply (dropped, counted).
+// It does no I/O.
+func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now time.Time, reply []byte) ([]byte, *flow) {
+	s.metrics.bytesIn.Add(float64(len(d)))
+	dst := sock.destination(oob)
+	o, payload, err := s.cfg.Resolver.ResolveDatagram(peer, dst, d)
+	if err != nil {
+		s.metrics.datagram(resultProxyPrefix + origin.Kind(err))
+		s.log.Debug("udp datagram dropped", "peer", peer, "err", err)
+		return reply, nil
+	}
+	if o.Local {
+		s.metrics.datagram(resultHealthCheck)
+		return reply, nil
+	}
+	line := firstLine(payload)
+	f := s.flows.touch(s, sock, o, dst, now, len(d), line)
+
+	if s.cfg.Limiter != nil {
+		_, release, err := s.cfg.Limiter.Acquire(o.Client.Addr(), now)
+		if err != nil {
+			f.rateLimited.Add(1)
+			s.metrics.datagram(resultRateLimited)
+			return reply, nil
+		}
+		release()
+	}
+
+	reply = append(reply, f.line...)
+	if len(line) > 0 {
+		reply = report.AppendPair(reply, report.KeyProbe, string(line[:min(len(line), MaxProbeEcho)]))
+	}
+	lineLen := len(reply)
+	reply = append(reply, '\n')
+	if f.d.Decision == policy.Serve || f.d.Decision == "" {
+		reply = append(reply, f.d.Greeting...)
+		reply = append(reply, '\n')
+	}
+	if budget := Amplification * len(payload); !f.proven.Load() && len(reply) > budget {
+		reply = report.Cut(reply[:lineLen], budget)
+		if len(reply) > 0 {
+			reply = append(reply, '\n')
+		}
+		f.truncated.Add(1)
+		s.metrics.truncated.Inc()
+	}
+	return reply, f
+}
+
+// firstLine returns payload's first line without its line ending.
+func firstLine(payload []byte) []byte {
+	if i := bytes.IndexByte(payload, '\n'); i >= 0 {
+		payload = payload[:i]
+	}
+	return bytes.TrimSuffix(payload, []byte{'\r'})
+}
+
+// newToken returns a flow's address-validation token: 8 random bytes in
+// hex.
+func newToken() string {
+	var b [8]byte
+	rand.Read(b[:]) // never fails (crypto/rand)
+	return hex.EncodeToString(b[:])
+}
+
+// buildFlow makes a new flow for origin o, locating and deciding its
+// client once for the flow's life: a rules reload (SIGHUP) applies to
+// flows that start after it.
+func (s *Server) buildFlow(sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time) *flow {
+	f := &flow{key: flowKey{o.Client, o.Server}, first: now, last: now, token: newToken()}
+	f.ev = event.New(now)
+	loc := s.cfg.Locator.Lookup(o.Client.Addr())
+	f.d = s.cfg.Decider.Decide(o.Client.Addr(), loc)
+	server.FillEvent(&f.ev, o, &loc, &f.d)
+	f.ev.Network.Transport, f.ev.Network.Protocol = event.TransportUDP, event.ProtocolLine
+	var rep report.Fields
+	server.FillReport(&rep, &f.ev, &o, &loc, &f.d)
+	f.line = rep.AppendLine(make([]byte, 0, 320))
+	f.line = report.AppendPair(f.line, report.KeyToken, f.token)
+	f.proof = []byte(report.KeyToken + "=" + f.token)
+	f.oob = sock.pktinfo(dst.Addr())
+	return f
+}
+
+// publish completes f's event and hands it to the publisher.
+func (s *Server) publish(f *flow, end string) {
+	ev := &f.ev
+	ev.Event.Action, ev.Event.Outcome, ev.Event.Reason = server.Ending(f.d)
+	ev.Source.Bytes, ev.Source.Packets = f.inBytes, f.inPackets
+	ev.Destination.Bytes, ev.Destination.Packets = f.outBytes.Load(), f.outPackets.Load()
+	ev.Flow = event.Flow{FirstSeen: f.first, LastSeen: f.last, End: end, RateLimited: f.rateLimited.Load(), Truncated: f.truncated.Load()}
+	ev.Finish(f.last)
+	s.metrics.flowEnded(end)
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("udp flow", "event.id", ev.Event.ID, "client", f.key.client, "server", f.key.server,
+			"end", end, "packets_in", ev.Source.Packets, "packets_out", ev.Destination.Packets)
+	}
+	s.cfg.Publisher.Publish(*ev)
+}

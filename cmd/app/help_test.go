@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"strings"
 	"testing"
 
 	"github.com/originlens/originlens/internal/flagenv/flagenvtest"
@@ -21,26 +20,22 @@ func TestHelpGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := flagenvtest.Check(t, help.String(), command, appTopics)
-	for _, tt := range []struct{ flag, topic, env string }{
-		{"listen", "Listening", "APP_LISTEN"},
-		{"listen-udp", "Listening", "APP_LISTEN_UDP"},
-		{"udp-idle-timeout", "UDP", "APP_UDP_IDLE_TIMEOUT"},
-		{"upstream-mode", "Relay", "APP_UPSTREAM_MODE"},
-		{"kafka-buffer", "Kafka", "APP_KAFKA_BUFFER"},
-		{"trusted-proxies", "PROXY protocol", "APP_TRUSTED_PROXIES"},
-		{"geoip-db", "GeoIP and rules", "APP_GEOIP_DB"},
-		{"policy", "GeoIP and rules", "APP_POLICY"},
-		{"max-conns-per-ip", "Limits and timeouts", "APP_MAX_CONNS_PER_IP"},
-		{"kafka-compression", "Kafka", "APP_KAFKA_COMPRESSION"},
-		{"spool-dir", "Spool", "APP_SPOOL_DIR"},
-		{"admin", "Admin and logs", "APP_ADMIN"},
-		{"version", "Admin and logs", ""},
-	} {
-		e, ok := got[tt.flag]
-		if !ok || e.Group != tt.topic || strings.Join(e.Env, ",") != tt.env {
-			t.Errorf("--%s: %+v (listed %v); want under %q with [env %s]", tt.flag, e, ok, tt.topic, tt.env)
-		}
-	}
+	flagenvtest.CheckEntries(t, got,
+		flagenvtest.Want{Flag: "listen", Group: "Listening", Type: "string", Env: "APP_LISTEN"},
+		flagenvtest.Want{Flag: "listen-udp", Group: "Listening", Type: "string", Env: "APP_LISTEN_UDP"},
+		flagenvtest.Want{Flag: "udp-idle-timeout", Group: "UDP", Type: "duration", Env: "APP_UDP_IDLE_TIMEOUT"},
+		flagenvtest.Want{Flag: "trusted-proxies", Group: "PROXY protocol", Type: "string", Env: "APP_TRUSTED_PROXIES"},
+		flagenvtest.Want{Flag: "upstream-mode", Group: "Relay", Type: "string", Env: "APP_UPSTREAM_MODE"},
+		flagenvtest.Want{Flag: "geoip-db", Group: "GeoIP and rules", Type: "string", Env: "APP_GEOIP_DB"},
+		flagenvtest.Want{Flag: "policy", Group: "GeoIP and rules", Type: "string", Env: "APP_POLICY"},
+		flagenvtest.Want{Flag: "max-conns-per-ip", Group: "Limits and timeouts", Type: "int", Env: "APP_MAX_CONNS_PER_IP"},
+		flagenvtest.Want{Flag: "kafka-compression", Group: "Kafka", Type: "string", Env: "APP_KAFKA_COMPRESSION"},
+		flagenvtest.Want{Flag: "kafka-buffer", Group: "Kafka", Type: "string", Env: "APP_KAFKA_BUFFER"},
+		flagenvtest.Want{Flag: "kafka-tls", Group: "Kafka", Env: "APP_KAFKA_TLS"},
+		flagenvtest.Want{Flag: "spool-dir", Group: "Spool", Type: "string", Env: "APP_SPOOL_DIR"},
+		flagenvtest.Want{Flag: "admin", Group: "Admin and logs", Type: "string", Env: "APP_ADMIN"},
+		flagenvtest.Want{Flag: "version", Group: "Admin and logs"},
+	)
 	if len(got) < 38 {
 		t.Errorf("--help lists %d flags; want at least 38", len(got))
 	}

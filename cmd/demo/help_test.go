@@ -23,21 +23,16 @@ func TestHelpGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := flagenvtest.Check(t, help.String(), command, demoTopics)
-	for _, w := range []struct{ flag, topic, typ, env string }{
-		{"bin", "Programs and files", "string", "DEMO_BIN"},
-		{"geoip-db", "Programs and files", "string", "DEMO_GEOIP_DB,GEOIP_DB"},
-		{"opensearch-url", "Kafka and OpenSearch", "string", "DEMO_OPENSEARCH_URL,OPENSEARCH_URL"},
-		{"count", "Traffic", "int", "DEMO_COUNT"},
-		{"spoofs", "Traffic", "int", "DEMO_SPOOFS"},
-		{"wait", "Traffic", "duration", "DEMO_WAIT"},
-		{"keep", "Heat map and run", "", "DEMO_KEEP"},
-		{"version", "Heat map and run", "", ""},
-	} {
-		e, ok := got[w.flag]
-		if !ok || e.Group != w.topic || e.Type != w.typ || strings.Join(e.Env, ",") != w.env {
-			t.Errorf("--%s: %+v (listed %v); want %s under %q with [env %s]", w.flag, e, ok, w.typ, w.topic, w.env)
-		}
-	}
+	flagenvtest.CheckEntries(t, got,
+		flagenvtest.Want{Flag: "bin", Group: "Programs and files", Type: "string", Env: "DEMO_BIN"},
+		flagenvtest.Want{Flag: "geoip-db", Group: "Programs and files", Type: "string", Env: "DEMO_GEOIP_DB,GEOIP_DB"},
+		flagenvtest.Want{Flag: "opensearch-url", Group: "Kafka and OpenSearch", Type: "string", Env: "DEMO_OPENSEARCH_URL,OPENSEARCH_URL"},
+		flagenvtest.Want{Flag: "count", Group: "Traffic", Type: "int", Env: "DEMO_COUNT"},
+		flagenvtest.Want{Flag: "spoofs", Group: "Traffic", Type: "int", Env: "DEMO_SPOOFS"},
+		flagenvtest.Want{Flag: "wait", Group: "Traffic", Type: "duration", Env: "DEMO_WAIT"},
+		flagenvtest.Want{Flag: "keep", Group: "Heat map and run", Env: "DEMO_KEEP"},
+		flagenvtest.Want{Flag: "version", Group: "Heat map and run"},
+	)
 	if strings.Contains(help.String(), "Usage of demo") {
 		t.Errorf("help still Go's default:\n%s", help.String())
 	}

@@ -37,22 +37,18 @@ func TestHelpGroups(t *testing.T) {
 			cmd = setupCommand
 		}
 		got := flagenvtest.Check(t, help.String(), cmd, ingestTopics)
-		for _, w := range []struct{ flag, topic, env, typ string }{
-			{"kafka-brokers", "Kafka", "INGEST_KAFKA_BROKERS", "string"},
-			{"dlq-topic", "Kafka", "INGEST_DLQ_TOPIC", "string"},
-			{"opensearch-url", "OpenSearch", "INGEST_OPENSEARCH_URL", "string"},
-			{"aws-sigv4-service", "OpenSearch", "INGEST_AWS_SIGV4_SERVICE", "string"},
-			{"retention", "Indices, template and dashboards", "INGEST_RETENTION", "string"},
-			{"bulk-bytes", "Bulk indexing", "INGEST_BULK_BYTES", "size"},
-			{"max-inflight-bytes", "Bulk indexing", "INGEST_MAX_INFLIGHT_BYTES", "size"},
-			{"ui", "Admin, heat map and logs", "INGEST_UI", "string"},
-			{"version", "Admin, heat map and logs", "", ""},
-		} {
-			e, ok := got[w.flag]
-			if !ok || e.Group != w.topic || strings.Join(e.Env, ",") != w.env || e.Type != w.typ {
-				t.Errorf("%q --%s: %+v (listed %v); want %s under %q with [env %s]", tt.args, w.flag, e, ok, w.typ, w.topic, w.env)
-			}
-		}
+		flagenvtest.CheckEntries(t, got,
+			flagenvtest.Want{Flag: "kafka-brokers", Group: "Kafka", Type: "string", Env: "INGEST_KAFKA_BROKERS"},
+			flagenvtest.Want{Flag: "dlq-topic", Group: "Kafka", Type: "string", Env: "INGEST_DLQ_TOPIC"},
+			flagenvtest.Want{Flag: "opensearch-url", Group: "OpenSearch", Type: "string", Env: "INGEST_OPENSEARCH_URL"},
+			flagenvtest.Want{Flag: "aws-sigv4-service", Group: "OpenSearch", Type: "string", Env: "INGEST_AWS_SIGV4_SERVICE"},
+			flagenvtest.Want{Flag: "retention", Group: "Indices, template and dashboards", Type: "string", Env: "INGEST_RETENTION"},
+			flagenvtest.Want{Flag: "bulk-bytes", Group: "Bulk indexing", Type: "size", Env: "INGEST_BULK_BYTES"},
+			flagenvtest.Want{Flag: "max-inflight-bytes", Group: "Bulk indexing", Type: "size", Env: "INGEST_MAX_INFLIGHT_BYTES"},
+			flagenvtest.Want{Flag: "flush-interval", Group: "Bulk indexing", Type: "duration", Env: "INGEST_FLUSH_INTERVAL"},
+			flagenvtest.Want{Flag: "ui", Group: "Admin, heat map and logs", Type: "string", Env: "INGEST_UI"},
+			flagenvtest.Want{Flag: "version", Group: "Admin, heat map and logs"},
+		)
 		if len(got) < 31 {
 			t.Errorf("%q lists %d flags; want at least 31", tt.args, len(got))
 		}

@@ -19,20 +19,16 @@ func TestHelpGroups(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := flagenvtest.Check(t, help.String(), probeCommand, []string{"Target and addresses", "Attempts", "PROXY protocol", "Output"})
-	for _, w := range []struct{ flag, topic, env, short string }{
-		{"expect-ip", "Target and addresses", "NC_PROBE_EXPECT_IP", ""},
-		{"count", "Attempts", "NC_PROBE_COUNT", "n"},
-		{"concurrency", "Attempts", "NC_PROBE_CONCURRENCY", "c"},
-		{"interval", "Attempts", "NC_PROBE_INTERVAL", "i"},
-		{"proxy-src", "PROXY protocol", "NC_PROBE_PROXY_SRC", ""},
-		{"format", "Output", "NC_PROBE_FORMAT", ""},
-		{"version", "Output", "", ""},
-	} {
-		e, ok := got[w.flag]
-		if !ok || e.Group != w.topic || strings.Join(e.Env, ",") != w.env || strings.Join(e.Short, ",") != w.short {
-			t.Errorf("--%s: %+v (listed %v); want under %q with -%s [env %s]", w.flag, e, ok, w.topic, w.short, w.env)
-		}
-	}
+	flagenvtest.CheckEntries(t, got,
+		flagenvtest.Want{Flag: "expect-ip", Group: "Target and addresses", Type: "IP", Env: "NC_PROBE_EXPECT_IP"},
+		flagenvtest.Want{Flag: "udp", Group: "Target and addresses", Short: "u", Env: "NC_PROBE_UDP"},
+		flagenvtest.Want{Flag: "count", Group: "Attempts", Type: "int", Short: "n", Env: "NC_PROBE_COUNT"},
+		flagenvtest.Want{Flag: "concurrency", Group: "Attempts", Type: "int", Short: "c", Env: "NC_PROBE_CONCURRENCY"},
+		flagenvtest.Want{Flag: "interval", Group: "Attempts", Type: "duration", Short: "i", Env: "NC_PROBE_INTERVAL"},
+		flagenvtest.Want{Flag: "proxy-src", Group: "PROXY protocol", Type: "IP:PORT[,IP:PORT...]", Env: "NC_PROBE_PROXY_SRC"},
+		flagenvtest.Want{Flag: "format", Group: "Output", Type: "string", Env: "NC_PROBE_FORMAT"},
+		flagenvtest.Want{Flag: "version", Group: "Output"},
+	)
 	for _, alias := range []string{"n", "c", "i"} {
 		if _, ok := got[alias]; ok {
 			t.Errorf("-%s listed as a flag of its own", alias)

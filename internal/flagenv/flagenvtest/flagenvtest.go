@@ -170,3 +170,19 @@ func run(t testing.TB, bin string, env []string, args ...string) (stdout, stderr
 	}
 	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
 }
+
+// Want is what one flag's entry must be: its topic, its type ("" for a
+// bool), its short aliases and its variables, comma-separated ("" none).
+type Want struct{ Flag, Group, Type, Short, Env string }
+
+// CheckEntries fails t for every Want that got (from Check) does not
+// match.
+func CheckEntries(t testing.TB, got map[string]Entry, wants ...Want) {
+	t.Helper()
+	for _, w := range wants {
+		e, ok := got[w.Flag]
+		if !ok || e.Group != w.Group || e.Type != w.Type || strings.Join(e.Short, ",") != w.Short || strings.Join(e.Env, ",") != w.Env {
+			t.Errorf("--%s: %+v (listed %v); want %+v", w.Flag, e, ok, w)
+		}
+	}
+}

@@ -71,6 +71,7 @@ func FuzzDatagram(f *testing.F) {
 		if fl == nil {
 			return
 		}
+		defer srv.flows.done(srv, fl)
 		if !fl.proven.Load() && len(reply) > Amplification*len(d) {
 			t.Fatalf("%d-byte reply to a %d-byte datagram", len(reply), len(d))
 		}

@@ -248,6 +248,7 @@ func (s *Server) handle(sock *socket, d, oob []byte, peer netip.AddrPort, reply 
 	if f == nil {
 		return reply
 	}
+	defer s.flows.done(s, f)
 	if _, _, err := sock.conn.WriteMsgUDPAddrPort(reply, f.oob, peer); err != nil {
 		s.metrics.datagram(resultWriteError)
 		s.log.Debug("udp reply failed", "peer", peer, "err", err)
@@ -264,7 +265,8 @@ func (s *Server) handle(sock *socket, d, oob []byte, peer netip.AddrPort, reply 
 // or start the flow, apply the per-source limit, build the reply in
 // reply[:0] within the amplification bound. It returns the reply and its
 // flow, or a nil flow when the datagram gets no reply (dropped, counted).
-// It does no I/O.
+// It does no I/O. The caller must call s.flows.done with a flow returned
+// once it has accounted for the reply.
 func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now time.Time, reply []byte) ([]byte, *flow) {
 	s.metrics.bytesIn.Add(float64(len(d)))
 	dst := sock.destination(oob)
@@ -286,6 +288,7 @@ func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now ti
 		if err != nil {
 			f.rateLimited.Add(1)
 			s.metrics.datagram(resultRateLimited)
+			s.flows.done(s, f)
 			return reply, nil
 		}
 		release()

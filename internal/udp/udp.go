@@ -295,6 +295,11 @@ func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now ti
 	}
 
 	reply = append(reply, f.line...)
+	if report.HasProxySignature(payload) {
+		// A PROXY header read as data (mode off, or a second header): the
+		// TCP report's key says so.
+		reply = report.AppendPair(reply, report.KeyProxy, report.ProxyIgnored)
+	}
 	if len(line) > 0 {
 		reply = report.AppendPair(reply, report.KeyProbe, string(line[:min(len(line), MaxProbeEcho)]))
 	}

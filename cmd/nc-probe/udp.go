@@ -26,11 +26,14 @@ func runUDP(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	}
 	res, err := probe.RunUDP(ctx, ucfg)
 	interrupted := err != nil && ctx.Err() != nil
-	if err != nil && !interrupted {
+	if err != nil && !interrupted && (!cfg.json || res.Diagnosis == "") {
 		fmt.Fprintln(stderr, "nc-probe: "+err.Error())
 		return exitFailure
 	}
 	code := exitCode(res.Verdict)
+	if err != nil && !interrupted {
+		code = exitFailure // a failure after a report (a send error): still a failed run
+	}
 	if cfg.json {
 		if err := writeUDPJSON(stdout, &res, code, interrupted); err != nil {
 			fmt.Fprintln(stderr, "nc-probe: "+err.Error())

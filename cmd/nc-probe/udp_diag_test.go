@@ -107,3 +107,18 @@ func TestUDPRejectsTCPOnlyFlags(t *testing.T) {
 		t.Errorf("--udp --family 6 localhost: exit %d\n%s\n%s", code, out, errb)
 	}
 }
+
+// TestUDPJSONOnFailure: a --udp --json run that fails before any datagram
+// (the name has no address of the family asked for) still prints one JSON
+// object with its diagnosis (unreachable) and exit code, as a TCP run does;
+// it used to print nothing on stdout.
+func TestUDPJSONOnFailure(t *testing.T) {
+	code, out, errb := probeRun(t, "--udp", "--json", "--family", "6", "localhost:9")
+	var j diagJSON
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		t.Fatalf("exit %d, stdout %q (%v), stderr %q", code, out, err, errb)
+	}
+	if code != exitFailure || j.ExitCode != exitFailure || j.Diagnosis != "unreachable" || !strings.Contains(errb, "unreachable:") {
+		t.Errorf("exit %d, JSON %+v, stderr %q; want exit 2, diagnosis unreachable", code, j, errb)
+	}
+}

@@ -162,8 +162,21 @@ func (s *sender) complete() bool {
 // RunUDP runs cfg until every sender has sent Count datagrams and waited
 // Wait for the replies, or ctx is done (what was measured so far is
 // returned with ctx's error). It blocks; it fails at once, before sending,
-// on a bad target or a socket error.
+// on a bad target or a socket error. The result has its diagnosis in every
+// case: a failure to resolve, open a socket or send with no report back is
+// DiagUnreachable.
 func RunUDP(ctx context.Context, cfg UDPConfig) (UDPResult, error) {
+	res, err := runUDP(ctx, cfg)
+	if err != nil && ctx.Err() == nil && res.Last == nil {
+		res.Verdict = NoReport
+		res.Diagnosis = DiagUnreachable
+		res.Advice = fmt.Sprintf("unreachable: could not send to %s (%s): check the target's name and port, the route, and the app's --listen-udp (APP_LISTEN_UDP)",
+			cfg.Target, connectCause(err))
+	}
+	return res, err
+}
+
+func runUDP(ctx context.Context, cfg UDPConfig) (UDPResult, error) {
 	cfg = cfg.withDefaults()
 	res := UDPResult{Target: cfg.Target, ExpectedFrom: ExpectLocal}
 	if cfg.Proxy != nil && cfg.Proxy.Version != 2 {

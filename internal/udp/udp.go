@@ -24,10 +24,20 @@
 // carries the flow's random token (key token) and a later datagram of the
 // same flow whose probe line holds token=<that value> proves it. A reply
 // over the bound is cut at a key boundary, the greeting dropped, and ends
-// in truncated=1; one that cannot hold even that is empty. Replies are also
+// in truncated=1; a datagram too short for even that gets no reply.
+// Replies are also
 // limited per source address (an IPv6 source counts as its /64) by the
 // Limiter's token bucket: a datagram over the limit gets no reply, counted
 // in the metrics and in its flow's event (flow.rate_limited).
+//
+// # No reply loops
+//
+// A server that answers every datagram can be made to answer another one
+// forever: a single datagram spoofed from one to the other, and each answers
+// the other's replies (the Loop DoS of CVE-2024-2169). So no reply is ever
+// empty, a datagram that begins like a reply (client= or truncated=) is not
+// answered, nor one from a port below 1024 (chargen, daytime, echo: services
+// that answer anything) of a direct peer; all counted.
 //
 // # Addresses
 //
@@ -280,6 +290,10 @@ func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now ti
 		s.metrics.datagram(resultHealthCheck)
 		return reply, nil
 	}
+	if loopPartner(o, payload) {
+		s.metrics.datagram(resultLoop)
+		return reply, nil
+	}
 	line := firstLine(payload)
 	f := s.flows.touch(s, sock, o, dst, now, len(d), line)
 
@@ -311,13 +325,32 @@ func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now ti
 	}
 	if budget := Amplification * len(payload); !f.proven.Load() && len(reply) > budget {
 		reply = report.Cut(reply[:lineLen], budget)
-		if len(reply) > 0 {
-			reply = append(reply, '\n')
-		}
 		f.truncated.Add(1)
 		s.metrics.truncated.Inc()
+		if len(reply) == 0 {
+			s.metrics.datagram(resultTooShort)
+			s.flows.done(s, f)
+			return reply, nil
+		}
+		reply = append(reply, '\n')
 	}
 	return reply, f
+}
+
+// minClientPort is the lowest source port answered from a direct peer:
+// clients send from ephemeral ports, services that answer any datagram
+// (echo 7, daytime 13, chargen 19, time 37) from well-known ones.
+const minClientPort = 1024
+
+// loopPartner reports whether the datagram with origin o and payload is to
+// go unanswered so that no reply loop can start: a reply of a server like
+// this one (a report line, or a cut one), or a direct peer's datagram from
+// a port below minClientPort.
+func loopPartner(o origin.Origin, payload []byte) bool {
+	if o.Via == event.ViaDirect && o.Peer.Port() < minClientPort {
+		return true
+	}
+	return bytes.HasPrefix(payload, []byte(report.KeyClient+"=")) || bytes.HasPrefix(payload, []byte(report.KeyTruncated+"="))
 }
 
 // firstLine returns payload's first line without its line ending.

@@ -210,15 +210,23 @@ func runUDP(ctx context.Context, cfg UDPConfig) (UDPResult, error) {
 	id := hex.EncodeToString(idb[:])
 
 	start := time.Now()
+	// Every socket first: a failure then starts no sender.
+	conns := make([]*net.UDPConn, cfg.Concurrency)
+	for i := range conns {
+		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
+		if err != nil {
+			for _, c := range conns[:i] {
+				c.Close()
+			}
+			return res, fmt.Errorf("probe: opening a UDP socket: %w", err)
+		}
+		conns[i] = conn
+	}
 	senders := make([]*sender, cfg.Concurrency)
 	var wg sync.WaitGroup
 	var firstErr error
 	var errOnce sync.Once
-	for i := range senders {
-		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
-		if err != nil {
-			return res, fmt.Errorf("probe: opening a UDP socket: %w", err)
-		}
+	for i, conn := range conns {
 		s := &sender{}
 		senders[i] = s
 		wg.Go(func() {

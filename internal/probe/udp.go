@@ -153,6 +153,13 @@ type sender struct {
 	res     UDPResult // counts and the last report, merged at the end
 }
 
+// unanswered reports whether some datagram sent has no answer counted
+// yet: a reply that cannot be matched (truncated, no probe echo) is an
+// answer only then. s.mu is held.
+func (s *sender) unanswered() bool {
+	return s.res.Received+s.res.Truncated+s.res.Unmatched < s.res.Sent
+}
+
 // complete reports whether every datagram is sent and answered. s.mu is
 // held.
 func (s *sender) complete() bool {
@@ -453,7 +460,11 @@ func (s *sender) reply(b []byte, from, dst netip.AddrPort, id string, at time.Ti
 	truncated := rep != nil && rep[report.KeyTruncated] == "1" ||
 		errors.Is(err, report.ErrMissing) && strings.Contains(line, report.KeyTruncated+"=1")
 	if truncated {
-		s.res.Truncated++
+		if s.unanswered() {
+			s.res.Truncated++
+		} else {
+			s.res.Duplicates++ // more unmatched replies than datagrams
+		}
 		return
 	}
 	if err != nil {
@@ -463,7 +474,11 @@ func (s *sender) reply(b []byte, from, dst netip.AddrPort, id string, at time.Ti
 		// A report that echoes no probe line: the server took other bytes
 		// for the first line (a PROXY header it does not read). It is an
 		// answer for the verdict, not for loss or round-trip times.
-		s.res.Unmatched++
+		if s.unanswered() {
+			s.res.Unmatched++
+		} else {
+			s.res.Duplicates++
+		}
 		s.seen(rep)
 		return
 	}

@@ -19,8 +19,17 @@ const (
 	endEvicted  = "evicted"      // the oldest idle flow, dropped for a new one over MaxFlows
 )
 
-// flowKey identifies a flow: the true client and the address it sent to.
-type flowKey struct{ client, server netip.AddrPort }
+// flowKey identifies a flow: the true client and the address it sent to,
+// and the peer address the datagrams come from (the client itself, or a
+// trusted proxy): a client's datagrams sent direct and those a proxy
+// forwards for it are two paths, each with its own report (via, peer),
+// proof of address and event.
+type flowKey struct {
+	client, server netip.AddrPort
+	peer           netip.Addr
+}
+
+func keyOf(o origin.Origin) flowKey { return flowKey{o.Client, o.Server, o.Peer.Addr()} }
 
 // flow is one flow's state. key, ev's fields set at creation, d, line,
 // proof and oob never change after creation; in*, first, last, refs and
@@ -79,7 +88,7 @@ func (t *flowTable) len() int {
 // are done), and returns the flow. The caller must call done with it once
 // it has accounted for the datagram's reply.
 func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time, n int, line []byte) *flow {
-	k := flowKey{o.Client, o.Server}
+	k := keyOf(o)
 	var evicted *flow
 	t.mu.Lock()
 	f := t.m[k]

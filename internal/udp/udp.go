@@ -2,7 +2,8 @@
 // datagram holding the same report line as the TCP line protocol (same
 // keys, via, rules and decision), then the greeting unless the client is
 // denied or redirected; the datagrams between one client address and port
-// and one server address and port form a flow, published as one event when
+// and one server address and port (on one path: direct, or through one
+// trusted proxy) form a flow, published as one event when
 // it has been idle for the idle timeout, when the flow table is full, or at
 // shutdown.
 //
@@ -373,7 +374,7 @@ func newToken() string {
 // client once for the flow's life: a rules reload (SIGHUP) applies to
 // flows that start after it.
 func (s *Server) buildFlow(sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time) *flow {
-	f := &flow{key: flowKey{o.Client, o.Server}, first: now, last: now, token: newToken()}
+	f := &flow{key: keyOf(o), first: now, last: now, token: newToken()}
 	f.ev = event.New(now)
 	loc := s.cfg.Locator.Lookup(o.Client.Addr())
 	f.d = s.cfg.Decider.Decide(o.Client.Addr(), loc)

@@ -94,6 +94,18 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	if err := applyFamilyFormat(&cfg, fs, family, format, &count, &interval); err != nil {
 		return cfg, err
 	}
+	if cfg.udp {
+		// Not implemented over UDP: refuse rather than print something else
+		// than asked.
+		switch {
+		case cfg.watch:
+			return cfg, errors.New("--watch is TCP only: drop it with --udp (use -n and -i, e.g. --udp -n 600 -i 1s)")
+		case cfg.csv:
+			return cfg, errors.New("--format csv is TCP only: with --udp use --format text or json (e.g. --udp --json)")
+		case len(cfg.probe.Families) > 0:
+			return cfg, errors.New("--family both is TCP only: with --udp probe one family at a time (e.g. --udp --family 6)")
+		}
+	}
 	switch {
 	case len(pos) > 1:
 		return cfg, fmt.Errorf("one target expected, got %q, e.g. nc-probe app.example.com:80 (flags may come before or after it)", pos)

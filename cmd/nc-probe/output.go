@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/originlens/originlens/internal/probe"
 	"github.com/originlens/originlens/internal/report"
@@ -444,4 +446,51 @@ func writeJSON(w io.Writer, cfg config, res probe.Result, code int, interrupted 
 		return fmt.Errorf("writing JSON: %w", err)
 	}
 	return nil
+}
+
+// escaper writes to w with the characters that steer a terminal escaped:
+// control characters but newline and tab (C0, DEL, C1: ANSI escapes, a
+// carriage return that overwrites a line) and bidirectional controls (a
+// right-to-left override that reorders what is shown), as \uXXXX, valid
+// inside a JSON string too; invalid UTF-8 as \xXX. A hostile server's
+// report or refusal reaches nc-probe's output in many places (sentences,
+// tables, errors): escaping the output covers them all. It is safe for
+// concurrent use when w is.
+type escaper struct{ w io.Writer }
+
+func (e escaper) Write(p []byte) (int, error) {
+	clean := true
+	for i := 0; i < len(p) && clean; {
+		r, n := utf8.DecodeRune(p[i:])
+		clean = !steers(r, n)
+		i += n
+	}
+	if clean {
+		return e.w.Write(p)
+	}
+	out := make([]byte, 0, len(p)+16)
+	for i := 0; i < len(p); {
+		r, n := utf8.DecodeRune(p[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			out = fmt.Appendf(out, `\x%02x`, p[i])
+		case steers(r, n):
+			out = fmt.Appendf(out, `\u%04x`, r)
+		default:
+			out = append(out, p[i:i+n]...)
+		}
+		i += n
+	}
+	if _, err := e.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// steers reports whether rune r (n bytes) is to be escaped.
+func steers(r rune, n int) bool {
+	if r == utf8.RuneError && n == 1 {
+		return true
+	}
+	return r != '\n' && r != '\t' && (unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r))
 }

@@ -19,6 +19,10 @@ import (
 // stderr. Cancelling ctx (Ctrl-C) stops a probe run and prints what was
 // measured so far, or stops a listener.
 func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
+	// What a server (or, for listen, a client) sent reaches the terminal
+	// escaped; the progress line alone writes its own escapes.
+	term := stdout
+	stdout, stderr = escaper{stdout}, escaper{stderr}
 	if cfg.listen {
 		return runListen(ctx, cfg, stdout, stderr)
 	}
@@ -37,8 +41,8 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	case cfg.watch && !cfg.json:
 		wl := &watchLines{w: stdout}
 		pcfg.OnAttempt = wl.write
-	case !cfg.json && isTerminal(stdout) && (pcfg.Count != 1 || pcfg.Compare != "" || len(pcfg.Families) > 0):
-		prog = &progress{w: stdout, total: pcfg.Count * targetsOf(pcfg)}
+	case !cfg.json && isTerminal(term) && (pcfg.Count != 1 || pcfg.Compare != "" || len(pcfg.Families) > 0):
+		prog = &progress{w: term, total: pcfg.Count * targetsOf(pcfg)}
 		pcfg.OnAttempt = prog.update
 	}
 	res, err := probe.Run(ctx, pcfg)

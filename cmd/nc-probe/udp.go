@@ -22,24 +22,28 @@ func runUDP(ctx context.Context, cfg config, stdout, stderr io.Writer) int {
 	}
 	ucfg := probe.UDPConfig{
 		Target: pc.Target, Count: pc.Count, Concurrency: pc.Concurrency, Interval: pc.Interval,
-		Wait: pc.Options.Timeout, Expect: pc.Expect, Bind: pc.Options.Bind, Proxy: pc.Options.Proxy,
+		Wait: pc.Options.Timeout, Expect: pc.Expect, Bind: pc.Options.Bind, Proxy: pc.Options.Proxy, Family: pc.Options.Family,
 	}
 	res, err := probe.RunUDP(ctx, ucfg)
 	interrupted := err != nil && ctx.Err() != nil
-	if err != nil && !interrupted {
+	if err != nil && !interrupted && (!cfg.json || res.Diagnosis == "") {
 		fmt.Fprintln(stderr, "nc-probe: "+err.Error())
 		return exitFailure
 	}
 	code := exitCode(res.Verdict)
+	if err != nil && !interrupted {
+		code = exitFailure // a failure after a report (a send error): still a failed run
+	}
 	if cfg.json {
 		if err := writeUDPJSON(stdout, &res, code, interrupted); err != nil {
 			fmt.Fprintln(stderr, "nc-probe: "+err.Error())
 			return exitFailure
 		}
-		fmt.Fprintln(stderr, res.Explain())
+		fmt.Fprintln(stderr, res.Advice)
 		return code
 	}
 	writeUDPText(stdout, &res, interrupted)
+	fmt.Fprintln(stderr, res.Advice)
 	return code
 }
 
@@ -49,6 +53,9 @@ func writeUDPText(w io.Writer, r *probe.UDPResult, interrupted bool) {
 	}
 	fmt.Fprintf(w, "nc-probe --udp %s: %s sent, %d answered (%.1f%% loss), %d duplicates, %d reordered, %d truncated in %s\n",
 		r.Target, plural(r.Sent, "datagram"), r.Received, r.LossPct(), r.Duplicates, r.Reordered, r.Truncated, r.Elapsed.Round(time.Millisecond))
+	if r.Unmatched > 0 {
+		fmt.Fprintf(w, "  warning     %d replies echoed no probe line (the server read other bytes, such as a PROXY header, as the first line)\n", r.Unmatched)
+	}
 	if r.Last != nil {
 		fmt.Fprintf(w, "  server saw  %s\n", wrap(r.Last.Line(), 90, "              "))
 	}
@@ -68,6 +75,7 @@ func writeUDPText(w io.Writer, r *probe.UDPResult, interrupted bool) {
 		fmt.Fprintln(w, "      jitter: RFC 3550 interarrival jitter of the replies")
 	}
 	fmt.Fprintln(w, shout(r.Explain()))
+	fmt.Fprintln(w, "diagnosis: "+string(r.Diagnosis))
 }
 
 // jsonUDP is the --json output of a --udp run.
@@ -80,6 +88,8 @@ type jsonUDP struct {
 	ExpectedFrom string        `json:"expected_from"`
 	Preserved    bool          `json:"preserved"`
 	Verdict      string        `json:"verdict"`
+	Diagnosis    string        `json:"diagnosis"` // as for TCP; no answer at all is timeout
+	Advice       string        `json:"advice"`    // the diagnosis sentence: the likely cause and the setting to check
 	Explanation  string        `json:"explanation"`
 	Sent         int           `json:"sent"`
 	Received     int           `json:"received"`
@@ -88,7 +98,8 @@ type jsonUDP struct {
 	Reordered    int           `json:"reordered"`
 	Truncated    int           `json:"truncated"`
 	OtherSource  int           `json:"other_source"`
-	RTTMS        jsonSummary   `json:"rtt_ms"` // its jitter is RFC 3550's
+	Unmatched    int           `json:"unmatched"` // replies with a report but no probe line
+	RTTMS        jsonSummary   `json:"rtt_ms"`    // its jitter is RFC 3550's
 	Via          string        `json:"via"`
 	Peer         string        `json:"peer"`
 	Country      string        `json:"country"`
@@ -104,6 +115,7 @@ func writeUDPJSON(w io.Writer, r *probe.UDPResult, code int, interrupted bool) e
 		Transport: "udp", Target: r.Target, ServerSawAll: []string{}, Expected: r.Expected.String(),
 		ExpectedFrom: map[probe.ExpectSource]string{probe.ExpectLocal: "local-address", probe.ExpectFlag: "expect-ip", probe.ExpectProxySrc: "proxy-src"}[r.ExpectedFrom],
 		Preserved:    r.Verdict == probe.Preserved, Verdict: r.Verdict.String(), Explanation: r.Explain(),
+		Diagnosis: string(r.Diagnosis), Advice: r.Advice, Unmatched: r.Unmatched,
 		Sent: r.Sent, Received: r.Received, LossPct: r.LossPct(), Duplicates: r.Duplicates, Reordered: r.Reordered,
 		Truncated: r.Truncated, OtherSource: r.OtherSource, RTTMS: toJSONSummary(r.RTT), Report: r.Last,
 		Interrupted: interrupted, ElapsedMS: ms(r.Elapsed), ExitCode: code,

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -14,7 +11,6 @@ import (
 
 	"github.com/originlens/originlens/internal/event"
 	"github.com/originlens/originlens/internal/origin"
-	"github.com/originlens/originlens/internal/udp"
 )
 
 type dropEvents struct{}
@@ -24,20 +20,7 @@ func (dropEvents) Publish(event.Event) {}
 // appUDP serves the app's UDP server on 127.0.0.1 and returns its address.
 func appUDP(t *testing.T) string {
 	t.Helper()
-	res, _ := origin.NewResolver(origin.Config{})
-	srv, err := udp.New(udp.Config{Resolver: res, Publisher: dropEvents{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := udp.Listen(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ctx, conn) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return conn.LocalAddr().String()
+	return appUDPMode(t, origin.Config{})
 }
 
 // Ensure --udp and -u probe the app's UDP listener: exit 0 when preserved,

@@ -53,6 +53,7 @@ type UDPConfig struct {
 	Size        int           // datagram size in bytes, padding included; default DefaultUDPSize
 	Expect      netip.Addr    // the client address the server should see; default: the probe's source (or Proxy.Src)
 	Bind        netip.Addr    // local address to send from
+	Family      int           // the target name's address family: 4, 6, or 0 for the first address
 	Resolver    *net.Resolver // name lookups; nil: net.DefaultResolver
 	// Proxy, when not nil, puts a PROXY v2 header (UDP) in front of each
 	// datagram, as a trusted proxy would; version 1 has no UDP form.
@@ -68,7 +69,11 @@ type UDPResult struct {
 	Reordered   int // replies that arrived after a reply to a later datagram of the same sender
 	Truncated   int // replies cut to the amplification bound (truncated=1)
 	OtherSource int // replies from an address other than the target's: not counted as answers
-	RTT         Summary
+	// Unmatched counts replies holding a report but no probe line (a
+	// server that read the datagram's first bytes, a PROXY header, as its
+	// probe line): answers that cannot be matched to their datagram.
+	Unmatched int
+	RTT       Summary
 	// Jitter is the RFC 3550 interarrival jitter (section 6.4.1, A.8):
 	// J += (|D| - J)/16 over consecutive replies of a sender, D the
 	// difference of their transit times, the last value of the senders
@@ -80,12 +85,18 @@ type UDPResult struct {
 	Expected     netip.Addr
 	ExpectedFrom ExpectSource
 	Verdict      Verdict
-	Elapsed      time.Duration
+	// Diagnosis is the likely cause of the verdict; Advice its sentence
+	// (see [Diagnose]; no answer at all is DiagTimeout).
+	Diagnosis Diagnosis
+	Advice    string
+	Elapsed   time.Duration
 }
 
 // LossPct is the share of datagrams never answered (a truncated reply is
 // an answer, though it cannot be matched to its datagram).
-func (r *UDPResult) LossPct() float64 { return LossPct(max(0, r.Sent-r.Received-r.Truncated), r.Sent) }
+func (r *UDPResult) LossPct() float64 {
+	return LossPct(max(0, r.Sent-r.Received-r.Truncated-r.Unmatched), r.Sent)
+}
 
 // Explain returns the one-line explanation of the verdict.
 func (r *UDPResult) Explain() string {
@@ -142,22 +153,44 @@ type sender struct {
 	res     UDPResult // counts and the last report, merged at the end
 }
 
+// unanswered reports whether some datagram sent has no answer counted
+// yet: a reply that cannot be matched (truncated, no probe echo) is an
+// answer only then. s.mu is held.
+func (s *sender) unanswered() bool {
+	return s.res.Received+s.res.Truncated+s.res.Unmatched < s.res.Sent
+}
+
 // complete reports whether every datagram is sent and answered. s.mu is
 // held.
-func (s *sender) complete() bool { return !s.sending && s.res.Received+s.res.Truncated >= s.res.Sent }
+func (s *sender) complete() bool {
+	return !s.sending && s.res.Received+s.res.Truncated+s.res.Unmatched >= s.res.Sent
+}
 
 // RunUDP runs cfg until every sender has sent Count datagrams and waited
 // Wait for the replies, or ctx is done (what was measured so far is
 // returned with ctx's error). It blocks; it fails at once, before sending,
-// on a bad target or a socket error.
+// on a bad target or a socket error. The result has its diagnosis in every
+// case: a failure to resolve, open a socket or send with no report back is
+// DiagUnreachable.
 func RunUDP(ctx context.Context, cfg UDPConfig) (UDPResult, error) {
+	res, err := runUDP(ctx, cfg)
+	if err != nil && ctx.Err() == nil && res.Last == nil {
+		res.Verdict = NoReport
+		res.Diagnosis = DiagUnreachable
+		res.Advice = fmt.Sprintf("unreachable: could not send to %s (%s): check the target's name and port, the route, and the app's --listen-udp (APP_LISTEN_UDP)",
+			cfg.Target, connectCause(err))
+	}
+	return res, err
+}
+
+func runUDP(ctx context.Context, cfg UDPConfig) (UDPResult, error) {
 	cfg = cfg.withDefaults()
 	res := UDPResult{Target: cfg.Target, ExpectedFrom: ExpectLocal}
 	if cfg.Proxy != nil && cfg.Proxy.Version != 2 {
 		return res, errors.New("probe: PROXY protocol over UDP exists in version 2 only")
 	}
 	var tm Timings
-	addrs, err := resolve(ctx, cfg.Resolver, cfg.Target, 0, &tm)
+	addrs, err := resolve(ctx, cfg.Resolver, cfg.Target, cfg.Family, &tm)
 	if err != nil {
 		return res, err
 	}
@@ -184,15 +217,23 @@ func RunUDP(ctx context.Context, cfg UDPConfig) (UDPResult, error) {
 	id := hex.EncodeToString(idb[:])
 
 	start := time.Now()
+	// Every socket first: a failure then starts no sender.
+	conns := make([]*net.UDPConn, cfg.Concurrency)
+	for i := range conns {
+		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
+		if err != nil {
+			for _, c := range conns[:i] {
+				c.Close()
+			}
+			return res, fmt.Errorf("probe: opening a UDP socket: %w", err)
+		}
+		conns[i] = conn
+	}
 	senders := make([]*sender, cfg.Concurrency)
 	var wg sync.WaitGroup
 	var firstErr error
 	var errOnce sync.Once
-	for i := range senders {
-		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0)))
-		if err != nil {
-			return res, fmt.Errorf("probe: opening a UDP socket: %w", err)
-		}
+	for i, conn := range conns {
 		s := &sender{}
 		senders[i] = s
 		wg.Go(func() {
@@ -216,6 +257,7 @@ func RunUDP(ctx context.Context, cfg UDPConfig) (UDPResult, error) {
 		res.Reordered += r.Reordered
 		res.Truncated += r.Truncated
 		res.OtherSource += r.OtherSource
+		res.Unmatched += r.Unmatched
 		for _, d := range s.rtts {
 			rec.Record(d)
 		}
@@ -241,10 +283,36 @@ func RunUDP(ctx context.Context, cfg UDPConfig) (UDPResult, error) {
 			}
 		}
 	}
+	var pv byte
+	if cfg.Proxy != nil {
+		pv = cfg.Proxy.Version
+	}
+	res.Diagnosis, res.Advice = diagnoseUDP(&res, pv)
 	if firstErr == nil && ctx.Err() != nil {
 		firstErr = ctx.Err()
 	}
 	return res, firstErr
+}
+
+// diagnoseUDP is [Diagnose] for a UDP run: from the last report, or, with
+// none, DiagTimeout and the settings that make a datagram go unanswered.
+func diagnoseUDP(r *UDPResult, pv byte) (Diagnosis, string) {
+	if r.Last != nil && r.Saw.IsValid() {
+		return Diagnose(Attempt{Target: r.Target, Report: r.Last, Saw: r.Saw, Expected: r.Expected, Verdict: r.Verdict}, pv)
+	}
+	if r.Last != nil {
+		return DiagNoReport, fmt.Sprintf("no-report: %s answered a report without a usable client address (client=%q): not an originlens server", r.Target, r.Last[report.KeyClient])
+	}
+	other := ""
+	if r.OtherSource > 0 {
+		other = fmt.Sprintf(" (%d replies came from another address than %s: a host answering from the wrong address, or NAT)", r.OtherSource, r.Target)
+	}
+	header := "a datagram without a PROXY v2 header is dropped by the app with --proxy-protocol required, or trusted from a peer in --trusted-proxies (an NLB sends none over UDP)"
+	if pv != 0 {
+		header = "a datagram with a PROXY v2 header is dropped by the app unless its source is in --trusted-proxies (APP_TRUSTED_PROXIES)"
+	}
+	return DiagTimeout, fmt.Sprintf("timeout: none of %d datagrams to %s got a report within the wait%s: check the app's --listen-udp (APP_LISTEN_UDP), "+
+		"the accelerator's UDP listener and the security groups' UDP rules for that port; %s: check %s", r.Sent, r.Target, other, header, settingMode)
 }
 
 func (c UDPConfig) withDefaults() UDPConfig {
@@ -392,10 +460,26 @@ func (s *sender) reply(b []byte, from, dst netip.AddrPort, id string, at time.Ti
 	truncated := rep != nil && rep[report.KeyTruncated] == "1" ||
 		errors.Is(err, report.ErrMissing) && strings.Contains(line, report.KeyTruncated+"=1")
 	if truncated {
-		s.res.Truncated++
+		if s.unanswered() {
+			s.res.Truncated++
+		} else {
+			s.res.Duplicates++ // more unmatched replies than datagrams
+		}
 		return
 	}
 	if err != nil {
+		return
+	}
+	if _, echoed := rep[report.KeyProbe]; !echoed {
+		// A report that echoes no probe line: the server took other bytes
+		// for the first line (a PROXY header it does not read). It is an
+		// answer for the verdict, not for loss or round-trip times.
+		if s.unanswered() {
+			s.res.Unmatched++
+		} else {
+			s.res.Duplicates++
+		}
+		s.seen(rep)
 		return
 	}
 	rid, seq, ok := parseUDPLine(rep[report.KeyProbe])
@@ -423,6 +507,12 @@ func (s *sender) reply(b []byte, from, dst netip.AddrPort, id string, at time.Ti
 	}
 	s.transit = transit
 	s.replies++
+	s.seen(rep)
+}
+
+// seen makes rep the sender's last report and records its client address.
+// s.mu is held.
+func (s *sender) seen(rep report.Report) {
 	s.res.Last = rep
 	if saw, err := netip.ParseAddrPort(rep[report.KeyClient]); err == nil {
 		saw = netip.AddrPortFrom(saw.Addr().Unmap(), saw.Port())

@@ -94,6 +94,8 @@ func BenchmarkUDPAnswer(b *testing.B) {
 	reply := make([]byte, 0, 2048)
 	b.ReportAllocs()
 	for b.Loop() {
-		reply, _ = srv.answer(sock, d, nil, peer, time.Now(), reply[:0])
+		var f *flow
+		reply, f = srv.answer(sock, d, nil, peer, time.Now(), reply[:0])
+		srv.flows.done(srv, f)
 	}
 }

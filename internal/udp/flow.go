@@ -19,13 +19,26 @@ const (
 	endEvicted  = "evicted"      // the oldest idle flow, dropped for a new one over MaxFlows
 )
 
-// flowKey identifies a flow: the true client and the address it sent to.
-type flowKey struct{ client, server netip.AddrPort }
+// flowKey identifies a flow: the true client and the address it sent to,
+// and the peer address the datagrams come from (the client itself, or a
+// trusted proxy): a client's datagrams sent direct and those a proxy
+// forwards for it are two paths, each with its own report (via, peer),
+// proof of address and event.
+type flowKey struct {
+	client, server netip.AddrPort
+	peer           netip.Addr
+}
+
+func keyOf(o origin.Origin) flowKey { return flowKey{o.Client, o.Server, o.Peer.Addr()} }
 
 // flow is one flow's state. key, ev's fields set at creation, d, line,
-// proof and oob never change after creation; in*, first and last change
-// under the table's lock; the atomics are updated by the readers as they
-// answer.
+// proof and oob never change after creation; in*, first, last, refs and
+// end change under the table's lock; the atomics are updated by the
+// readers as they answer.
+//
+// A flow taken out of the table (evicted, idle, shutdown) while readers
+// still answer its datagrams is published by the last of them to call
+// [flowTable.done], so that its event counts every reply.
 type flow struct {
 	key        flowKey
 	prev, next *flow // the table's list, least recently seen first
@@ -39,6 +52,8 @@ type flow struct {
 
 	first, last        time.Time
 	inPackets, inBytes int64
+	refs               int    // datagrams touched and not yet done
+	end                string // set when the flow left the table: publish once refs is 0
 	proven             atomic.Bool
 	outPackets         atomic.Int64
 	outBytes           atomic.Int64
@@ -69,9 +84,11 @@ func (t *flowTable) len() int {
 
 // touch records a datagram of n bytes whose probe line is line from origin
 // o at now, in a new flow when there is none (over MaxFlows, the least
-// recently seen flow is published and dropped first), and returns the flow.
+// recently seen flow is dropped first, and published once its datagrams
+// are done), and returns the flow. The caller must call done with it once
+// it has accounted for the datagram's reply.
 func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time, n int, line []byte) *flow {
-	k := flowKey{o.Client, o.Server}
+	k := keyOf(o)
 	var evicted *flow
 	t.mu.Lock()
 	f := t.m[k]
@@ -83,14 +100,16 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 		if f = t.m[k]; f == nil {
 			f = nf
 			if len(t.m) >= t.max && t.head != nil {
-				evicted = t.head
-				t.remove(evicted)
+				if e := t.head; t.take(e, endEvicted) {
+					evicted = e
+				}
 			}
 			t.m[k] = f
 			t.pushBack(f)
 			s.metrics.flowsOpen.Set(float64(len(t.m)))
 		}
 	}
+	f.refs++
 	f.inPackets++
 	f.inBytes += int64(n)
 	if now.After(f.last) {
@@ -107,33 +126,56 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 	return f
 }
 
-// expire removes and returns the flows idle for idle at now.
+// done ends a datagram of f that touch recorded: when f has left the
+// table and this was its last datagram in flight, it publishes f.
+func (t *flowTable) done(s *Server, f *flow) {
+	t.mu.Lock()
+	f.refs--
+	end := ""
+	if f.refs == 0 {
+		end = f.end
+	}
+	t.mu.Unlock()
+	if end != "" {
+		s.publish(f, end)
+	}
+}
+
+// expire removes the flows idle for idle at now and returns those to
+// publish now (the others are published by done).
 func (t *flowTable) expire(now time.Time, idle time.Duration) []*flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []*flow
 	for f := t.head; f != nil && now.Sub(f.last) >= idle; f = t.head {
-		t.remove(f)
-		out = append(out, f)
+		if t.take(f, endIdle) {
+			out = append(out, f)
+		}
 	}
 	return out
 }
 
-// takeAll removes and returns every flow, least recently seen first.
-func (t *flowTable) takeAll() []*flow {
+// takeAll removes every flow and returns those to publish now, least
+// recently seen first (the others are published by done).
+func (t *flowTable) takeAll(end string) []*flow {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var out []*flow
 	for f := t.head; f != nil; f = t.head {
-		t.remove(f)
-		out = append(out, f)
+		if t.take(f, end) {
+			out = append(out, f)
+		}
 	}
 	return out
 }
 
-func (t *flowTable) remove(f *flow) {
+// take removes f from the table with end and reports whether it is to be
+// published now (no datagram of it in flight). t.mu is held.
+func (t *flowTable) take(f *flow, end string) bool {
 	t.unlink(f)
 	delete(t.m, f.key)
+	f.end = end
+	return f.refs == 0
 }
 
 // unlink takes f out of the list (not the map).
@@ -188,7 +230,7 @@ func (s *Server) sweep(stop <-chan struct{}) {
 
 // publishAll publishes every open flow with end and returns how many.
 func (s *Server) publishAll(end string) int {
-	fs := s.flows.takeAll()
+	fs := s.flows.takeAll(end)
 	for _, f := range fs {
 		s.publish(f, end)
 	}

@@ -63,14 +63,18 @@ func FuzzDatagram(f *testing.F) {
 		if fromTrusted {
 			peer = netip.MustParseAddrPort("127.0.0.2:1000")
 		}
-		o, _, rerr := res.ResolveDatagram(peer, sock.local, d)
+		o, payload, rerr := res.ResolveDatagram(peer, sock.local, d)
 		reply, fl := srv.answer(sock, d, nil, peer, time.Now(), nil)
-		if (fl == nil) != (rerr != nil || o.Local) {
-			t.Fatalf("answered %v, but ResolveDatagram said %v (local %v)", fl != nil, rerr, o.Local)
+		if fl != nil && (rerr != nil || o.Local || loopPartner(o, payload)) {
+			t.Fatalf("answered, but ResolveDatagram said %v (local %v), loop partner %v", rerr, o.Local, loopPartner(o, payload))
+		}
+		if fl == nil && rerr == nil && !o.Local && !loopPartner(o, payload) && Amplification*len(payload) >= 12 {
+			t.Fatalf("a %d-byte payload got no reply", len(payload))
 		}
 		if fl == nil {
 			return
 		}
+		defer srv.flows.done(srv, fl)
 		if !fl.proven.Load() && len(reply) > Amplification*len(d) {
 			t.Fatalf("%d-byte reply to a %d-byte datagram", len(reply), len(d))
 		}

@@ -15,6 +15,8 @@ const (
 	resultProxyPrefix = "proxy-"       // + origin.Kind: spoof, missing (required mode), malformed, crc: dropped
 	resultWriteError  = "write-error"  // the reply could not be sent
 	resultReadError   = "read-error"   // a transient socket error
+	resultLoop        = "loop"         // a reply of a server like this one, or from a service port: no reply, which would start a loop
+	resultTooShort    = "too-short"    // under 4 bytes: not even truncated=1 fits in 3x, and an empty reply could start a loop
 )
 
 // metrics are the UDP server's Prometheus metrics.
@@ -34,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		datagrams: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "originlens_udp_datagrams_total",
-			Help: "Datagrams received, by result: answered, rate-limited, health-check, proxy-<kind> (dropped: spoof, missing, malformed, crc), write-error, read-error.",
+			Help: "Datagrams received, by result: answered, rate-limited, health-check, proxy-<kind> (dropped: spoof, missing, malformed, crc), loop and too-short (not answered, so that two servers cannot answer each other forever), write-error, read-error.",
 		}, []string{"result"}),
 		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "originlens_udp_flows_total",

@@ -2,7 +2,8 @@
 // datagram holding the same report line as the TCP line protocol (same
 // keys, via, rules and decision), then the greeting unless the client is
 // denied or redirected; the datagrams between one client address and port
-// and one server address and port form a flow, published as one event when
+// and one server address and port (on one path: direct, or through one
+// trusted proxy) form a flow, published as one event when
 // it has been idle for the idle timeout, when the flow table is full, or at
 // shutdown.
 //
@@ -24,10 +25,20 @@
 // carries the flow's random token (key token) and a later datagram of the
 // same flow whose probe line holds token=<that value> proves it. A reply
 // over the bound is cut at a key boundary, the greeting dropped, and ends
-// in truncated=1; one that cannot hold even that is empty. Replies are also
+// in truncated=1; a datagram too short for even that gets no reply.
+// Replies are also
 // limited per source address (an IPv6 source counts as its /64) by the
 // Limiter's token bucket: a datagram over the limit gets no reply, counted
 // in the metrics and in its flow's event (flow.rate_limited).
+//
+// # No reply loops
+//
+// A server that answers every datagram can be made to answer another one
+// forever: a single datagram spoofed from one to the other, and each answers
+// the other's replies (the Loop DoS of CVE-2024-2169). So no reply is ever
+// empty, a datagram that begins like a reply (client= or truncated=) is not
+// answered, nor one from a port below 1024 (chargen, daytime, echo: services
+// that answer anything) of a direct peer; all counted.
 //
 // # Addresses
 //
@@ -248,6 +259,7 @@ func (s *Server) handle(sock *socket, d, oob []byte, peer netip.AddrPort, reply 
 	if f == nil {
 		return reply
 	}
+	defer s.flows.done(s, f)
 	if _, _, err := sock.conn.WriteMsgUDPAddrPort(reply, f.oob, peer); err != nil {
 		s.metrics.datagram(resultWriteError)
 		s.log.Debug("udp reply failed", "peer", peer, "err", err)
@@ -264,7 +276,8 @@ func (s *Server) handle(sock *socket, d, oob []byte, peer netip.AddrPort, reply 
 // or start the flow, apply the per-source limit, build the reply in
 // reply[:0] within the amplification bound. It returns the reply and its
 // flow, or a nil flow when the datagram gets no reply (dropped, counted).
-// It does no I/O.
+// It does no I/O. The caller must call s.flows.done with a flow returned
+// once it has accounted for the reply.
 func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now time.Time, reply []byte) ([]byte, *flow) {
 	s.metrics.bytesIn.Add(float64(len(d)))
 	dst := sock.destination(oob)
@@ -278,6 +291,10 @@ func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now ti
 		s.metrics.datagram(resultHealthCheck)
 		return reply, nil
 	}
+	if loopPartner(o, payload) {
+		s.metrics.datagram(resultLoop)
+		return reply, nil
+	}
 	line := firstLine(payload)
 	f := s.flows.touch(s, sock, o, dst, now, len(d), line)
 
@@ -286,12 +303,18 @@ func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now ti
 		if err != nil {
 			f.rateLimited.Add(1)
 			s.metrics.datagram(resultRateLimited)
+			s.flows.done(s, f)
 			return reply, nil
 		}
 		release()
 	}
 
 	reply = append(reply, f.line...)
+	if report.HasProxySignature(payload) {
+		// A PROXY header read as data (mode off, or a second header): the
+		// TCP report's key says so.
+		reply = report.AppendPair(reply, report.KeyProxy, report.ProxyIgnored)
+	}
 	if len(line) > 0 {
 		reply = report.AppendPair(reply, report.KeyProbe, string(line[:min(len(line), MaxProbeEcho)]))
 	}
@@ -303,13 +326,32 @@ func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now ti
 	}
 	if budget := Amplification * len(payload); !f.proven.Load() && len(reply) > budget {
 		reply = report.Cut(reply[:lineLen], budget)
-		if len(reply) > 0 {
-			reply = append(reply, '\n')
-		}
 		f.truncated.Add(1)
 		s.metrics.truncated.Inc()
+		if len(reply) == 0 {
+			s.metrics.datagram(resultTooShort)
+			s.flows.done(s, f)
+			return reply, nil
+		}
+		reply = append(reply, '\n')
 	}
 	return reply, f
+}
+
+// minClientPort is the lowest source port answered from a direct peer:
+// clients send from ephemeral ports, services that answer any datagram
+// (echo 7, daytime 13, chargen 19, time 37) from well-known ones.
+const minClientPort = 1024
+
+// loopPartner reports whether the datagram with origin o and payload is to
+// go unanswered so that no reply loop can start: a reply of a server like
+// this one (a report line, or a cut one), or a direct peer's datagram from
+// a port below minClientPort.
+func loopPartner(o origin.Origin, payload []byte) bool {
+	if o.Via == event.ViaDirect && o.Peer.Port() < minClientPort {
+		return true
+	}
+	return bytes.HasPrefix(payload, []byte(report.KeyClient+"=")) || bytes.HasPrefix(payload, []byte(report.KeyTruncated+"="))
 }
 
 // firstLine returns payload's first line without its line ending.
@@ -332,7 +374,7 @@ func newToken() string {
 // client once for the flow's life: a rules reload (SIGHUP) applies to
 // flows that start after it.
 func (s *Server) buildFlow(sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time) *flow {
-	f := &flow{key: flowKey{o.Client, o.Server}, first: now, last: now, token: newToken()}
+	f := &flow{key: keyOf(o), first: now, last: now, token: newToken()}
 	f.ev = event.New(now)
 	loc := s.cfg.Locator.Lookup(o.Client.Addr())
 	f.d = s.cfg.Decider.Decide(o.Client.Addr(), loc)

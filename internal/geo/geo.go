@@ -370,9 +370,10 @@ func (d *DB) open(s *source, verify bool) (*generation, os.FileInfo, error) {
 // and a record that does not decode sets [Location.Error]. An IPv4-mapped
 // address is looked up as the IPv4 address it holds. It is safe for
 // concurrent use and never blocks (but for the rate-limited log line of a
-// lookup error).
+// lookup error). An address of the NAT64 well-known prefix 64:ff9b::/96 is
+// looked up, and classified, as the IPv4 address it embeds.
 func (d *DB) Lookup(addr netip.Addr) Location {
-	addr = addr.Unmap()
+	addr = embeddedIPv4(addr.Unmap())
 	var loc Location
 	placed := false
 	if d.city != nil {
@@ -397,6 +398,21 @@ func (d *DB) Lookup(addr netip.Addr) Location {
 		loc.Class = Classify(addr)
 	}
 	return loc
+}
+
+// nat64 is the NAT64 well-known prefix (RFC 6052), under which a
+// translator shows IPv4 host a.b.c.d as 64:ff9b::a.b.c.d.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// embeddedIPv4 returns the IPv4 address a NAT64 well-known-prefix address
+// embeds (GeoIP databases alias IPv4-mapped, 6to4 and Teredo space, but not
+// this prefix), else addr.
+func embeddedIPv4(addr netip.Addr) netip.Addr {
+	if !nat64.Contains(addr) {
+		return addr
+	}
+	b := addr.As16()
+	return netip.AddrFrom4([4]byte(b[12:]))
 }
 
 // lookupFailed counts a record of s that did not decode and logs it, at

@@ -142,8 +142,8 @@ const LookupErrorLogInterval = 10 * time.Second
 
 // MaxFileSize is the largest database file read: a file is read whole into
 // memory, so a larger one (a sparse file of terabytes left in its place)
-// is refused rather than allocated. MaxMind's largest databases
-// (GeoIP2-Enterprise) are well under it.
+// is refused rather than allocated. City, Country and ASN databases
+// (GeoLite2-City is ~60 MB) are far under it.
 const MaxFileSize = 2 << 30
 
 // DefaultReloadInterval is how often [DB.Watch] polls the files when

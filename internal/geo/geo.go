@@ -56,8 +56,9 @@
 // lookups) and swapped in atomically. The database in use is never
 // touched: lookups that started on it finish on it, and the garbage
 // collector frees it after them. A file that fails any check (truncated,
-// half-written, garbage, another kind of database) is refused: the error
-// is logged, counted in originlens_geo_reload_errors_total and the
+// half-written, garbage, another kind of database, not a regular file
+// such as a FIFO or a directory, larger than [MaxFileSize]) is refused:
+// the error is logged, counted in originlens_geo_reload_errors_total and the
 // database in use stays in use; the refused file is not retried until it
 // changes again. So no way of writing the file crashes the process, and a
 // partial file is not put in use (it would have to pass the full
@@ -97,6 +98,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -137,6 +139,12 @@ const MaxErrorLength = 200
 // LookupErrorLogInterval is the least time between two log lines about
 // records that failed to decode, per database.
 const LookupErrorLogInterval = 10 * time.Second
+
+// MaxFileSize is the largest database file read: a file is read whole into
+// memory, so a larger one (a sparse file of terabytes left in its place)
+// is refused rather than allocated. City, Country and ASN databases
+// (GeoLite2-City is ~60 MB) are far under it.
+const MaxFileSize = 2 << 30
 
 // DefaultReloadInterval is how often [DB.Watch] polls the files when
 // [Config.ReloadInterval] is zero.
@@ -264,7 +272,9 @@ var probes = []netip.Addr{
 // it was read (its size, modification time or length), so that a file
 // caught while being written is not taken for a database.
 func readWhole(path string) ([]byte, os.FileInfo, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO put in the file's place must not wait
+	// for a writer (it has no effect on a regular file).
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -273,12 +283,15 @@ func readWhole(path string) ([]byte, os.FileInfo, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if !before.Mode().IsRegular() {
+		return nil, before, fmt.Errorf("not a regular file (%v)", before.Mode().Type())
+	}
 	size := before.Size()
 	if size <= 0 {
 		return nil, before, errors.New("file is empty")
 	}
-	if int64(int(size)) != size {
-		return nil, before, errors.New("file too large")
+	if size > MaxFileSize {
+		return nil, before, fmt.Errorf("file of %d bytes is larger than %d", size, int64(MaxFileSize))
 	}
 	data := make([]byte, size)
 	if _, err := io.ReadFull(f, data); err != nil {
@@ -357,9 +370,10 @@ func (d *DB) open(s *source, verify bool) (*generation, os.FileInfo, error) {
 // and a record that does not decode sets [Location.Error]. An IPv4-mapped
 // address is looked up as the IPv4 address it holds. It is safe for
 // concurrent use and never blocks (but for the rate-limited log line of a
-// lookup error).
+// lookup error). An address of the NAT64 well-known prefix 64:ff9b::/96 is
+// looked up, and classified, as the IPv4 address it embeds.
 func (d *DB) Lookup(addr netip.Addr) Location {
-	addr = addr.Unmap()
+	addr = embeddedIPv4(addr.Unmap())
 	var loc Location
 	placed := false
 	if d.city != nil {
@@ -384,6 +398,21 @@ func (d *DB) Lookup(addr netip.Addr) Location {
 		loc.Class = Classify(addr)
 	}
 	return loc
+}
+
+// nat64 is the NAT64 well-known prefix (RFC 6052), under which a
+// translator shows IPv4 host a.b.c.d as 64:ff9b::a.b.c.d.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// embeddedIPv4 returns the IPv4 address a NAT64 well-known-prefix address
+// embeds (GeoIP databases alias IPv4-mapped, 6to4 and Teredo space, but not
+// this prefix), else addr.
+func embeddedIPv4(addr netip.Addr) netip.Addr {
+	if !nat64.Contains(addr) {
+		return addr
+	}
+	b := addr.As16()
+	return netip.AddrFrom4([4]byte(b[12:]))
 }
 
 // lookupFailed counts a record of s that did not decode and logs it, at

@@ -58,6 +58,10 @@ type Producer struct {
 	closeOnce sync.Once
 	closeErr  error
 	lastLog   atomic.Int64 // unix nanos of the last rate-limited error line
+	// lostUnlogged counts events the spool refused (and that are lost)
+	// that no log line has reported yet: the next loss line, or Close,
+	// says them.
+	lostUnlogged atomic.Int64
 
 	// Owned by the delivery goroutine (and by Close once Run returned).
 	replay      *replayState
@@ -854,18 +858,28 @@ func (p *Producer) spoolMessages(msgs []kafkago.Message) {
 	p.m.spooled.Add(float64(n))
 	if err != nil {
 		p.m.dropped.WithLabelValues("spool_error").Add(float64(len(msgs) - n))
-		p.logLimited("kafka: the spool refused events; they are lost", "events", len(msgs)-n, "err", errText(err))
+		lost := p.lostUnlogged.Add(int64(len(msgs) - n))
+		if p.logLimited(lossLine, "events", lost, "err", errText(err)) {
+			p.lostUnlogged.Add(-lost)
+		}
 	}
 }
 
-// logLimited logs an error line at most once a second.
-func (p *Producer) logLimited(msg string, args ...any) {
+// lossLine is the log message of events the spool refused; its "events"
+// are those lost since the previous such line, so that the lines add up
+// to originlens_kafka_events_dropped_total{reason="spool_error"}.
+const lossLine = "kafka: the spool refused events; they are lost"
+
+// logLimited logs an error line at most once a second, and reports
+// whether it did.
+func (p *Producer) logLimited(msg string, args ...any) bool {
 	now := time.Now().UnixNano()
 	last := p.lastLog.Load()
 	if now-last < int64(time.Second) || !p.lastLog.CompareAndSwap(last, now) {
-		return
+		return false
 	}
 	p.log.Error(msg, args...)
+	return true
 }
 
 // Close flushes the queue to Kafka (when it is reachable and the spool is
@@ -936,6 +950,9 @@ func (p *Producer) close(ctx context.Context) error {
 	}
 	if t, ok := p.writer.Transport.(*kafkago.Transport); ok {
 		t.CloseIdleConnections()
+	}
+	if n := p.lostUnlogged.Swap(0); n > 0 {
+		p.log.Error(lossLine, "events", n)
 	}
 	if n := p.spool.Records(); n > 0 {
 		p.log.Info("kafka producer closed with events in the spool; the next start replays them", "spooled_events", n)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"go.yaml.in/yaml/v3"
 
@@ -37,9 +38,13 @@ func (e *Error) Error() string {
 
 // Load reads and checks a rules file. Errors in the file are an [*Error]
 // naming the file, line and reason; a file that cannot be read is an
-// error wrapping the [os] error.
+// error wrapping the [os] error. It does not block on a FIFO that has no
+// writer (that is an empty file).
 func Load(path string) (*Policy, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: a FIFO put in the file's place with no writer gives
+	// an empty read at once instead of blocking open(2) (and the SIGHUP
+	// reloader with it) for ever. It has no effect on a regular file.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}

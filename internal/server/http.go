@@ -116,6 +116,15 @@ func (s *Server) serveHTTP(c *conn, br *bufio.Reader, rep report.Report, d polic
 				}
 			}
 		}
+		// A client the rules deny or redirect gets this one response
+		// whatever it asked (/healthz, a missing path), then the close, and
+		// its event says its decision: never kept alive nor counted as
+		// served. (Over a per-source limit, /healthz stays a health
+		// check's 200 and keeps the connection: see
+		// TestHAProxyHTTPCheckThroughLocal.)
+		if e := decided(d); e.reason != reasonServed && e.reason != reasonRateLimited {
+			end, closeAfter = e, true
+		}
 		if !req.ProtoAtLeast(1, 1) && !closeAfter {
 			// HTTP/1.0 keep-alive must be confirmed; HTTP/1.1 is kept by
 			// default and Response.Write adds "Connection: close" itself.

@@ -44,8 +44,9 @@ func (s *Server) serveLine(c *conn, rep *report.Fields, d policy.Decision) endin
 		return end
 	}
 
+	// Each wait for a line has IdleTimeout: the deadline set before the
+	// reply covers the first, the one at the end of each echo the next.
 	for {
-		c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		if c.br.Buffered() == 0 {
 			if err := s.waitIdle(c); err != nil {
 				return s.readFailed(err, false)
@@ -66,6 +67,7 @@ func (s *Server) serveLine(c *conn, rep *report.Fields, d policy.Decision) endin
 		if err != nil {
 			return s.readFailed(err, false)
 		}
+		c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	}
 }
 

@@ -56,6 +56,7 @@ type config struct {
 	Keep                bool
 	CheckEvery          int
 	Tuned               bool
+	IdleWait            time.Duration
 	Out                 string
 }
 
@@ -114,6 +115,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.Concurrency, "concurrency", 32, "connections in flight")
 	fs.Int64Var(&c.MaxConns, "max-conns", 5_000_000, "most connections per server and round (with -duration, whichever comes first)")
 	fs.IntVar(&c.Idle, "idle", 10000, "idle connections for the memory measurement; 0 skips it")
+	fs.DurationVar(&c.IdleWait, "idle-wait", 2*time.Second, "how long the idle connections stay open before the app's memory is read (over 2m: the runtime's periodic GC has run, which shrinks idle goroutine stacks)")
 	fs.BoolVar(&c.Tuned, "tuned", true, "also run nginx with listen ... reuseport and multi_accept on (nginx-tuned) and report the app against both")
 	fs.BoolVar(&c.Pin, "pin", true, "pin both servers to the last allowed CPU and the generator and broker to the others")
 	fs.StringVar(&c.Perf, "perf", "", "after the rounds, record a perf profile of the app under load into this file (needs perf and an unstripped -app)")
@@ -137,6 +139,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, errors.New("-max-conns must be positive")
 	case c.Idle < 0:
 		return config{}, errors.New("-idle must not be negative")
+	case c.IdleWait <= 0 || c.IdleWait > 10*time.Minute:
+		return config{}, errors.New("-idle-wait must be positive and at most 10m (the app's idle timeout here)")
 	}
 	return c, nil
 }
@@ -523,7 +527,11 @@ func idleMemory(ctx context.Context, cfg config, o appOptions, set *unix.CPUSet,
 		}
 	}()
 	r.Open, r.Errs = len(conns), errs
-	time.Sleep(2 * time.Second)
+	select {
+	case <-time.After(cfg.IdleWait):
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
 	if r.After, err = readMem(app.pid); err != nil {
 		return r, err
 	}

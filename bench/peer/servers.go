@@ -290,6 +290,11 @@ func startApp(ctx context.Context, o appOptions, set *unix.CPUSet, probe *client
 		"--geoip-db", o.db, "--max-conns", strconv.Itoa(o.maxConns),
 		"--idle-timeout", o.idleTimeout.String(),
 		"--kafka-brokers", o.brokers, "--log-level", "warn",
+		// Its own spool: the default (/var/lib/originlens/spool) is shared
+		// with every other app on the machine, and an app replays what it
+		// finds there into its topic at start, which counted other runs'
+		// events as this run's (the excess events seen in earlier runs).
+		"--spool-dir", filepath.Join(o.dir, "spool-"+strconv.Itoa(int(addr.Port()))),
 	}
 	cmd := exec.Command(o.bin, args...)
 	// The app reads APP_* variables for every flag: drop the caller's.

@@ -28,8 +28,9 @@ mkfifo "$tmp/brk.in"
 exec 3>"$tmp/brk.in" # the broker serves until this closes
 for _ in $(seq 100); do [ -s "$tmp/brk.out" ] && break; sleep 0.1; done
 brokers=$(head -1 "$tmp/brk.out")
-port=$(( 20000 + RANDOM % 20000 ))
-admin=$(( port + 1 ))
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+admin=$(free_port)
 args=(--listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --proxy-protocol trusted
 	--trusted-proxies 127.0.0.0/8 --geoip-db "$tmp/city.mmdb" --kafka-brokers "$brokers" --spool-dir "$tmp/spool" --log-level warn ${APP_EXTRA:-})
 case $mode in

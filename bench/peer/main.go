@@ -56,6 +56,7 @@ type config struct {
 	Keep                bool
 	CheckEvery          int
 	Tuned               bool
+	Sources             int
 	IdleWait            time.Duration
 	Out                 string
 }
@@ -117,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.Idle, "idle", 10000, "idle connections for the memory measurement; 0 skips it")
 	fs.DurationVar(&c.IdleWait, "idle-wait", 2*time.Second, "how long the idle connections stay open before the app's memory is read (over 2m: the runtime's periodic GC has run, which shrinks idle goroutine stacks)")
 	fs.BoolVar(&c.Tuned, "tuned", true, "also run nginx with listen ... reuseport and multi_accept on (nginx-tuned) and report the app against both")
+	fs.IntVar(&c.Sources, "sources", 32, "loopback source addresses the generator dials from (127.0.0.1..N, at most 254); 1 puts every client TIME_WAIT on one address and makes connect() search for a free port")
 	fs.BoolVar(&c.Pin, "pin", true, "pin both servers to the last allowed CPU and the generator and broker to the others")
 	fs.StringVar(&c.Perf, "perf", "", "after the rounds, record a perf profile of the app under load into this file (needs perf and an unstripped -app)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory (configs, logs, database)")
@@ -137,6 +139,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, errors.New("-concurrency must be 1..4096")
 	case c.MaxConns < 1:
 		return config{}, errors.New("-max-conns must be positive")
+	case c.Sources < 1 || c.Sources > 254:
+		return config{}, errors.New("-sources must be 1..254")
 	case c.Idle < 0:
 		return config{}, errors.New("-idle must not be negative")
 	case c.IdleWait <= 0 || c.IdleWait > 10*time.Minute:
@@ -215,6 +219,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if _, err := os.Stat(appBin); err != nil {
 		return fmt.Errorf("app binary: %w (run make build, or pass -app)", err)
 	}
+	dialSources.Store(int64(cfg.Sources))
 	nofile, err := raiseNoFile()
 	if err != nil {
 		return err

@@ -252,3 +252,36 @@ func TestNginxPeer(t *testing.T) {
 		}
 	}
 }
+
+// TestDialSpreadsSources: with -sources n the generator's connections come
+// from 127.0.0.1..n in turn, so that client TIME_WAITs do not pile up on one
+// address; with 1 they all come from the default source.
+func TestDialSpreadsSources(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raddr := ln.Addr().(*net.TCPAddr)
+	defer dialSources.Store(dialSources.Load())
+	for _, n := range []int64{1, 4} {
+		dialSources.Store(n)
+		seen := map[string]bool{}
+		for range 8 {
+			c, err := dial(raddr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[s.RemoteAddr().(*net.TCPAddr).IP.String()] = true
+			s.Close()
+			c.Close()
+		}
+		if len(seen) != int(n) {
+			t.Errorf("-sources %d: connections came from %v, want %d addresses", n, seen, n)
+		}
+	}
+}

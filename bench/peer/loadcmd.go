@@ -27,6 +27,7 @@ func runLoadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	lines := fs.Int("lines", appReplyLines, "reply lines to read before closing (app 2, nginx 1)")
 	timeout := fs.Duration("timeout", 5*time.Second, "per-connection deadline")
 	limit := fs.Duration("max-time", 2*time.Minute, "stop after this long even if -n is not reached")
+	sources := fs.Int("sources", 32, "loopback source addresses to dial from (see bench-peer -sources)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -34,9 +35,10 @@ func runLoadCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	switch {
 	case err != nil:
 		return fmt.Errorf("-target %q: %w (example: -target 127.0.0.1:8080)", *target, err)
-	case *n < 1 || *conc < 1 || *conc > 4096 || *lines < 1:
-		return errors.New("-n, -lines must be positive and -concurrency 1..4096")
+	case *n < 1 || *conc < 1 || *conc > 4096 || *lines < 1 || *sources < 1 || *sources > 254:
+		return errors.New("-n, -lines must be positive, -concurrency 1..4096, -sources 1..254")
 	}
+	dialSources.Store(int64(*sources))
 	clients, err := newClients(1024, benchNets, headerDst)
 	if err != nil {
 		return err

@@ -142,3 +142,28 @@ func parseGoMem(r io.Reader) (heap, stack int64, err error) {
 	}
 	return heap, stack, nil
 }
+
+// connCounts scrapes the app's originlens_connections_total series (one
+// per action, reason and via), to explain events that the generator did
+// not count as answered connections.
+func connCounts(ctx context.Context, admin string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("scraping /metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	var out []string
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 8<<20))
+	for sc.Scan() {
+		if l := sc.Text(); strings.HasPrefix(l, "originlens_connections_total{") {
+			out = append(out, l)
+		}
+	}
+	return out, sc.Err()
+}

@@ -164,6 +164,10 @@ func containsStr(ss []string, s string) bool {
 	return false
 }
 
+// dialSources is how many loopback source addresses dial spreads its
+// connections over (-sources); dialNext picks the next.
+var dialSources, dialNext atomic.Int64
+
 // errBadReply is a reply line that does not say what the server must have
 // seen.
 var errBadReply = errors.New("bad reply")
@@ -279,6 +283,14 @@ func hostsIn(p netip.Prefix) int {
 // minutes.)
 func dial(raddr *net.TCPAddr, timeout time.Duration) (*net.TCPConn, error) {
 	d := net.Dialer{Timeout: timeout}
+	if n := dialSources.Load(); n > 1 && raddr.IP.IsLoopback() && raddr.IP.To4() != nil {
+		// Spread the connections over source addresses 127.0.0.1..n: with
+		// one source, a server whose clients close first (the app) fills
+		// the client's ephemeral ports with TIME_WAIT and connect() has to
+		// search them for one to reuse.
+		i := dialNext.Add(1) % n
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))}
+	}
 	c, err := d.Dial("tcp", raddr.String())
 	if err != nil {
 		return nil, err

@@ -27,12 +27,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +55,9 @@ type config struct {
 	Perf                string
 	Keep                bool
 	CheckEvery          int
+	Tuned               bool
+	Sources             int
+	IdleWait            time.Duration
 	Out                 string
 }
 
@@ -60,6 +65,23 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "broker" {
 		if err := runBroker(); err != nil {
 			fmt.Fprintln(os.Stderr, "bench-peer broker:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 2 && os.Args[1] == "citydb" { // the benchmark's database, for scripts/conn-cost.sh
+		if err := writeCityDB(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-peer citydb:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "load" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		err := runLoadCmd(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		stop()
+		if err != nil && !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "bench-peer load:", err)
 			os.Exit(1)
 		}
 		return
@@ -94,6 +116,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.Concurrency, "concurrency", 32, "connections in flight")
 	fs.Int64Var(&c.MaxConns, "max-conns", 5_000_000, "most connections per server and round (with -duration, whichever comes first)")
 	fs.IntVar(&c.Idle, "idle", 10000, "idle connections for the memory measurement; 0 skips it")
+	fs.DurationVar(&c.IdleWait, "idle-wait", 2*time.Second, "how long the idle connections stay open before the app's memory is read (over 2m: the runtime's periodic GC has run, which shrinks idle goroutine stacks)")
+	fs.BoolVar(&c.Tuned, "tuned", true, "also run nginx with listen ... reuseport and multi_accept on (nginx-tuned) and report the app against both")
+	fs.IntVar(&c.Sources, "sources", 32, "loopback source addresses the generator dials from (127.0.0.1..N, at most 254); 1 puts every client TIME_WAIT on one address and makes connect() search for a free port")
 	fs.BoolVar(&c.Pin, "pin", true, "pin both servers to the last allowed CPU and the generator and broker to the others")
 	fs.StringVar(&c.Perf, "perf", "", "after the rounds, record a perf profile of the app under load into this file (needs perf and an unstripped -app)")
 	fs.BoolVar(&c.Keep, "keep", false, "keep the temporary directory (configs, logs, database)")
@@ -114,8 +139,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return config{}, errors.New("-concurrency must be 1..4096")
 	case c.MaxConns < 1:
 		return config{}, errors.New("-max-conns must be positive")
+	case c.Sources < 1 || c.Sources > 254:
+		return config{}, errors.New("-sources must be 1..254")
 	case c.Idle < 0:
 		return config{}, errors.New("-idle must not be negative")
+	case c.IdleWait <= 0 || c.IdleWait > 10*time.Minute:
+		return config{}, errors.New("-idle-wait must be positive and at most 10m (the app's idle timeout here)")
 	}
 	return c, nil
 }
@@ -190,6 +219,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if _, err := os.Stat(appBin); err != nil {
 		return fmt.Errorf("app binary: %w (run make build, or pass -app)", err)
 	}
+	dialSources.Store(int64(cfg.Sources))
 	nofile, err := raiseNoFile()
 	if err != nil {
 		return err
@@ -240,11 +270,25 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer brk.stop()
-	ngx, err := startNginx(ctx, nginxBin, cfg.Modules, dir, db, max(cfg.Idle, 1024)+cfg.Concurrency+64, cpus.server, &clients[0])
+	ngxConns := max(cfg.Idle, 1024) + cfg.Concurrency + 64
+	ngx, err := startNginx(ctx, nginxBin, cfg.Modules, dir, db, ngxConns, false, cpus.server, &clients[0])
 	if err != nil {
 		return err
 	}
 	defer ngx.stop(5 * time.Second)
+	peers := []*proc{ngx}
+	if cfg.Tuned {
+		tdir := filepath.Join(dir, nginxTuned)
+		if err := os.Mkdir(tdir, 0o755); err != nil {
+			return err
+		}
+		tngx, err := startNginx(ctx, nginxBin, cfg.Modules, tdir, db, ngxConns, true, cpus.server, &clients[0])
+		if err != nil {
+			return err
+		}
+		defer tngx.stop(5 * time.Second)
+		peers = append(peers, tngx)
+	}
 	appOpts := appOptions{bin: appBin, dir: dir, db: db, brokers: brk.addr, maxConns: cfg.Idle + cfg.Concurrency + 1000, idleTimeout: 60 * time.Second}
 	app, err := startApp(ctx, appOpts, cpus.server, &clients[0])
 	if err != nil {
@@ -260,8 +304,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	writeHeader(ctx, out, cfg, cpus, nginxBin, appBin, ngx, app)
 	fmt.Fprintln(out, "Sample replies (PROXY source 192.0.2.1:20000):")
 	fmt.Fprintln(out)
-	for _, p := range []*proc{ngx, app} {
-		fmt.Fprintf(out, "    %-5s %s\n", p.name, sampleReply(p, &clients[0]))
+	servers := append(slices.Clone(peers), app)
+	for _, p := range servers {
+		fmt.Fprintf(out, "    %-11s %s\n", p.name, sampleReply(p, &clients[0]))
 	}
 	fmt.Fprintln(out)
 
@@ -279,7 +324,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		return r
 	}
 	if cfg.Warmup > 0 {
-		for _, p := range []*proc{ngx, app} {
+		for _, p := range servers {
 			progress("warming up %s for %s", p.name, cfg.Warmup)
 			load(p, cfg.Warmup)
 		}
@@ -287,9 +332,11 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	var samples []sample
 	var errs []string
 	for r := 1; r <= cfg.Rounds && ctx.Err() == nil; r++ {
-		order := []*proc{ngx, app}
-		if r%2 == 0 {
-			order = []*proc{app, ngx}
+		// Each round starts with a different server (nginx, app,
+		// nginx-tuned, ...), so that none always runs first.
+		order := make([]*proc, len(servers))
+		for i := range servers {
+			order[i] = servers[((r-1)*(len(servers)-1)+i)%len(servers)]
 		}
 		for _, p := range order {
 			progress("round %d/%d: %s for %s at concurrency %d", r, cfg.Rounds, p.name, cfg.Duration, cfg.Concurrency)
@@ -319,12 +366,19 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintln(out)
 	}
-	sa, sn := summarize("app", samples), summarize("nginx", samples)
+	sa := summarize("app", samples)
+	var sums []summary
+	for _, p := range peers {
+		sums = append(sums, summarize(p.name, samples))
+	}
 	fmt.Fprintln(out, "### Summary")
 	fmt.Fprintln(out)
-	summaryTable(out, sa, sn)
+	summaryTable(out, sa, sums...)
 	fmt.Fprintln(out)
-	goals := throughputGoals(sa, sn)
+	var goals []goal
+	for _, sn := range sums {
+		goals = append(goals, throughputGoals(sa, sn)...)
+	}
 
 	if cfg.Perf != "" {
 		if err := perfRecord(ctx, cfg, app, cpus.client, stderr, progress, func() { load(app, cfg.Duration) }); err != nil {
@@ -335,6 +389,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 
 	// Events: stop the app (drain, flush), then count the records.
+	counts, cntErr := connCounts(ctx, app.admin)
 	progress("stopping the app and counting its events in Kafka")
 	stopErr := app.stop(60 * time.Second)
 	appStopped = true
@@ -357,6 +412,14 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 			Met:    tc.Distinct >= appOK && tc.Distinct <= appTried && tc.BadJSON == 0}
 	}
 	fmt.Fprintln(out)
+	if cntErr == nil {
+		fmt.Fprintln(out, "The app's connections by how they ended (its /metrics before the stop):")
+		fmt.Fprintln(out)
+		for _, c := range counts {
+			fmt.Fprintln(out, "    "+c)
+		}
+		fmt.Fprintln(out)
+	}
 	goals = append(goals, evGoal)
 
 	if cfg.Idle > 0 && ctx.Err() == nil {
@@ -365,11 +428,16 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		writeIdle(out, cfg, ir)
+		progress("idle memory: opening %d idle connections to nginx", cfg.Idle)
+		nr, err := idleNginx(ctx, ngx, cfg.Idle)
+		if err != nil {
+			return err
+		}
+		writeIdle(out, cfg, ir, nr)
 		per := ir.PerConn()
-		goals = append(goals, goal{Name: "app memory per idle open connection < 16 KiB",
+		goals = append(goals, goal{Name: "app memory per idle open connection <= 4 KiB",
 			Result: fmt.Sprintf("%.1f KiB (RSS delta %.1f MiB over %d connections)", per/1024, float64(ir.After.RSS-ir.Before.RSS)/(1<<20), ir.Open),
-			Met:    per < 16*1024 && ir.Open == cfg.Idle})
+			Met:    per <= 4*1024 && ir.Open == cfg.Idle})
 	}
 	fmt.Fprintln(out, "### Goals")
 	fmt.Fprintln(out)
@@ -464,7 +532,11 @@ func idleMemory(ctx context.Context, cfg config, o appOptions, set *unix.CPUSet,
 		}
 	}()
 	r.Open, r.Errs = len(conns), errs
-	time.Sleep(2 * time.Second)
+	select {
+	case <-time.After(cfg.IdleWait):
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
 	if r.After, err = readMem(app.pid); err != nil {
 		return r, err
 	}
@@ -472,25 +544,71 @@ func idleMemory(ctx context.Context, cfg config, o appOptions, set *unix.CPUSet,
 	return r, nil
 }
 
-func writeIdle(w io.Writer, cfg config, r idleResult) {
-	fmt.Fprintln(w, "### Idle connections (app)")
+// idleNginx measures the nginx worker's RSS before and after n
+// connections that stay open: each dials and sends nothing, so nginx holds
+// it waiting for its PROXY header (proxy_protocol_timeout, 30 s by
+// default; nginx's own answer closes every other connection at once). It
+// is the closest nginx has to the app's idle netcat session.
+func idleNginx(ctx context.Context, p *proc, n int) (idleResult, error) {
+	r := idleResult{Want: n}
+	var err error
+	if r.Before, err = readMem(p.pid); err != nil {
+		return r, err
+	}
+	raddr := net.TCPAddrFromAddrPort(p.addr)
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second) // well inside nginx's 30 s
+	for i := 0; i < n && ctx.Err() == nil && time.Now().Before(deadline); i++ {
+		c, err := dial(raddr, 5*time.Second)
+		if err != nil {
+			if len(r.Errs) < 5 {
+				r.Errs = append(r.Errs, err.Error())
+			}
+			continue
+		}
+		conns = append(conns, c)
+	}
+	r.Open = len(conns)
+	time.Sleep(2 * time.Second)
+	if r.After, err = readMem(p.pid); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+func writeIdle(w io.Writer, cfg config, r, ngx idleResult) {
+	fmt.Fprintln(w, "### Idle connections")
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "%d of %d idle connections open (each sent its PROXY header and a line, read the report and greeting, then stays silent).\n\n", r.Open, r.Want)
+	fmt.Fprintf(w, "app: %d of %d idle connections open (each sent its PROXY header and a line, read the report and greeting, then stays silent); "+
+		"nginx: %d of %d open (each connected and sent nothing: nginx waits for the PROXY header, the only state in which it holds a connection here).\n\n",
+		r.Open, r.Want, ngx.Open, ngx.Want)
 	mib := func(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
-	per := func(a, b int64) string {
+	per := func(r idleResult, a, b int64) string {
 		if r.Open == 0 {
 			return "-"
 		}
 		return fmt.Sprintf("%.1f", float64(b-a)/float64(r.Open)/1024)
 	}
 	table(w, []string{"measure", "before MiB", "with idle conns MiB", "per connection KiB"}, [][]string{
-		{"RSS (VmRSS)", mib(r.Before.RSS), mib(r.After.RSS), per(r.Before.RSS, r.After.RSS)},
-		{"Go heap in use", mib(r.HeapBefore), mib(r.HeapAfter), per(r.HeapBefore, r.HeapAfter)},
-		{"Go stacks in use", mib(r.StackBefore), mib(r.StackAfter), per(r.StackBefore, r.StackAfter)},
+		{"app RSS (VmRSS)", mib(r.Before.RSS), mib(r.After.RSS), per(r, r.Before.RSS, r.After.RSS)},
+		{"app Go heap in use", mib(r.HeapBefore), mib(r.HeapAfter), per(r, r.HeapBefore, r.HeapAfter)},
+		{"app Go stacks in use", mib(r.StackBefore), mib(r.StackAfter), per(r, r.StackBefore, r.StackAfter)},
+		{"nginx worker RSS (VmRSS)", mib(ngx.Before.RSS), mib(ngx.After.RSS), per(ngx, ngx.Before.RSS, ngx.After.RSS)},
 	})
 	fmt.Fprintln(w)
+	if a, n := r.PerConn(), ngx.PerConn(); n > 0 {
+		fmt.Fprintf(w, "Per idle connection: app %.1f KiB, nginx %.1f KiB (app/nginx %.2fx).\n\n", a/1024, n/1024, a/n)
+	}
 	for _, e := range r.Errs {
-		fmt.Fprintln(w, "    idle open error:", e)
+		fmt.Fprintln(w, "    idle open error (app):", e)
+	}
+	for _, e := range ngx.Errs {
+		fmt.Fprintln(w, "    idle open error (nginx):", e)
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -107,7 +109,7 @@ func TestSummarizeAndGoals(t *testing.T) {
 	}
 	a.Util, n.Util = 0.95, 0.99
 	g := throughputGoals(a, n)
-	if len(g) != 2 || !g[0].Met || !g[1].Met || g[0].Inconclusive || g[1].Inconclusive {
+	if len(g) != 4 || !g[0].Met || !g[1].Met || g[0].Inconclusive || g[1].Inconclusive {
 		t.Errorf("throughputGoals = %v; want both met (1.2x, 2 ms <= 2 ms), saturated", g)
 	}
 	a.P99 = 2.5
@@ -221,26 +223,65 @@ func TestNginxPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	p, err := startNginx(ctx, bin, modDir, dir, db, 256, nil, &cs[0])
+	for _, tuned := range []bool{false, true} { // nginx, nginx-tuned (reuseport, multi_accept)
+		sub := filepath.Join(dir, fmt.Sprint(tuned))
+		if err := os.Mkdir(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		p, err := startNginx(ctx, bin, modDir, sub, db, 256, tuned, nil, &cs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.stop(5 * time.Second)
+		res := runLoad(ctx, loadConfig{
+			// MaxConns ends the run; Duration and Timeout only bound it on a
+			// busy machine.
+			Target: p.addr, Clients: cs, Concurrency: 4, Duration: 90 * time.Second,
+			MaxConns: 200, Timeout: 20 * time.Second, CheckEvery: 1, ReplyLines: p.lines,
+		})
+		if res.OK != 200 || res.Failed != 0 {
+			t.Errorf("runLoad against nginx: %d ok, %d failed (%v); want 200 ok", res.OK, res.Failed, res.Errs)
+		}
+		if got := res.Latency.TotalCount(); got != res.OK {
+			t.Errorf("latency samples = %d, want %d", got, res.OK)
+		}
+		if st, err := readStat(p.pid); err != nil || st.PPID != p.cmd.Process.Pid {
+			t.Errorf("worker %d: stat %+v, %v; want the master %d as parent", p.pid, st, err, p.cmd.Process.Pid)
+		}
+	}
+}
+
+// TestDialSpreadsSources: with -sources n the generator's connections come
+// from 127.0.0.1..n in turn, so that client TIME_WAITs do not pile up on one
+// address; with 1 they all come from the default source.
+func TestDialSpreadsSources(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.stop(5 * time.Second)
-	res := runLoad(ctx, loadConfig{
-		// MaxConns ends the run; Duration and Timeout only bound it on a
-		// busy machine.
-		Target: p.addr, Clients: cs, Concurrency: 4, Duration: 90 * time.Second,
-		MaxConns: 200, Timeout: 20 * time.Second, CheckEvery: 1, ReplyLines: p.lines,
-	})
-	if res.OK != 200 || res.Failed != 0 {
-		t.Errorf("runLoad against nginx: %d ok, %d failed (%v); want 200 ok", res.OK, res.Failed, res.Errs)
-	}
-	if got := res.Latency.TotalCount(); got != res.OK {
-		t.Errorf("latency samples = %d, want %d", got, res.OK)
-	}
-	if st, err := readStat(p.pid); err != nil || st.PPID != p.cmd.Process.Pid {
-		t.Errorf("worker %d: stat %+v, %v; want the master %d as parent", p.pid, st, err, p.cmd.Process.Pid)
+	defer ln.Close()
+	raddr := ln.Addr().(*net.TCPAddr)
+	defer dialSources.Store(dialSources.Load())
+	for _, n := range []int64{1, 4} {
+		dialSources.Store(n)
+		seen := map[string]bool{}
+		for range 8 {
+			c, err := dial(raddr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[s.RemoteAddr().(*net.TCPAddr).IP.String()] = true
+			s.Close()
+			c.Close()
+		}
+		if len(seen) != int(n) {
+			t.Errorf("-sources %d: connections came from %v, want %d addresses", n, seen, n)
+		}
 	}
 }

@@ -178,22 +178,43 @@ func roundsTable(w io.Writer, ss []sample) {
 	table(w, head, rows)
 }
 
-// summaryTable writes the medians of both servers and the ratio app/nginx.
-func summaryTable(w io.Writer, app, ngx summary) {
-	head := []string{"metric (median of rounds)", "nginx", "app", "app/nginx"}
-	row := func(name, f string, n, a float64) []string {
-		return []string{name, fmt.Sprintf(f, n), fmt.Sprintf(f, a), fmt.Sprintf("%.2fx", ratio(a, n))}
+// summaryTable writes the medians of the app and each peer (nginx, and
+// nginx-tuned when it ran), and the ratio app/peer for each peer.
+func summaryTable(w io.Writer, app summary, peers ...summary) {
+	head := []string{"metric (median of rounds)"}
+	for _, p := range peers {
+		head = append(head, p.Server)
 	}
-	table(w, head, [][]string{
-		row("connections/s", "%.0f", ngx.ConnPerSec, app.ConnPerSec),
-		row("connections/s, best round", "%.0f", ngx.BestCPS, app.BestCPS),
-		row("reply latency p50 (ms)", "%.3f", ngx.P50, app.P50),
-		row("reply latency p99 (ms)", "%.3f", ngx.P99, app.P99),
-		row("CPU seconds per 10,000 connections", "%.3f", ngx.CPUPer10k, app.CPUPer10k),
-		row("connections per server CPU-second", "%.0f", ngx.PerCPUSecond(), app.PerCPUSecond()),
-		row("server CPU (share of one core)", "%.2f", ngx.Util, app.Util),
-		row("peak RSS (MiB, max of rounds)", "%.1f", ngx.PeakRSS/(1<<20), app.PeakRSS/(1<<20)),
-	})
+	head = append(head, "app")
+	for _, p := range peers {
+		head = append(head, "app/"+p.Server)
+	}
+	metrics := []struct {
+		name, f string
+		v       func(summary) float64
+	}{
+		{"connections/s", "%.0f", func(s summary) float64 { return s.ConnPerSec }},
+		{"connections/s, best round", "%.0f", func(s summary) float64 { return s.BestCPS }},
+		{"reply latency p50 (ms)", "%.3f", func(s summary) float64 { return s.P50 }},
+		{"reply latency p99 (ms)", "%.3f", func(s summary) float64 { return s.P99 }},
+		{"CPU seconds per 10,000 connections", "%.3f", func(s summary) float64 { return s.CPUPer10k }},
+		{"connections per server CPU-second", "%.0f", summary.PerCPUSecond},
+		{"server CPU (share of one core)", "%.2f", func(s summary) float64 { return s.Util }},
+		{"peak RSS (MiB, max of rounds)", "%.1f", func(s summary) float64 { return s.PeakRSS / (1 << 20) }},
+	}
+	var rows [][]string
+	for _, m := range metrics {
+		r := []string{m.name}
+		for _, p := range peers {
+			r = append(r, fmt.Sprintf(m.f, m.v(p)))
+		}
+		r = append(r, fmt.Sprintf(m.f, m.v(app)))
+		for _, p := range peers {
+			r = append(r, fmt.Sprintf("%.2fx", ratio(m.v(app), m.v(p))))
+		}
+		rows = append(rows, r)
+	}
+	table(w, head, rows)
 }
 
 // goal is one stated goal and whether the run met it.
@@ -225,8 +246,16 @@ func throughputGoals(app, ngx summary) []goal {
 		res += fmt.Sprintf("; servers not saturated (app %.0f%%, nginx %.0f%% of a core), so this is not the servers' limit;"+
 			" connections per server CPU-second: %.2fx", 100*app.Util, 100*ngx.Util, ratio(app.PerCPUSecond(), ngx.PerCPUSecond()))
 	}
+	name := ngx.Server
+	if name == "" {
+		name = "nginx"
+	}
 	return []goal{
-		{"app connections/s >= 1.0x nginx", res, r >= 1.0, unsat},
-		{"app p99 no worse than nginx", fmt.Sprintf("%.3f ms vs %.3f ms", app.P99, ngx.P99), app.P99 <= ngx.P99, unsat},
+		{"app connections/s >= 1.0x " + name, res, r >= 1.0, unsat},
+		{"app p99 no worse than " + name, fmt.Sprintf("%.3f ms vs %.3f ms", app.P99, ngx.P99), app.P99 <= ngx.P99, unsat},
+		{"app CPU per connection <= 1.0x " + name, fmt.Sprintf("%.3f vs %.3f s per 10k connections (%.2fx)", app.CPUPer10k, ngx.CPUPer10k, ratio(app.CPUPer10k, ngx.CPUPer10k)),
+			app.CPUPer10k > 0 && app.CPUPer10k <= ngx.CPUPer10k, false},
+		{"app peak RSS <= 2x " + name, fmt.Sprintf("%.1f vs %.1f MiB (%.2fx)", app.PeakRSS/(1<<20), ngx.PeakRSS/(1<<20), ratio(app.PeakRSS, ngx.PeakRSS)),
+			app.PeakRSS > 0 && app.PeakRSS <= 2*ngx.PeakRSS, false},
 	}
 }

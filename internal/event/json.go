@@ -287,6 +287,20 @@ func appendFloat(b []byte, f float64) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// plainJSON[c] is true for the bytes appendString copies unchanged: ASCII
+// from 0x20 on, except '"', '\\', '<', '>' and '&'. Every other byte
+// (control characters, those five, and the bytes of multi-byte UTF-8) takes
+// the slow path.
+var plainJSON = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = true
+	}
+	for _, c := range `"\\<>&` {
+		t[c] = false
+	}
+	return t
+}()
+
 // appendString appends s as a JSON string exactly as encoding/json.Marshal
 // writes it: HTML-safe (<, > and & as \u00XX), control characters escaped,
 // invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
@@ -294,11 +308,15 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// The common case, a run of bytes written as they are: one table
+		// lookup per byte.
+		for i < len(s) && plainJSON[s[i]] {
+			i++
+		}
+		if i == len(s) {
+			break
+		}
 		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '\\', '"':

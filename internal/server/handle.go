@@ -51,9 +51,11 @@ type ending struct {
 // The event and the report live in c, on the heap, not in handle's frame:
 // the goroutine's stack stays small (a frame of kilobytes here made every
 // connection grow its stack on its first deep call, and kept an idle one's
-// stack large).
-func (s *Server) handle(raw net.Conn, start time.Time) {
-	c := &conn{Conn: raw}
+// stack large). c is the worker's, zero on entry, and reused for its next
+// connection once handle has returned (nothing keeps a reference to it:
+// the event is published by value).
+func (s *Server) handle(c *conn, raw net.Conn, start time.Time) {
+	c.Conn = raw
 	newEvent(&c.ev, start)
 	ev := &c.ev
 	s.track(c)

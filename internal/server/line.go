@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/originlens/originlens/internal/event"
@@ -29,23 +30,29 @@ func (s *Server) serveLine(c *conn, rep *report.Fields, d policy.Decision) endin
 	}
 	eof := err != nil
 
-	out := make([]byte, 0, 512)
-	out = rep.AppendLine(out)
+	buf := replyBufs.Get().(*[]byte)
+	out := rep.AppendLine((*buf)[:0])
 	out = append(out, '\n')
 	if d.Decision == policy.Serve || d.Decision == "" {
 		out = append(out, d.Greeting...)
 		out = append(out, '\n')
 	}
 	c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
-	if _, err := c.Write(out); err != nil {
+	_, err = c.Write(out)
+	if cap(out) <= maxPooledReply {
+		*buf = out[:0]
+		replyBufs.Put(buf)
+	}
+	if err != nil {
 		return s.readFailed(err, false)
 	}
 	if end := decided(d); end.reason != reasonServed || eof {
 		return end
 	}
 
+	// Each wait for a line has IdleTimeout: the deadline set before the
+	// reply covers the first, the one at the end of each echo the next.
 	for {
-		c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
 		if c.br.Buffered() == 0 {
 			if err := s.waitIdle(c); err != nil {
 				return s.readFailed(err, false)
@@ -66,8 +73,18 @@ func (s *Server) serveLine(c *conn, rep *report.Fields, d policy.Decision) endin
 		if err != nil {
 			return s.readFailed(err, false)
 		}
+		c.SetDeadline(time.Now().Add(s.cfg.IdleTimeout))
 	}
 }
+
+// replyBufs holds the buffers the report line and greeting are written
+// from (one write per reply); a buffer goes back as soon as the write
+// returns, so an idle connection holds none.
+var replyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxPooledReply: a buffer grown past this (a very long greeting) is left
+// to the garbage collector rather than kept in the pool.
+const maxPooledReply = 4096
 
 // waitIdle returns c.br to the pool, waits for the client's next bytes
 // with a small read of its own, then takes a reader again whose first

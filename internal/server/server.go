@@ -313,8 +313,10 @@ func (s *Server) worker(a accepted, work <-chan accepted, stop <-chan struct{}) 
 	s.started.Add(1)
 	defer s.workers.Add(-1)
 	var idle *time.Timer
+	c := new(conn) // one per worker: a connection's state is ~1.2 KiB with pointers, allocated once
 	for {
-		s.handle(a.raw, a.start)
+		s.handle(c, a.raw, a.start)
+		*c = conn{}
 		s.open.Add(-1)
 		s.metrics.open.Dec()
 		if idle == nil {

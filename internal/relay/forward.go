@@ -50,16 +50,20 @@ func Forward(client *net.TCPConn, pending []byte, up *net.TCPConn, idle time.Dur
 	f.last.Store(time.Now().UnixNano())
 	done := make(chan int, 2)
 	var halves [2]half
-	go func() {
-		halves[1] = f.copy(client, up, nil)
-		done <- 1
-	}()
-	halves[0] = f.copy(up, client, pending)
-	done <- 0
-	first := <-done
-	if h := halves[first]; h.err != nil || h.idle {
-		f.abort(client, up)
+	// Each direction ends both at once when it fails or goes idle: the
+	// other may be blocked reading a silent peer (an upstream reset while
+	// the client says nothing must not wait for the idle timeout).
+	run := func(i int, dst, src *net.TCPConn, pending []byte) {
+		h := f.copy(dst, src, pending)
+		if h.err != nil || h.idle {
+			f.abort(client, up)
+		}
+		halves[i] = h
+		done <- i
 	}
+	go run(1, client, up, nil)
+	run(0, up, client, pending)
+	first := <-done
 	<-done
 	r := Result{FromClient: halves[0].n, ToClient: halves[1].n}
 	switch {

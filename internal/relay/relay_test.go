@@ -394,3 +394,31 @@ func TestTransparentLoopback(t *testing.T) {
 		})
 	}
 }
+
+// Ensure an upstream that resets while the client is silent ends the
+// relay at once (not after the idle timeout): the client is closed and the
+// end is the upstream's. The upstream-to-client direction runs in Forward's
+// own goroutine; its failure must wake the client-to-upstream direction,
+// which is blocked reading a quiet client.
+func TestForwardUpstreamResetWhileClientSilent(t *testing.T) {
+	up, client, acc, uc := plainSetup(t)
+	res := make(chan relay.Result, 1)
+	go func() { res <- relay.Forward(acc, nil, uc, 10*time.Minute) }()
+	srv := up.next(t)
+	if _, err := client.Write([]byte("0123456789abc")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(srv, make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetLinger(0)
+	srv.Close() // unread bytes and linger 0: a reset
+	select {
+	case r := <-res:
+		if r.End != relay.EndUpstreamClosed || r.Err == nil {
+			t.Errorf("End = %q, Err = %v; want %q with the reset", r.End, r.Err, relay.EndUpstreamClosed)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Forward still running 30s after the upstream reset (idle timeout 10m): the silent client is never released")
+	}
+}

@@ -67,7 +67,9 @@ func Forward(client *net.TCPConn, pending []byte, up *net.TCPConn, idle time.Dur
 	<-done
 	r := Result{FromClient: halves[0].n, ToClient: halves[1].n}
 	switch {
-	case halves[first].idle:
+	case halves[0].idle || halves[1].idle:
+		// Also after one side half-closed: the other then went silent,
+		// and the idle timeout, not that side, ended the connection.
 		r.End = EndIdleTimeout
 	case first == 0:
 		r.End = EndClientClosed

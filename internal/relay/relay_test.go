@@ -422,3 +422,26 @@ func TestForwardUpstreamResetWhileClientSilent(t *testing.T) {
 		t.Fatal("Forward still running 30s after the upstream reset (idle timeout 10m): the silent client is never released")
 	}
 }
+
+// Ensure a connection the client half-closed, whose upstream then stays
+// silent, ends as EndIdleTimeout: the idle timeout ended it, not the
+// client (the event said client-closed with outcome failure).
+func TestForwardIdleAfterHalfClose(t *testing.T) {
+	up, client, acc, uc := plainSetup(t)
+	res := make(chan relay.Result, 1)
+	go func() { res <- relay.Forward(acc, nil, uc, 300*time.Millisecond) }()
+	srv := up.next(t)
+	client.Write([]byte("req"))
+	client.CloseWrite()
+	if b, err := io.ReadAll(srv); err != nil || string(b) != "req" {
+		t.Fatalf("upstream read %q, %v; want req then EOF", b, err)
+	}
+	select {
+	case r := <-res:
+		if r.End != relay.EndIdleTimeout || r.FromClient != 3 {
+			t.Fatalf("End = %q, FromClient = %d (%v); want %q after 3 bytes", r.End, r.FromClient, r.Err, relay.EndIdleTimeout)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no idle timeout within 30s")
+	}
+}

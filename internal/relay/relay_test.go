@@ -445,3 +445,31 @@ func TestForwardIdleAfterHalfClose(t *testing.T) {
 		t.Fatal("no idle timeout within 30s")
 	}
 }
+
+// Ensure transparent mode refuses a client address that cannot be a
+// unicast source (from a PROXY header: 0.0.0.0, ::, broadcast, multicast).
+// Bound to such an address the socket took a local source: the upstream
+// saw 127.0.0.1 (or ::1), a local client, for a remote one.
+func TestTransparentRefusesNonUnicastClient(t *testing.T) {
+	for _, tc := range []struct{ network, listen, client string }{
+		{"tcp4", "127.0.0.1:0", "0.0.0.0:5555"},
+		{"tcp4", "127.0.0.1:0", "255.255.255.255:5555"},
+		{"tcp4", "127.0.0.1:0", "224.0.0.1:5555"},
+		{"tcp6", "[::1]:0", "[::]:5555"},
+		{"tcp6", "[::1]:0", "[ff02::1]:5555"},
+	} {
+		t.Run(tc.client, func(t *testing.T) {
+			up := newUpstream(t, tc.network, tc.listen)
+			d := newDialer(t, up.ln.Addr().String(), relay.Transparent)
+			uc, err := d.Dial(context.Background(), netip.MustParseAddrPort(tc.client), apOf(up.ln.Addr()), relay.Meta{})
+			if err == nil {
+				uc.Close()
+				srv := up.next(t)
+				t.Fatalf("dialled from %s; the upstream saw %v", tc.client, srv.RemoteAddr())
+			}
+			if !errors.Is(err, relay.ErrUnreachable) {
+				t.Errorf("err = %v, want ErrUnreachable", err)
+			}
+		})
+	}
+}

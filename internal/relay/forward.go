@@ -83,6 +83,12 @@ func Forward(client *net.TCPConn, pending []byte, up *net.TCPConn, idle time.Dur
 	return r
 }
 
+// copyRound bounds the bytes of one io.Copy round of [forwarder.copy]: a
+// destination that takes less than this in the idle timeout counts as
+// stopped (a splice round could otherwise move a whole 1 MiB pipe under
+// one write deadline, with no progress seen until it ends).
+const copyRound = 128 << 10
+
 // forwarder is the state the two directions of one Forward share.
 type forwarder struct {
 	idle, tick time.Duration
@@ -113,17 +119,25 @@ func (f *forwarder) copy(dst, src *net.TCPConn, pending []byte) half {
 		}
 		f.last.Store(time.Now().UnixNano())
 	}
+	// Each round moves at most copyRound bytes (a LimitedReader of a
+	// *net.TCPConn still splices): progress is recorded, and the write
+	// deadline re-armed, at least that often, so a peer that reads slowly
+	// but steadily is not taken for one that stopped.
+	lr := &io.LimitedReader{R: src}
 	for {
 		round := time.Now()
 		src.SetReadDeadline(round.Add(f.tick))
 		dst.SetWriteDeadline(round.Add(f.idle))
-		n, err := io.Copy(dst, src)
+		lr.N = copyRound
+		n, err := io.Copy(dst, lr)
 		h.n += n
 		now := time.Now()
 		if n > 0 {
 			f.last.Store(now.UnixNano())
 		}
 		switch {
+		case err == nil && n == copyRound:
+			// The round's limit, not the end of the stream.
 		case err == nil:
 			dst.CloseWrite()
 			return h

@@ -473,3 +473,49 @@ func TestTransparentRefusesNonUnicastClient(t *testing.T) {
 		})
 	}
 }
+
+// Ensure a client that reads steadily but slower than one splice round
+// per idle timeout is not cut off: progress in the middle of a long
+// splice counts. One io.Copy round used to move up to a whole pipe (1 MiB)
+// under one write deadline, and the other direction saw no progress until
+// it returned: a client reading 400 KB/s with a 1 s idle timeout got its
+// stream truncated with a clean FIN after about a second.
+func TestForwardSlowReaderIsNotIdle(t *testing.T) {
+	up, client, acc, uc := plainSetup(t)
+	// Small buffers towards the client: the stream cannot sit in the
+	// kernel there, the relay keeps writing while the client reads. The
+	// upstream side keeps its large buffers, so one splice can take a
+	// whole pipe.
+	client.SetReadBuffer(16 << 10)
+	acc.SetWriteBuffer(32 << 10)
+	const n = 3 << 20
+	res := make(chan relay.Result, 1)
+	go func() { res <- relay.Forward(acc, nil, uc, time.Second) }()
+	srv := up.next(t)
+	go func() {
+		srv.Write(bytes.Repeat([]byte{'x'}, n))
+		srv.CloseWrite()
+	}()
+	got := 0
+	buf := make([]byte, 16<<10)
+	deadline := time.Now().Add(60 * time.Second) // failure bound
+	client.SetReadDeadline(deadline)
+	for got < n && time.Now().Before(deadline) {
+		k, err := client.Read(buf)
+		got += k
+		if err != nil {
+			break
+		}
+		time.Sleep(40 * time.Millisecond) // <= 400 KB/s: 1 MiB takes over 2 s, but never a second without a read
+	}
+	client.CloseWrite()
+	var r relay.Result
+	select {
+	case r = <-res:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("Forward did not end 60 s after the client half-closed (the client got %d of %d bytes)", got, n)
+	}
+	if got != n || r.End == relay.EndIdleTimeout {
+		t.Fatalf("the slow reader got %d of %d bytes; Forward ended %q after %d bytes (%v)", got, n, r.End, r.ToClient, r.Err)
+	}
+}

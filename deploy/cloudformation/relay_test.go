@@ -161,3 +161,50 @@ func TestRelayDropIn(t *testing.T) {
 		t.Errorf("systemd-analyze verify with the drop-in: %v\n%s", err, out)
 	}
 }
+
+// TestRelayDropInIPv6Disabled runs the drop-in's ExecStartPre commands in
+// a network namespace with IPv6 disabled (a common hardening): a command
+// that fails there must carry "-" (systemd ignores its failure), or the
+// unit never starts although the app relays IPv4 without IPv6 (its
+// start-up check skips a family the host lacks). `ip -6 route add local
+// ::/0 dev lo` fails with "IPv6 is disabled on nexthop device". Root only.
+func TestRelayDropInIPv6Disabled(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root for a network namespace")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("skipping: ip (iproute2) not found")
+	}
+	data, err := os.ReadFile(filepath.Join(repoRoot, "deploy/systemd/originlens-app-relay.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := fmt.Sprintf("olv6off%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Skipf("skipping: ip netns unavailable: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run := func(args ...string) ([]byte, error) {
+		return exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	}
+	if out, err := run("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"); err != nil {
+		t.Fatalf("disabling IPv6: %v\n%s", err, out)
+	}
+	run("ip", "link", "set", "lo", "up")
+	n := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "ExecStartPre=")
+		if !ok {
+			continue
+		}
+		n++
+		prefix, cmd, _ := strings.Cut(v, "/")
+		out, err := run(strings.Fields("/" + cmd)...)
+		if err != nil && !strings.Contains(prefix, "-") {
+			t.Errorf("ExecStartPre=%s fails with IPv6 disabled and has no \"-\": the unit would not start\n%v: %s", v, err, out)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no ExecStartPre in the drop-in")
+	}
+}

@@ -40,6 +40,10 @@ const DefaultCheckTimeout = time.Second
 // connection fails with EPERM without CAP_NET_ADMIN, and times out without
 // the routing that brings the replies back to lo. The error wraps
 // [ErrCheck] and says what is missing and the commands that install it.
+// For an upstream that is not on loopback (--upstream-mark and its fwmark
+// routing), the test connection goes to the upstream itself, as mmproxy's
+// per-target check does: a connect that succeeds or is refused proves the
+// answer came back through the routing.
 // Check blocks for at most timeout per family (DefaultCheckTimeout when 0).
 func (d *Dialer) Check(ctx context.Context, timeout time.Duration) error {
 	if timeout <= 0 {
@@ -47,12 +51,12 @@ func (d *Dialer) Check(ctx context.Context, timeout time.Duration) error {
 	}
 	var problems []string
 	if d.v4.IsValid() {
-		if err := checkFamily(ctx, "tcp4", "127.0.0.1:0", checkSource4, d.mark, timeout); err != nil {
+		if err := d.checkOne(ctx, d.v4, "tcp4", "127.0.0.1:0", checkSource4, timeout); err != nil {
 			problems = append(problems, "IPv4: "+err.Error())
 		}
 	}
-	if d.v6.IsValid() && hasIPv6Loopback() {
-		if err := checkFamily(ctx, "tcp6", "[::1]:0", checkSource6, d.mark, timeout); err != nil {
+	if d.v6.IsValid() && (!d.v6.Addr().IsLoopback() || hasIPv6Loopback()) {
+		if err := d.checkOne(ctx, d.v6, "tcp6", "[::1]:0", checkSource6, timeout); err != nil {
 			problems = append(problems, "IPv6: "+err.Error())
 		}
 	}
@@ -61,6 +65,33 @@ func (d *Dialer) Check(ctx context.Context, timeout time.Duration) error {
 	}
 	return fmt.Errorf("%w: %s\nrun as root (once per boot; the systemd unit does it), and give the app CAP_NET_ADMIN:\n%s",
 		ErrCheck, strings.Join(problems, "; "), Routing)
+}
+
+// checkOne checks one family: against a listener of its own on the
+// loopback address for a loopback upstream; for an upstream elsewhere (an
+// address of this host with --upstream-mark and its fwmark routing, which
+// a loopback test connection does not take) against the upstream itself,
+// as mmproxy does per target: the connect succeeds, or is refused, only if
+// the upstream's answer came back to the transparent socket.
+func (d *Dialer) checkOne(ctx context.Context, up netip.AddrPort, network, listen string, src netip.AddrPort, timeout time.Duration) error {
+	if up.Addr().IsLoopback() {
+		return checkFamily(ctx, network, listen, src, d.mark, timeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nd := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(src), Control: control(true, false, d.mark), KeepAlive: -1}
+	c, err := nd.DialContext(ctx, network, up.String())
+	switch {
+	case err == nil:
+		c.Close()
+		return nil
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return nil // the upstream's reset came back: the routing works
+	case errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("IP_TRANSPARENT not permitted (the app needs CAP_NET_ADMIN): %w", err)
+	}
+	return fmt.Errorf("a test connection from %s to the upstream %s got no answer through the routing (for an upstream that is not on loopback: the fwmark rule and the connmark rules of docs/relay.md): %w",
+		src.Addr(), up, err)
 }
 
 // hasIPv6Loopback reports whether ::1 can be bound (IPv6 is enabled).

@@ -50,20 +50,26 @@ func Forward(client *net.TCPConn, pending []byte, up *net.TCPConn, idle time.Dur
 	f.last.Store(time.Now().UnixNano())
 	done := make(chan int, 2)
 	var halves [2]half
-	go func() {
-		halves[1] = f.copy(client, up, nil)
-		done <- 1
-	}()
-	halves[0] = f.copy(up, client, pending)
-	done <- 0
-	first := <-done
-	if h := halves[first]; h.err != nil || h.idle {
-		f.abort(client, up)
+	// Each direction ends both at once when it fails or goes idle: the
+	// other may be blocked reading a silent peer (an upstream reset while
+	// the client says nothing must not wait for the idle timeout).
+	run := func(i int, dst, src *net.TCPConn, pending []byte) {
+		h := f.copy(dst, src, pending)
+		if h.err != nil || h.idle {
+			f.abort(client, up)
+		}
+		halves[i] = h
+		done <- i
 	}
+	go run(1, client, up, nil)
+	run(0, up, client, pending)
+	first := <-done
 	<-done
 	r := Result{FromClient: halves[0].n, ToClient: halves[1].n}
 	switch {
-	case halves[first].idle:
+	case halves[0].idle || halves[1].idle:
+		// Also after one side half-closed: the other then went silent,
+		// and the idle timeout, not that side, ended the connection.
 		r.End = EndIdleTimeout
 	case first == 0:
 		r.End = EndClientClosed
@@ -76,6 +82,12 @@ func Forward(client *net.TCPConn, pending []byte, up *net.TCPConn, idle time.Dur
 	}
 	return r
 }
+
+// copyRound bounds the bytes of one io.Copy round of [forwarder.copy]: a
+// destination that takes less than this in the idle timeout counts as
+// stopped (a splice round could otherwise move a whole 1 MiB pipe under
+// one write deadline, with no progress seen until it ends).
+const copyRound = 128 << 10
 
 // forwarder is the state the two directions of one Forward share.
 type forwarder struct {
@@ -107,17 +119,25 @@ func (f *forwarder) copy(dst, src *net.TCPConn, pending []byte) half {
 		}
 		f.last.Store(time.Now().UnixNano())
 	}
+	// Each round moves at most copyRound bytes (a LimitedReader of a
+	// *net.TCPConn still splices): progress is recorded, and the write
+	// deadline re-armed, at least that often, so a peer that reads slowly
+	// but steadily is not taken for one that stopped.
+	lr := &io.LimitedReader{R: src}
 	for {
 		round := time.Now()
 		src.SetReadDeadline(round.Add(f.tick))
 		dst.SetWriteDeadline(round.Add(f.idle))
-		n, err := io.Copy(dst, src)
+		lr.N = copyRound
+		n, err := io.Copy(dst, lr)
 		h.n += n
 		now := time.Now()
 		if n > 0 {
 			f.last.Store(now.UnixNano())
 		}
 		switch {
+		case err == nil && n == copyRound:
+			// The round's limit, not the end of the stream.
 		case err == nil:
 			dst.CloseWrite()
 			return h

@@ -234,7 +234,9 @@ var (
 // writes the PROXY header (client -> server, plus m's TLVs in v2). client
 // and server are what the relay learnt of the connection (unmapped). Dial
 // blocks for at most the dial timeout (and ctx). The error wraps
-// [ErrRefused] or [ErrUnreachable] for a dial failure.
+// [ErrRefused] or [ErrUnreachable] for a dial failure; in transparent mode
+// a client address that cannot be a source (unspecified, broadcast,
+// multicast: only a PROXY header can claim one) is ErrUnreachable.
 func (d *Dialer) Dial(ctx context.Context, client, server netip.AddrPort, m Meta) (*net.TCPConn, error) {
 	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
 	up, err := d.upstream(client.Addr())
@@ -245,6 +247,11 @@ func (d *Dialer) Dial(ctx context.Context, client, server netip.AddrPort, m Meta
 	defer cancel()
 	var c net.Conn
 	if d.mode == Transparent {
+		if a := client.Addr(); a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			// Bound to such an address the socket would take a local
+			// source: the upstream would see a local client.
+			return nil, fmt.Errorf("%w: client address %s cannot be a source address", ErrUnreachable, a)
+		}
 		c, err = dialTransparent(ctx, client, up, d.mark)
 	} else {
 		nd := net.Dialer{Control: control(false, false, d.mark), KeepAlive: -1}

@@ -394,3 +394,128 @@ func TestTransparentLoopback(t *testing.T) {
 		})
 	}
 }
+
+// Ensure an upstream that resets while the client is silent ends the
+// relay at once (not after the idle timeout): the client is closed and the
+// end is the upstream's. The upstream-to-client direction runs in Forward's
+// own goroutine; its failure must wake the client-to-upstream direction,
+// which is blocked reading a quiet client.
+func TestForwardUpstreamResetWhileClientSilent(t *testing.T) {
+	up, client, acc, uc := plainSetup(t)
+	res := make(chan relay.Result, 1)
+	go func() { res <- relay.Forward(acc, nil, uc, 10*time.Minute) }()
+	srv := up.next(t)
+	if _, err := client.Write([]byte("0123456789abc")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(srv, make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetLinger(0)
+	srv.Close() // unread bytes and linger 0: a reset
+	select {
+	case r := <-res:
+		if r.End != relay.EndUpstreamClosed || r.Err == nil {
+			t.Errorf("End = %q, Err = %v; want %q with the reset", r.End, r.Err, relay.EndUpstreamClosed)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Forward still running 30s after the upstream reset (idle timeout 10m): the silent client is never released")
+	}
+}
+
+// Ensure a connection the client half-closed, whose upstream then stays
+// silent, ends as EndIdleTimeout: the idle timeout ended it, not the
+// client (the event said client-closed with outcome failure).
+func TestForwardIdleAfterHalfClose(t *testing.T) {
+	up, client, acc, uc := plainSetup(t)
+	res := make(chan relay.Result, 1)
+	go func() { res <- relay.Forward(acc, nil, uc, 300*time.Millisecond) }()
+	srv := up.next(t)
+	client.Write([]byte("req"))
+	client.CloseWrite()
+	if b, err := io.ReadAll(srv); err != nil || string(b) != "req" {
+		t.Fatalf("upstream read %q, %v; want req then EOF", b, err)
+	}
+	select {
+	case r := <-res:
+		if r.End != relay.EndIdleTimeout || r.FromClient != 3 {
+			t.Fatalf("End = %q, FromClient = %d (%v); want %q after 3 bytes", r.End, r.FromClient, r.Err, relay.EndIdleTimeout)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no idle timeout within 30s")
+	}
+}
+
+// Ensure transparent mode refuses a client address that cannot be a
+// unicast source (from a PROXY header: 0.0.0.0, ::, broadcast, multicast).
+// Bound to such an address the socket took a local source: the upstream
+// saw 127.0.0.1 (or ::1), a local client, for a remote one.
+func TestTransparentRefusesNonUnicastClient(t *testing.T) {
+	for _, tc := range []struct{ network, listen, client string }{
+		{"tcp4", "127.0.0.1:0", "0.0.0.0:5555"},
+		{"tcp4", "127.0.0.1:0", "255.255.255.255:5555"},
+		{"tcp4", "127.0.0.1:0", "224.0.0.1:5555"},
+		{"tcp6", "[::1]:0", "[::]:5555"},
+		{"tcp6", "[::1]:0", "[ff02::1]:5555"},
+	} {
+		t.Run(tc.client, func(t *testing.T) {
+			up := newUpstream(t, tc.network, tc.listen)
+			d := newDialer(t, up.ln.Addr().String(), relay.Transparent)
+			uc, err := d.Dial(context.Background(), netip.MustParseAddrPort(tc.client), apOf(up.ln.Addr()), relay.Meta{})
+			if err == nil {
+				uc.Close()
+				srv := up.next(t)
+				t.Fatalf("dialled from %s; the upstream saw %v", tc.client, srv.RemoteAddr())
+			}
+			if !errors.Is(err, relay.ErrUnreachable) {
+				t.Errorf("err = %v, want ErrUnreachable", err)
+			}
+		})
+	}
+}
+
+// Ensure a client that reads steadily but slower than one splice round
+// per idle timeout is not cut off: progress in the middle of a long
+// splice counts. One io.Copy round used to move up to a whole pipe (1 MiB)
+// under one write deadline, and the other direction saw no progress until
+// it returned: a client reading 400 KB/s with a 1 s idle timeout got its
+// stream truncated with a clean FIN after about a second.
+func TestForwardSlowReaderIsNotIdle(t *testing.T) {
+	up, client, acc, uc := plainSetup(t)
+	// Small buffers towards the client: the stream cannot sit in the
+	// kernel there, the relay keeps writing while the client reads. The
+	// upstream side keeps its large buffers, so one splice can take a
+	// whole pipe.
+	client.SetReadBuffer(16 << 10)
+	acc.SetWriteBuffer(32 << 10)
+	const n = 3 << 20
+	res := make(chan relay.Result, 1)
+	go func() { res <- relay.Forward(acc, nil, uc, time.Second) }()
+	srv := up.next(t)
+	go func() {
+		srv.Write(bytes.Repeat([]byte{'x'}, n))
+		srv.CloseWrite()
+	}()
+	got := 0
+	buf := make([]byte, 16<<10)
+	deadline := time.Now().Add(60 * time.Second) // failure bound
+	client.SetReadDeadline(deadline)
+	for got < n && time.Now().Before(deadline) {
+		k, err := client.Read(buf)
+		got += k
+		if err != nil {
+			break
+		}
+		time.Sleep(40 * time.Millisecond) // <= 400 KB/s: 1 MiB takes over 2 s, but never a second without a read
+	}
+	client.CloseWrite()
+	var r relay.Result
+	select {
+	case r = <-res:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("Forward did not end 60 s after the client half-closed (the client got %d of %d bytes)", got, n)
+	}
+	if got != n || r.End == relay.EndIdleTimeout {
+		t.Fatalf("the slow reader got %d of %d bytes; Forward ended %q after %d bytes (%v)", got, n, r.End, r.ToClient, r.Err)
+	}
+}

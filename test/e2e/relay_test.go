@@ -9,6 +9,7 @@ package e2e_test
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -280,4 +281,96 @@ func TestRelayStartupCheck(t *testing.T) {
 	}
 
 	tp.startApp(t, "--upstream", "127.0.0.1:9000") // fails the test if it never listens
+}
+
+// Ensure the start-up check accepts the routing docs/relay.md points to
+// for an upstream that is not on loopback (--upstream-mark: the fwmark
+// rule, a local table and the connmark rules; no lo rule), and that the
+// relay then gives that upstream the client's address; without the fwmark
+// rule the check still exits 2. The check used to test only a loopback
+// listener of its own, which this routing does not serve: the app refused
+// to start with a configuration that relays correctly.
+func TestRelayStartupCheckMarkedUpstreamElsewhere(t *testing.T) {
+	requireRelayEnv(t)
+	tp := &topology{t: t, tag: fmt.Sprintf("%04x", rand.IntN(0x10000))}
+	t.Cleanup(func() {
+		for _, role := range []string{"relay", "svc"} {
+			exec.Command("ip", "netns", "del", tp.ns(role)).Run()
+		}
+	})
+	for _, role := range []string{"relay", "svc"} {
+		ipCmd(t, "netns", "add", tp.ns(role))
+		ipCmd(t, "-n", tp.ns(role), "link", "set", "lo", "up")
+	}
+	ipCmd(t, "link", "add", "r-s"+tp.tag, "type", "veth", "peer", "name", "s-r"+tp.tag)
+	for _, l := range [][3]string{{"relay", "r-s", "198.51.100.1/24"}, {"svc", "s-r", "198.51.100.2/24"}} {
+		ipCmd(t, "link", "set", l[1]+tp.tag, "netns", tp.ns(l[0]), "name", l[1])
+		ipCmd(t, "-n", tp.ns(l[0]), "addr", "add", l[2], "dev", l[1])
+		ipCmd(t, "-n", tp.ns(l[0]), "link", "set", l[1], "up")
+	}
+	ipCmd(t, "-n", tp.ns("svc"), "route", "add", "default", "via", "198.51.100.1")
+	tp.nft("relay", `
+table inet relaymark {
+	chain out { type route hook output priority mangle; meta mark 123 ct mark set meta mark meta mark set 0; }
+	chain pre { type filter hook prerouting priority mangle; ct mark 123 meta mark set ct mark; }
+}
+`)
+	ipCmd(t, "-n", tp.ns("relay"), "rule", "add", "fwmark", "123", "lookup", "100")
+	ipCmd(t, "-n", tp.ns("relay"), "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100")
+	svc := tp.cmd("svc", "socat", "TCP-LISTEN:80,fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR")
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Process.Kill(); svc.Wait() })
+	tp.waitListen("svc", 80)
+
+	args := []string{binary(t, "app"), "--listen", "127.0.0.1:80", "--admin", "", "--proxy-protocol", "required",
+		"--upstream", "198.51.100.2:80", "--upstream-mark", "123"}
+	start := func() (*exec.Cmd, *bytes.Buffer, chan error) {
+		c := tp.cmd("relay", args...)
+		var stderr bytes.Buffer
+		c.Stderr = &stderr // read only once the app has exited
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- c.Wait() }()
+		return c, &stderr, done
+	}
+	c, stderr, done := start()
+	deadline := time.Now().Add(60 * time.Second) // failure bound for a busy machine
+	for listening := false; !listening; {
+		select {
+		case err := <-done:
+			t.Fatalf("app with the fwmark routing exited: %v\n%s", err, stderr)
+		case <-time.After(50 * time.Millisecond):
+		}
+		out, _ := tp.cmd("relay", "ss", "-Hltn", "sport = :80").Output()
+		listening = len(bytes.TrimSpace(out)) > 0
+		if time.Now().After(deadline) {
+			c.Process.Kill()
+			t.Fatal("app not listening after 60s")
+		}
+	}
+	fetch := tp.cmd("relay", "socat", "-T", "20", "-", "TCP:127.0.0.1:80")
+	fetch.Stdin = strings.NewReader("PROXY TCP4 203.0.113.7 192.0.2.80 4444 80\r\n")
+	out, err := fetch.CombinedOutput()
+	if got := strings.TrimSpace(string(out)); err != nil || got != "203.0.113.7" {
+		t.Errorf("upstream saw %q (%v), want the client 203.0.113.7", got, err)
+	}
+	c.Process.Signal(os.Interrupt)
+	<-done
+
+	ipCmd(t, "-n", tp.ns("relay"), "rule", "del", "fwmark", "123", "lookup", "100")
+	c, stderr, done = start()
+	select {
+	case err := <-done:
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 || !strings.Contains(stderr.String(), "198.51.100.2:80") {
+			t.Errorf("app without the fwmark rule: %v, want exit 2 naming the upstream\n%s", err, stderr)
+		}
+	case <-time.After(60 * time.Second):
+		c.Process.Kill()
+		t.Fatalf("app without the fwmark rule still runs after 60s\n%s", stderr)
+	}
 }

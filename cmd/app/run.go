@@ -373,17 +373,19 @@ func (l *livePolicy) reloadOnHUP(ctx context.Context, hup <-chan struct{}, drain
 			log.Warn("SIGHUP during the drain: ignored (the policy is not reloaded while stopping)")
 			return
 		}
-		l.reload(log)
+		l.reload(ctx, log)
 	})
 }
 
 // reload loads the rules file, keeping the current rules when it is bad.
-func (l *livePolicy) reload(log *slog.Logger) {
+// It blocks while the file settles (see policy.LoadContext), at most until
+// ctx is done.
+func (l *livePolicy) reload(ctx context.Context, log *slog.Logger) {
 	if l.path == "" {
 		log.Info("SIGHUP: no --policy file; keeping the embedded rules")
 		return
 	}
-	p, err := policy.Load(l.path)
+	p, err := policy.LoadContext(ctx, l.path)
 	if err != nil {
 		l.reloads.WithLabelValues("error").Inc()
 		log.Error("SIGHUP: policy reload failed; keeping the current rules", "err", err)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -36,27 +38,98 @@ func (e *Error) Error() string {
 	return e.File + ": " + e.Reason
 }
 
-// Load reads and checks a rules file. Errors in the file are an [*Error]
-// naming the file, line and reason; a file that cannot be read is an
-// error wrapping the [os] error. It does not block on a FIFO that has no
-// writer (that is an empty file).
+// Settling: a rules file that was modified less than Settle ago may still
+// be being written in place (a YAML file cut at a line boundary is often
+// valid and can lack a rule, such as the embargo). [LoadContext] reads such a
+// file again once it has been left alone for Settle and adopts it only when
+// both reads agree; it gives up after MaxSettleWait.
+const (
+	Settle        = 250 * time.Millisecond
+	MaxSettleWait = 10 * time.Second
+)
+
+// ErrUnsettled is returned (wrapped) for a rules file that kept changing
+// for MaxSettleWait.
+var ErrUnsettled = errors.New("the file kept changing; write it elsewhere and rename it into place")
+
+// maxSettleWait is MaxSettleWait; tests shorten it.
+var maxSettleWait = MaxSettleWait
+
+// Load reads and checks a rules file; see [LoadContext].
 func Load(path string) (*Policy, error) {
+	return LoadContext(context.Background(), path)
+}
+
+// LoadContext reads and checks a rules file. Errors in the file are an
+// [*Error] naming the file, line and reason; a file that cannot be read is
+// an error wrapping the [os] error. It does not block on a FIFO that has no
+// writer (that is an empty file). A regular file modified less than
+// [Settle] ago is read again after it settled (see [Settle]): LoadContext
+// then blocks up to [MaxSettleWait] or until ctx is done. It is safe for
+// concurrent use.
+func LoadContext(ctx context.Context, path string) (*Policy, error) {
+	data, err := readSettled(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// readSettled reads path whole and, while its modification time is less
+// than Settle old (or in the future), waits for Settle and reads it again,
+// until two reads give the same bytes, size and modification time.
+func readSettled(ctx context.Context, path string) ([]byte, error) {
+	deadline := time.Now().Add(maxSettleWait)
+	data, fi, err := readOnce(path)
+	for err == nil && fi.Mode().IsRegular() {
+		if age := time.Since(fi.ModTime()); age >= Settle {
+			return data, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("policy: %s: %w (modified again within %v for %v)", path, ErrUnsettled, Settle, maxSettleWait)
+		}
+		t := time.NewTimer(Settle)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("policy: reading %s: %w", path, ctx.Err())
+		case <-t.C:
+		}
+		var again []byte
+		var fi2 os.FileInfo
+		again, fi2, err = readOnce(path)
+		if err == nil && bytes.Equal(again, data) && fi2.Size() == fi.Size() && fi2.ModTime().Equal(fi.ModTime()) {
+			return data, nil
+		}
+		data, fi = again, fi2
+	}
+	return data, err
+}
+
+// readOnce reads path whole (at most MaxFileBytes) and returns what fstat
+// said of it after the read.
+func readOnce(path string) ([]byte, os.FileInfo, error) {
 	// O_NONBLOCK: a FIFO put in the file's place with no writer gives
 	// an empty read at once instead of blocking open(2) (and the SIGHUP
 	// reloader with it) for ever. It has no effect on a regular file.
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return nil, nil, fmt.Errorf("policy: %w", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("policy: reading %s: %w", path, err)
+		return nil, nil, fmt.Errorf("policy: reading %s: %w", path, err)
+	}
+	// After the read: a write during it shows in the modification time.
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("policy: %w", err)
 	}
 	if len(data) > MaxFileBytes {
-		return nil, &Error{File: path, Reason: fmt.Sprintf("larger than %d bytes", MaxFileBytes)}
+		return nil, nil, &Error{File: path, Reason: fmt.Sprintf("larger than %d bytes", MaxFileBytes)}
 	}
-	return Parse(path, data)
+	return data, fi, nil
 }
 
 // Parse checks the rules in data; name is the file name used in errors.

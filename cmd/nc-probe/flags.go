@@ -59,7 +59,7 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 	fs.IntVar(&count, "n", 1, "alias of --count")
 	fs.IntVar(&conc, "concurrency", 1, "attempts started together and in flight at once, per target (alias -c)")
 	fs.IntVar(&conc, "c", 1, "alias of --concurrency")
-	fs.DurationVar(&interval, "interval", 100*time.Millisecond, "time between the starts of batches of -c attempts per target; 0: back to back (alias -i; default 1s with --watch)")
+	fs.DurationVar(&interval, "interval", 100*time.Millisecond, "time between the starts of batches of -c attempts per target; 0: back to back, TCP only (alias -i; default 1s with --watch)")
 	fs.DurationVar(&interval, "i", 100*time.Millisecond, "alias of --interval")
 	fs.DurationVar(&timeout, "timeout", probe.DefaultTimeout, "bound on each attempt, dial to last echo")
 	fs.IntVar(&echo, "echo", 0, "echo lines to time after the greeting (decision serve only)")
@@ -104,6 +104,10 @@ func parseArgs(args []string, getenv func(string) string, help io.Writer) (confi
 			return cfg, errors.New("--format csv is TCP only: with --udp use --format text or json (e.g. --udp --json)")
 		case len(cfg.probe.Families) > 0:
 			return cfg, errors.New("--family both is TCP only: with --udp probe one family at a time (e.g. --udp --family 6)")
+		case interval <= 0:
+			// Back to back is a flood over UDP; it used to become 100ms
+			// without a word.
+			return cfg, probeCommand.Invalid(fs, "interval", errors.New("with --udp must be positive (datagrams are paced, not sent back to back), e.g. --udp -i 10ms"))
 		}
 	}
 	switch {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -135,10 +136,11 @@ func (c *csvWriter) row(a probe.Attempt) {
 	if a.Family != 0 {
 		fam = fmt.Sprintf("ipv%d", a.Family)
 	} else if a.Timings.Remote.IsValid() {
-		fam = "ipv4"
-		if a.Timings.Remote.Addr().Is6() {
-			fam = "ipv6"
-		}
+		fam = familyName(a.Timings.Remote.Addr())
+	} else if ap, err := netip.ParseAddrPort(a.Target); err == nil {
+		// Not connected (refused, timed out): an address target still
+		// says which family was tried; a name's is unknown.
+		fam = familyName(ap.Addr().Unmap())
 	}
 	if a.Saw.IsValid() {
 		saw = a.Saw.Addr().String()
@@ -151,6 +153,13 @@ func (c *csvWriter) row(a probe.Attempt) {
 	}
 	_ = c.w.Write([]string{a.Start.UTC().Format(time.RFC3339Nano), fam, a.Target, connect, rep, saw, a.Verdict.String(), string(a.Diagnosis)})
 	c.w.Flush()
+}
+
+func familyName(a netip.Addr) string {
+	if a.Is6() {
+		return "ipv6"
+	}
+	return "ipv4"
 }
 
 // shout upper-cases an explanation's leading verdict ("not preserved: ...").

@@ -86,6 +86,8 @@ func TestUDPRejectsTCPOnlyFlags(t *testing.T) {
 		{"--udp", "--watch", "127.0.0.1:9"},
 		{"--udp", "--format", "csv", "127.0.0.1:9"},
 		{"-u", "--family", "both", "localhost:9"},
+		{"--udp", "-i", "0", "127.0.0.1:9"}, // used to become 100ms without a word
+		{"-u", "--interval", "-1s", "127.0.0.1:9"},
 	} {
 		_, err := parseArgs(args, noEnv, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), "--udp") {

@@ -122,6 +122,11 @@ func testWatchDowntime(t *testing.T, start func(addr string) (stop func())) {
 			}
 		case "unreachable", "no-report", "timeout":
 			failed++
+			if r[1] != "ipv4" {
+				// The target is an address: the family tried is known
+				// even when the connection failed (it used to be empty).
+				t.Errorf("row %v: family %q on a failed attempt to %s, want ipv4", r, r[1], addr)
+			}
 		default:
 			t.Errorf("row %v: diagnosis %q", r, r[7])
 		}

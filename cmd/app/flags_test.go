@@ -1,15 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"io"
 	"os"
 	"os/exec"
-	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/originlens/originlens/internal/flagenv/flagenvtest"
 )
 
 // Ensure APP_VERSION, which CI and container images set for their own use,
@@ -56,18 +56,7 @@ func durationFlags(t *testing.T) []string {
 	if _, err := parseConfig([]string{"--help"}, env(nil), &help); !errors.Is(err, errExit) {
 		t.Fatal(err)
 	}
-	var names []string
-	re := regexp.MustCompile(`^\s+--([a-z0-9-]+) duration(\s+\[env [A-Z0-9_]+\])?$`)
-	sc := bufio.NewScanner(&help)
-	for sc.Scan() {
-		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			names = append(names, m[1])
-		}
-	}
-	if len(names) < 5 {
-		t.Fatalf("only %d duration flags in --help:\n%s", len(names), help.String())
-	}
-	return names
+	return flagenvtest.OfType(t, help.String(), "duration", 5)
 }
 
 // Ensure every duration flag's error, from the command line or the

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,11 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/originlens/originlens/internal/flagenv/flagenvtest"
 )
 
 // binDir holds the binary buildIngest builds; TestMain removes it.
@@ -145,25 +145,15 @@ func TestVersionIgnoresEnvironment(t *testing.T) {
 	}
 }
 
-// durationFlags lists the flags --help shows with type duration.
+// durationFlags lists the flags --help shows with type duration: every
+// one, including flags added later.
 func durationFlags(t *testing.T) []string {
 	t.Helper()
 	var help bytes.Buffer
 	if _, err := parseConfig([]string{"--help"}, noEnv, &help); !errors.Is(err, errExit) {
 		t.Fatal(err)
 	}
-	var names []string
-	re := regexp.MustCompile(`^\s+--([a-z0-9-]+) duration(\s+\[env [A-Z0-9_]+\])?$`)
-	sc := bufio.NewScanner(&help)
-	for sc.Scan() {
-		if m := re.FindStringSubmatch(sc.Text()); m != nil {
-			names = append(names, m[1])
-		}
-	}
-	if len(names) < 5 {
-		t.Fatalf("only %d duration flags in --help:\n%s", len(names), help.String())
-	}
-	return names
+	return flagenvtest.OfType(t, help.String(), "duration", 5)
 }
 
 // Ensure every duration flag's error names the flag, the value and a good

@@ -109,6 +109,22 @@ func (e *env) committed(t testing.TB) map[int]int64 {
 	return out
 }
 
+// waitCommittedToEnd waits until the group's committed offsets reach the
+// topic's high watermarks, as they are when it is called.
+func (e *env) waitCommittedToEnd(t testing.TB) {
+	t.Helper()
+	end := e.endOffsets(t)
+	waitFor(t, "offsets committed to the end", 60*time.Second, func() bool {
+		c := e.committed(t)
+		for part, off := range end {
+			if c[part] != off {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // endOffsets returns the topic's high watermarks by partition.
 func (e *env) endOffsets(t testing.TB) map[int]int64 {
 	t.Helper()
@@ -246,16 +262,7 @@ func TestPipeline(t *testing.T) {
 
 	waitFor(t, "every event indexed", 60*time.Second, func() bool { return e.srv.Count("conn-events-*") >= n })
 	dlq := e.readDLQ(t, len(poison)+1)
-	end := e.endOffsets(t)
-	waitFor(t, "offsets committed to the end", 60*time.Second, func() bool {
-		c := e.committed(t)
-		for part, off := range end {
-			if c[part] != off {
-				return false
-			}
-		}
-		return true
-	})
+	e.waitCommittedToEnd(t)
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v", err)
@@ -531,16 +538,7 @@ func TestRebalance(t *testing.T) {
 	stop(c1, d1, r1) // scale in: the second takes everything
 	<-produced
 	waitFor(t, "every event indexed", 60*time.Second, func() bool { return e.srv.Count("*") == n })
-	end := e.endOffsets(t)
-	waitFor(t, "offsets committed to the end", 60*time.Second, func() bool {
-		c := e.committed(t)
-		for part, off := range end {
-			if c[part] != off {
-				return false
-			}
-		}
-		return true
-	})
+	e.waitCommittedToEnd(t)
 	stop(c2, d2, r2)
 	ids := e.srv.IDs("*")
 	if len(ids) != n {
@@ -575,16 +573,7 @@ func TestPipelineWithoutOpenSearch(t *testing.T) {
 	go func() { done <- p.Run(ctx) }()
 	waitFor(t, "every event in the sink", 60*time.Second, func() bool { return sink.len() == n })
 	dlq := e.readDLQ(t, 1)
-	end := e.endOffsets(t)
-	waitFor(t, "offsets committed to the end", 60*time.Second, func() bool {
-		c := e.committed(t)
-		for part, off := range end {
-			if c[part] != off {
-				return false
-			}
-		}
-		return true
-	})
+	e.waitCommittedToEnd(t)
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Run = %v", err)

@@ -186,3 +186,20 @@ func CheckEntries(t testing.TB, got map[string]Entry, wants ...Want) {
 		}
 	}
 }
+
+// OfType returns the names of the flags of help whose value type is typ
+// (e.g. "duration"), in their order; it fails t when fewer than min are.
+func OfType(t testing.TB, help, typ string, min int) []string {
+	t.Helper()
+	entries, _ := Parse(help)
+	var names []string
+	for _, e := range entries {
+		if e.Type == typ {
+			names = append(names, e.Name)
+		}
+	}
+	if len(names) < min {
+		t.Fatalf("only %d %s flags in --help (want at least %d):\n%s", len(names), typ, min, help)
+	}
+	return names
+}

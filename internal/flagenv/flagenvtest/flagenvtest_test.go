@@ -74,3 +74,19 @@ func TestCheckError(t *testing.T) {
 		}
 	}
 }
+
+// Ensure OfType lists exactly the flags of that type, in order, and fails
+// when too few are found (a help whose format changed must not make the
+// callers' loops run over nothing).
+func TestOfType(t *testing.T) {
+	help := "Usage: t\n\nNet:\n  --listen string   [env T_LISTEN]\n  --idle duration   [env T_IDLE]\n  --gone int\n  --wait duration\n  --verbose\n"
+	r := &recorder{TB: t}
+	if got := OfType(r, help, "duration", 2); strings.Join(got, ",") != "idle,wait" || len(r.msgs) != 0 {
+		t.Errorf("OfType(duration) = %q, failures %q; want idle,wait", got, r.msgs)
+	}
+	r = &recorder{TB: t}
+	OfType(r, help, "duration", 3)
+	if len(r.msgs) != 1 || !strings.Contains(r.msgs[0], "only 2 duration flags") {
+		t.Errorf("OfType with too few: failures %q", r.msgs)
+	}
+}

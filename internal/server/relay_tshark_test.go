@@ -40,7 +40,7 @@ func startCapture(t *testing.T, port uint16) (pcap string, stop func()) {
 		t.Skip("skipping: capturing on lo needs root")
 	}
 	pcap = filepath.Join(t.TempDir(), "relay.pcap")
-	cmd := exec.Command(bin, "-i", "lo", "-U", "--immediate-mode", "-n", "-w", pcap, "tcp port "+strconv.Itoa(int(port)))
+	cmd := exec.Command(bin, "-i", "lo", "-U", "--immediate-mode", "-n", "-Z", "root", "-w", pcap, "tcp port "+strconv.Itoa(int(port)))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

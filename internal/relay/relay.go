@@ -282,9 +282,8 @@ func (d *Dialer) Dial(ctx context.Context, client, server netip.AddrPort, m Meta
 // dialTransparent dials up from the client's address, keeping its port
 // (as go-mmproxy does) and, when that port is taken on this host (the
 // client is local, or an older socket holds it), letting connect pick one
-// (IP_BIND_ADDRESS_NO_PORT).
-// DialTCP takes the addresses as they are: no resolver, no address
-// strings to format and parse.
+// (IP_BIND_ADDRESS_NO_PORT). Dialer.DialTCP takes the addresses as they
+// are: no resolver, no address strings to format and parse.
 func (d *Dialer) dialTransparent(ctx context.Context, client, up netip.AddrPort) (*net.TCPConn, error) {
 	c, err := d.transND.DialTCP(ctx, "tcp", client, up)
 	if client.Port() != 0 && (errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL)) {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 type benchConfig struct {
 	App, HAProxy, Nginx, Modules string
 	Rounds, Concurrency, Streams int
+	Sources                      int
 	Duration                     time.Duration
 	Bulk                         int64
 	Out                          string
@@ -50,12 +52,13 @@ func runBench(args []string) error {
 	fs.IntVar(&c.Concurrency, "concurrency", 32, "conn/s: connections in flight")
 	fs.IntVar(&c.Streams, "streams", 4, "bulk: parallel connections")
 	fs.Int64Var(&c.Bulk, "bulk", 1<<30, "bulk: most bytes per connection (with -duration, whichever comes first)")
+	fs.IntVar(&c.Sources, "sources", 32, fmt.Sprintf("client source addresses the generator dials from in turn (%s and the ones after it, at most %d); 1 fills one address's ports with TIME_WAIT and makes connect() search them", clientIP, maxSources))
 	fs.StringVar(&c.Out, "o", "", "also write the Markdown results to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if c.Rounds < 1 || c.Rounds > 20 || c.Duration <= 0 || c.Duration > 5*time.Minute || c.Concurrency < 1 || c.Concurrency > 1024 || c.Streams < 1 || c.Streams > 64 {
-		return errors.New("-rounds 1..20, -duration up to 5m, -concurrency 1..1024, -streams 1..64")
+	if c.Rounds < 1 || c.Rounds > 20 || c.Duration <= 0 || c.Duration > 5*time.Minute || c.Concurrency < 1 || c.Concurrency > 1024 || c.Streams < 1 || c.Streams > 64 || c.Sources < 1 || c.Sources > maxSources {
+		return fmt.Errorf("-rounds 1..20, -duration up to 5m, -concurrency 1..1024, -streams 1..64, -sources 1..%d", maxSources)
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: it creates two network namespaces and transparent sockets (sudo make bench-relay)")
@@ -81,9 +84,10 @@ func runBench(args []string) error {
 		return err
 	}
 
-	ns := &namespaces{tag: fmt.Sprintf("%d", os.Getpid()%100000)}
+	ns := &namespaces{tag: fmt.Sprintf("%d", os.Getpid()%100000), sources: c.Sources}
 	var mu sync.Mutex
 	var procs []*exec.Cmd
+	pids := map[string]int{} // relay name -> its process (ip netns exec execs it)
 	cleanup := func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -127,6 +131,7 @@ func runBench(args []string) error {
 			return fmt.Errorf("starting %s: %w", name, err)
 		}
 		procs = append(procs, cmd)
+		pids[name] = cmd.Process.Pid
 		return nil
 	}
 	if err := start("upstream", nil, self, "upstream", upstream, direct); err != nil {
@@ -181,13 +186,18 @@ stream {
 		}
 	}
 
-	type sums struct{ conns, bytes, secs float64 }
+	type sums struct{ conns, bytes, secs, cpu float64 }
 	results := map[string]map[string]*sums{"conn": {}, "bulk": {}}
 	for round := 1; round <= c.Rounds; round++ {
 		for _, mode := range []string{"conn", "bulk"} {
 			for i := range relays {
 				r := relays[(i+round)%len(relays)] // rotate who goes first
+				cpu0, _ := treeCPU(pids[r.Name])
 				res, err := ns.load(self, r.Addr, mode, c)
+				cpu1, cerr := treeCPU(pids[r.Name])
+				if err == nil && cerr != nil && r.Name != "direct" {
+					err = fmt.Errorf("reading its CPU time: %w", cerr)
+				}
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", r.Name, mode, err)
 				}
@@ -202,26 +212,35 @@ stream {
 				s.conns += float64(res.Conns)
 				s.bytes += float64(res.Bytes)
 				s.secs += res.Seconds
+				s.cpu += (cpu1 - cpu0).Seconds()
 				v := float64(res.Conns) / res.Seconds
 				unit := "conn/s"
 				if mode == "bulk" {
 					v, unit = float64(res.Bytes)/res.Seconds/1e6, "MB/s each way"
 				}
-				fmt.Fprintf(os.Stderr, "round %d %-5s %-8s %10.1f %s\n", round, mode, r.Name, v, unit)
+				fmt.Fprintf(os.Stderr, "round %d %-5s %-8s %10.1f %s, relay CPU %.2f s\n", round, mode, r.Name, v, unit, (cpu1 - cpu0).Seconds())
 			}
 		}
 	}
 	var md bytes.Buffer
-	fmt.Fprintf(&md, "| relay | conn/s | bulk MB/s (each way) | conn/s vs app | bulk vs app |\n|---|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&md, "| relay | conn/s | CPU µs/conn | bulk MB/s (each way) | CPU s/GB | conn/s: app ÷ it | CPU/conn: it ÷ app | bulk: app ÷ it | CPU/GB: it ÷ app |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	// CPU per connection (µs) and per GB moved each way (s).
+	cpuConn := func(n string) float64 { s := results["conn"][n]; return s.cpu / s.conns * 1e6 }
+	cpuGB := func(n string) float64 { s := results["bulk"][n]; return s.cpu / (s.bytes / 1e9) }
 	appC := results["conn"]["app"].conns / results["conn"]["app"].secs
 	appB := results["bulk"]["app"].bytes / results["bulk"]["app"].secs / 1e6
 	for _, r := range relays {
 		cs := results["conn"][r.Name].conns / results["conn"][r.Name].secs
 		bs := results["bulk"][r.Name].bytes / results["bulk"][r.Name].secs / 1e6
-		fmt.Fprintf(&md, "| %s | %.0f | %.0f | app %.2fx | app %.2fx |\n", r.Name, cs, bs, appC/cs, appB/bs)
+		if r.Name == "direct" { // no relay process
+			fmt.Fprintf(&md, "| %s | %.0f | - | %.0f | - | %.2fx | - | %.2fx | - |\n", r.Name, cs, bs, appC/cs, appB/bs)
+			continue
+		}
+		fmt.Fprintf(&md, "| %s | %.0f | %.1f | %.0f | %.2f | %.2fx | %.2fx | %.2fx | %.2fx |\n", r.Name, cs, cpuConn(r.Name), bs, cpuGB(r.Name),
+			appC/cs, cpuConn(r.Name)/cpuConn("app"), appB/bs, cpuGB(r.Name)/cpuGB("app"))
 	}
-	fmt.Fprintf(&md, "\n%d rounds x %s per relay and workload, conn/s at concurrency %d, bulk with %d streams of up to %d MiB; the upstream saw the client's address through every relay.\n",
-		c.Rounds, c.Duration, c.Concurrency, c.Streams, c.Bulk>>20)
+	fmt.Fprintf(&md, "\n%d rounds x %s per relay and workload, conn/s at concurrency %d from %d source addresses, bulk with %d streams of up to %d MiB; CPU is the relay's processes' utime+stime (/proc, clock ticks) over its rounds; ratios above 1 favour the app; the upstream saw each connection's own client address through every relay.\n",
+		c.Rounds, c.Duration, c.Concurrency, c.Sources, c.Streams, c.Bulk>>20)
 	os.Stdout.Write(md.Bytes())
 	if c.Out != "" {
 		return os.WriteFile(c.Out, md.Bytes(), 0o644)
@@ -230,7 +249,10 @@ stream {
 }
 
 // namespaces is the benchmark's client and server namespaces.
-type namespaces struct{ tag string }
+type namespaces struct {
+	tag     string
+	sources int // client addresses: clientIP and the sources-1 after it
+}
 
 func (n *namespaces) name(role string) string { return "olbr" + n.tag + "-" + role }
 
@@ -242,8 +264,8 @@ func (n *namespaces) ip(args ...string) error {
 	return nil
 }
 
-// create makes cli (198.51.100.10) and srv (198.51.100.1) joined by a veth
-// pair, with the relay routing in srv.
+// create makes cli (198.51.100.10 and the other sources) and srv
+// (198.51.100.1) joined by a veth pair, with the relay routing in srv.
 func (n *namespaces) create() error {
 	cli, srv := n.name("cli"), n.name("srv")
 	steps := [][]string{
@@ -257,6 +279,9 @@ func (n *namespaces) create() error {
 		{"-n", srv, "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "123"},
 		{"-n", srv, "-6", "rule", "add", "from", "::1/128", "iif", "lo", "table", "123"},
 		{"-n", srv, "-6", "route", "add", "local", "::/0", "dev", "lo", "table", "123"},
+	}
+	for _, a := range sourceAddrs(n.sources)[1:] {
+		steps = append(steps, []string{"-n", cli, "addr", "add", a.String() + "/32", "dev", "brc" + n.tag})
 	}
 	for _, s := range steps {
 		if err := n.ip(s...); err != nil {
@@ -287,7 +312,7 @@ func (n *namespaces) waitListen(addr string) error {
 func (n *namespaces) load(self, target, mode string, c benchConfig) (loadResult, error) {
 	cmd := exec.Command("ip", "netns", "exec", n.name("cli"), self, "load", "-target", target, "-mode", mode,
 		"-duration", c.Duration.String(), "-concurrency", fmt.Sprint(c.Concurrency),
-		"-streams", fmt.Sprint(c.Streams), "-bulk", fmt.Sprint(c.Bulk))
+		"-streams", fmt.Sprint(c.Streams), "-bulk", fmt.Sprint(c.Bulk), "-sources", fmt.Sprint(c.Sources))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -300,3 +325,44 @@ func (n *namespaces) load(self, target, mode string, c benchConfig) (loadResult,
 	}
 	return r, nil
 }
+
+// treeCPU returns the user and system CPU time of pid and its descendants
+// (nginx's and HAProxy's workers), from /proc/PID/stat.
+func treeCPU(pid int) (time.Duration, error) {
+	if pid == 0 {
+		return 0, errors.New("no process")
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (which may hold spaces), from field 3 on.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var ticks int64
+	for _, x := range f[11:13] { // utime, stime: fields 14 and 15
+		v, err := strconv.ParseInt(x, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += v
+	}
+	total := time.Duration(ticks) * time.Second / clkTck
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, c := range strings.Fields(string(b)) {
+			if cp, err := strconv.Atoi(c); err == nil {
+				if d, err := treeCPU(cp); err == nil {
+					total += d
+				}
+			}
+		}
+	}
+	return total, nil
+}
+
+// clkTck is USER_HZ, the unit of /proc/PID/stat's times: 100 on Linux.
+const clkTck = 100

@@ -5,23 +5,33 @@
 // same generator and the same upstream.
 //
 // Topology (root only; two network namespaces it creates and deletes): a
-// client namespace (198.51.100.10) joined by a veth pair to a server
+// client namespace (198.51.100.10 and, with -sources N, the N-1 addresses
+// after it) joined by a veth pair to a server
 // namespace (198.51.100.1) that has go-mmproxy's loopback routing (table
 // 123) and runs, each on its own port, the three relays (the app with
 // GOMAXPROCS=1, HAProxy with nbthread 1, nginx with one worker) and the
 // upstream: this program re-executed as "relay upstream", which answers
 // every connection with the peer address it sees and then echoes. The
 // generator (this program re-executed as "relay load" in the client
-// namespace) checks that the upstream saw the client's address through
-// every relay, then measures
+// namespace, dialing from its -sources addresses in turn) checks that the
+// upstream saw, on every connection through every relay, exactly the
+// address that connection came from, then measures
 //
 //   - conn/s: closed-loop connections (dial, send a line, read the peer
 //     line and the echo, close), -concurrency in flight, for -duration;
 //   - bulk MB/s: -streams connections each echoing -bulk bytes (the client
-//     writes and reads at once), bytes each way per second.
+//     writes and reads at once), bytes each way per second;
+//   - CPU per connection and per GB: the relay's processes' utime+stime
+//     (/proc/PID/stat, the process and its children: nginx's and
+//     HAProxy's workers) over the round, divided by its connections or
+//     bytes. Unlike conn/s it does not depend on the generator keeping up.
 //
 // A "direct" row measures the generator against the upstream without a
-// relay. Every load is bounded by count and time. `make bench-relay` runs
+// relay. Many sources matter: from one address, every closed connection
+// leaves a TIME_WAIT on the client's ephemeral ports (and, through a
+// transparent relay, the upstream leg reuses the same address and port),
+// so connect() searches a full port range and the generator, not the
+// relay, sets conn/s. Every load is bounded by count and time. `make bench-relay` runs
 // it; results and the command are in BENCHMARKS.md.
 //
 //	go run ./bench/relay -app bin/app -duration 5s -rounds 2
@@ -35,6 +45,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -43,7 +54,7 @@ import (
 )
 
 const (
-	clientIP = "198.51.100.10"
+	clientIP = "198.51.100.10" // the first source; -sources N adds the N-1 after it
 	serverIP = "198.51.100.1"
 	upstream = "127.0.0.1:9000"
 	direct   = serverIP + ":9009" // the upstream, reached without a relay
@@ -114,9 +125,14 @@ func runLoadCmd(args []string) error {
 	maxConns := fs.Int64("max-conns", 2_000_000, "")
 	streams := fs.Int("streams", 4, "")
 	bulk := fs.Int64("bulk", 256<<20, "")
+	sources := fs.Int("sources", 1, "source addresses: clientIP and the ones after it")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *sources < 1 || *sources > maxSources {
+		return fmt.Errorf("-sources must be 1..%d", maxSources)
+	}
+	srcs = sourceAddrs(*sources)
 	var r loadResult
 	if *mode == "bulk" {
 		r = bulkLoad(*target, *streams, *bulk, *dur)
@@ -126,15 +142,50 @@ func runLoadCmd(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(r)
 }
 
+// maxSources bounds -sources: clientIP's last byte plus the sources stays
+// inside 198.51.100.0/24.
+const maxSources = 200
+
+// srcs are the generator's source addresses; srcNext picks the next.
+var (
+	srcs    []netip.Addr
+	srcNext atomic.Uint64
+)
+
+// sourceAddrs returns clientIP and the n-1 addresses after it.
+func sourceAddrs(n int) []netip.Addr {
+	a := netip.MustParseAddr(clientIP)
+	out := make([]netip.Addr, 0, n)
+	for range n {
+		out = append(out, a)
+		a = a.Next()
+	}
+	return out
+}
+
+// dial connects to target from the next source address.
+func dial(target string, timeout time.Duration) (*net.TCPConn, netip.Addr, error) {
+	src := netip.MustParseAddr(clientIP)
+	if len(srcs) > 0 {
+		src = srcs[srcNext.Add(1)%uint64(len(srcs))]
+	}
+	d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+	c, err := d.Dial("tcp", target)
+	if err != nil {
+		return nil, src, err
+	}
+	return c.(*net.TCPConn), src, nil
+}
+
 // expectPeer reads the upstream's first line and checks that it is the
-// client's address.
-func expectPeer(br *bufio.Reader) error {
+// address the connection came from.
+func expectPeer(br *bufio.Reader, src netip.Addr) error {
 	line, err := br.ReadString('\n')
 	if err != nil {
 		return fmt.Errorf("reading the upstream's peer line: %w", err)
 	}
-	if got := strings.TrimSpace(line); got != clientIP {
-		return fmt.Errorf("the upstream saw %s, not the client %s", got, clientIP)
+	if got := strings.TrimSpace(line); got != src.String() {
+		return fmt.Errorf("the upstream saw %s, not the client %s", got, src)
 	}
 	return nil
 }
@@ -151,7 +202,7 @@ func connLoad(target string, conc int, maxConns int64, dur time.Duration) loadRe
 			buf := make([]byte, 5)
 			for time.Now().Before(deadline) && started.Add(1) <= maxConns {
 				err := func() error {
-					c, err := net.DialTimeout("tcp", target, 5*time.Second)
+					c, src, err := dial(target, 5*time.Second)
 					if err != nil {
 						return err
 					}
@@ -161,7 +212,7 @@ func connLoad(target string, conc int, maxConns int64, dur time.Duration) loadRe
 						return err
 					}
 					br := bufio.NewReaderSize(c, 64)
-					if err := expectPeer(br); err != nil {
+					if err := expectPeer(br, src); err != nil {
 						return err
 					}
 					if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping\n" {
@@ -192,7 +243,7 @@ func bulkLoad(target string, streams int, size int64, dur time.Duration) loadRes
 	for range streams {
 		wg.Go(func() {
 			err := func() error {
-				c, err := net.DialTimeout("tcp", target, 5*time.Second)
+				c, src, err := dial(target, 5*time.Second)
 				if err != nil {
 					return err
 				}
@@ -202,7 +253,7 @@ func bulkLoad(target string, streams int, size int64, dur time.Duration) loadRes
 				if _, err := c.Write([]byte("bulk\n")); err != nil {
 					return err
 				}
-				if err := expectPeer(br); err != nil {
+				if err := expectPeer(br, src); err != nil {
 					return err
 				}
 				// The writer sends until size or the duration, then
@@ -224,7 +275,7 @@ func bulkLoad(target string, streams int, size int64, dur time.Duration) loadRes
 							return
 						}
 					}
-					werr <- c.(*net.TCPConn).CloseWrite()
+					werr <- c.CloseWrite()
 				}()
 				n, err := io.Copy(io.Discard, br)
 				if werr := <-werr; werr != nil {

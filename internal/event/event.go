@@ -246,7 +246,8 @@ type Relay struct {
 	Upstream Peer   `json:"upstream"` // the upstream address dialed (or that would have been)
 	Mode     string `json:"mode"`     // transparent, proxy-v2, proxy-v1 or plain
 	// End is how it ended: client-closed, upstream-closed, upstream-refused,
-	// upstream-unreachable, idle-timeout or denied (never dialed).
+	// upstream-unreachable, idle-timeout, denied (never dialed) or shutdown
+	// (closed at the end of the server's drain).
 	End string `json:"end"`
 }
 

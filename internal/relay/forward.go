@@ -17,6 +17,7 @@ const (
 	EndUpstreamUnreachable = "upstream-unreachable" // dial: no answer, no route, or no transparent socket
 	EndIdleTimeout         = "idle-timeout"         // no byte either way for the idle timeout
 	EndDenied              = "denied"               // the rules denied the client: the upstream was not contacted
+	EndShutdown            = "shutdown"             // the server closed it at the end of its drain
 )
 
 // DialEnd returns EndUpstreamRefused or EndUpstreamUnreachable for an error

@@ -131,6 +131,10 @@ type Dialer struct {
 	timeout time.Duration
 	v4, v6  netip.AddrPort // the upstream's addresses by family; either may be invalid
 	name    string
+	// The net.Dialers of the modes, built once (their Control functions
+	// too): plain for the proxy and plain modes; for transparent mode one
+	// keeping the client's port and one letting connect pick it.
+	plainND, transND, noPortND net.Dialer
 }
 
 // New resolves cfg.Upstream (with the default resolver: use an address, or
@@ -146,7 +150,11 @@ func New(ctx context.Context, cfg Config) (*Dialer, error) {
 	if cfg.DialTimeout < 0 {
 		return nil, fmt.Errorf("relay: dial timeout must not be negative, got %v", cfg.DialTimeout)
 	}
-	d := &Dialer{mode: cfg.Mode, mark: cfg.Mark, timeout: cfg.DialTimeout, name: cfg.Upstream}
+	d := &Dialer{mode: cfg.Mode, mark: cfg.Mark, timeout: cfg.DialTimeout, name: cfg.Upstream,
+		plainND:  net.Dialer{Control: control(false, false, cfg.Mark), KeepAlive: -1},
+		transND:  net.Dialer{Control: control(true, false, cfg.Mark), KeepAlive: -1},
+		noPortND: net.Dialer{Control: control(true, true, cfg.Mark), KeepAlive: -1},
+	}
 	if d.timeout == 0 {
 		d.timeout = DefaultDialTimeout
 	}
@@ -245,22 +253,23 @@ func (d *Dialer) Dial(ctx context.Context, client, server netip.AddrPort, m Meta
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	var c net.Conn
+	var tc *net.TCPConn
 	if d.mode == Transparent {
 		if a := client.Addr(); a.IsUnspecified() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 			// Bound to such an address the socket would take a local
 			// source: the upstream would see a local client.
 			return nil, fmt.Errorf("%w: client address %s cannot be a source address", ErrUnreachable, a)
 		}
-		c, err = dialTransparent(ctx, client, up, d.mark)
+		tc, err = d.dialTransparent(ctx, client, up)
 	} else {
-		nd := net.Dialer{Control: control(false, false, d.mark), KeepAlive: -1}
-		c, err = nd.DialContext(ctx, "tcp", up.String())
+		var c net.Conn
+		if c, err = d.plainND.DialContext(ctx, "tcp", up.String()); err == nil {
+			tc = c.(*net.TCPConn)
+		}
 	}
 	if err != nil {
 		return nil, dialErr(err)
 	}
-	tc := c.(*net.TCPConn)
 	if d.mode == ProxyV1 || d.mode == ProxyV2 {
 		if err := writeHeader(tc, d.mode, client, server, m, d.timeout); err != nil {
 			tc.Close()
@@ -273,14 +282,12 @@ func (d *Dialer) Dial(ctx context.Context, client, server netip.AddrPort, m Meta
 // dialTransparent dials up from the client's address, keeping its port
 // (as go-mmproxy does) and, when that port is taken on this host (the
 // client is local, or an older socket holds it), letting connect pick one
-// (IP_BIND_ADDRESS_NO_PORT).
-func dialTransparent(ctx context.Context, client, up netip.AddrPort, mark int) (net.Conn, error) {
-	nd := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(client), Control: control(true, false, mark), KeepAlive: -1}
-	c, err := nd.DialContext(ctx, "tcp", up.String())
+// (IP_BIND_ADDRESS_NO_PORT). Dialer.DialTCP takes the addresses as they
+// are: no resolver, no address strings to format and parse.
+func (d *Dialer) dialTransparent(ctx context.Context, client, up netip.AddrPort) (*net.TCPConn, error) {
+	c, err := d.transND.DialTCP(ctx, "tcp", client, up)
 	if client.Port() != 0 && (errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL)) {
-		nd.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(client.Addr(), 0))
-		nd.Control = control(true, true, mark)
-		c, err = nd.DialContext(ctx, "tcp", up.String())
+		c, err = d.noPortND.DialTCP(ctx, "tcp", netip.AddrPortFrom(client.Addr(), 0), up)
 	}
 	return c, err
 }

@@ -13,30 +13,37 @@ import (
 // port may still be held by a socket in TIME_WAIT), plus
 // IP_BIND_ADDRESS_NO_PORT when noPort.
 func control(transparent, noPort bool, mark int) func(network, address string, rc syscall.RawConn) error {
+	// The options are chosen here, once per Dialer; the returned function
+	// only applies them (one rc.Control, no allocation of its own).
+	type opt struct {
+		level, opt, v int
+		name          string
+	}
+	var opts4, opts6 []opt
+	add := func(o opt, v6 opt) { opts4, opts6 = append(opts4, o), append(opts6, v6) }
+	both := func(o opt) { add(o, o) }
+	both(opt{unix.IPPROTO_TCP, unix.TCP_SYNCNT, 2, "TCP_SYNCNT"})
+	if mark > 0 {
+		both(opt{unix.SOL_SOCKET, unix.SO_MARK, mark, "SO_MARK"})
+	}
+	if transparent {
+		add(opt{unix.IPPROTO_IP, unix.IP_TRANSPARENT, 1, "IP_TRANSPARENT"}, opt{unix.IPPROTO_IPV6, unix.IPV6_TRANSPARENT, 1, "IPV6_TRANSPARENT"})
+		both(opt{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR"})
+		if noPort {
+			both(opt{unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1, "IP_BIND_ADDRESS_NO_PORT"})
+		}
+	}
 	return func(network, _ string, rc syscall.RawConn) error {
+		opts := opts4
+		if network == "tcp6" {
+			opts = opts6
+		}
 		var serr error
 		err := rc.Control(func(fd uintptr) {
-			s := int(fd)
-			set := func(level, opt, v int, name string) {
-				if serr == nil {
-					if err := unix.SetsockoptInt(s, level, opt, v); err != nil {
-						serr = &sockoptError{name, err}
-					}
-				}
-			}
-			set(unix.IPPROTO_TCP, unix.TCP_SYNCNT, 2, "TCP_SYNCNT")
-			if mark > 0 {
-				set(unix.SOL_SOCKET, unix.SO_MARK, mark, "SO_MARK")
-			}
-			if transparent {
-				if network == "tcp6" {
-					set(unix.IPPROTO_IPV6, unix.IPV6_TRANSPARENT, 1, "IPV6_TRANSPARENT")
-				} else {
-					set(unix.IPPROTO_IP, unix.IP_TRANSPARENT, 1, "IP_TRANSPARENT")
-				}
-				set(unix.SOL_SOCKET, unix.SO_REUSEADDR, 1, "SO_REUSEADDR")
-				if noPort {
-					set(unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1, "IP_BIND_ADDRESS_NO_PORT")
+			for _, o := range opts {
+				if err := unix.SetsockoptInt(int(fd), o.level, o.opt, o.v); err != nil {
+					serr = &sockoptError{o.name, err}
+					return
 				}
 			}
 		})

@@ -70,6 +70,9 @@ func (s *Server) relay(c *conn, rc net.Conn, o *origin.Origin, loc *geo.Location
 	ev.Relay.End = res.End
 	switch {
 	case s.hardStop.Load():
+		// The drain closed the client: that ended both directions, not
+		// the client or the upstream.
+		ev.Relay.End = relay.EndShutdown
 		return ending{event.ActionClosed, event.OutcomeUnknown, reasonShutdown}
 	case res.Err != nil && res.End != relay.EndIdleTimeout:
 		return ending{event.ActionClosed, event.OutcomeFailure, res.End}

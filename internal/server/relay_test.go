@@ -300,7 +300,7 @@ func TestRelayDrainClosesBothSides(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the upstream connection was not closed at the end of the drain")
 	}
-	if ev := ts.rec.wait(1)[0]; ev.Event.Reason != "shutdown" || ev.Relay.Mode != "plain" {
-		t.Errorf("event reason %q relay %+v, want shutdown", ev.Event.Reason, ev.Relay)
+	if ev := ts.rec.wait(1)[0]; ev.Event.Reason != "shutdown" || ev.Relay.Mode != "plain" || ev.Relay.End != relay.EndShutdown {
+		t.Errorf("event reason %q relay %+v, want reason and relay.end shutdown", ev.Event.Reason, ev.Relay)
 	}
 }

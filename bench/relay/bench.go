@@ -37,6 +37,7 @@ var relays = []relayUnderTest{
 	{"app", serverIP + ":8001"},
 	{"haproxy", serverIP + ":8002"},
 	{"nginx", serverIP + ":8003"},
+	{"go-floor", serverIP + ":8004"},
 	{"direct", direct},
 }
 
@@ -171,6 +172,9 @@ stream {
 `, c.Modules, dir, dir, relays[2].Addr, upstream)), 0o644)
 	if err := start("app", []string{"GOMAXPROCS=1"}, c.App, "--listen", relays[0].Addr, "--admin", "",
 		"--upstream", upstream, "--proxy-protocol", "off", "--log-level", "warn"); err != nil {
+		return err
+	}
+	if err := start("go-floor", []string{"GOMAXPROCS=1"}, self, "go-floor", relays[3].Addr, upstream); err != nil {
 		return err
 	}
 	if err := start("haproxy", nil, c.HAProxy, "-db", "-f", hcfg); err != nil {

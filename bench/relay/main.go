@@ -26,8 +26,11 @@
 //     HAProxy's workers) over the round, divided by its connections or
 //     bytes. Unlike conn/s it does not depend on the generator keeping up.
 //
-// A "direct" row measures the generator against the upstream without a
-// relay. Many sources matter: from one address, every closed connection
+// A "go-floor" row is the least a transparent relay written with Go's net
+// package does (this program re-executed as "relay go-floor", GOMAXPROCS=1;
+// see floor.go): the app's distance to it is the app's own cost, its
+// distance to HAProxy is Go's. A "direct" row measures the generator
+// against the upstream without a relay. Many sources matter: from one address, every closed connection
 // leaves a TIME_WAIT on the client's ephemeral ports (and, through a
 // transparent relay, the upstream leg reuses the same address and port),
 // so connect() searches a full port range and the generator, not the
@@ -67,6 +70,8 @@ func main() {
 		err = runUpstream(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "load":
 		err = runLoadCmd(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "go-floor":
+		err = runFloor(os.Args[2:])
 	default:
 		err = runBench(os.Args[1:])
 	}

@@ -57,6 +57,7 @@ type conn struct {
 	// it waits on its goroutine), and, while it is parked, its token, its
 	// place in the lot's deadline heap and its descriptor.
 	lot   *parkLot
+	woken bool // handed back by the lot: the next wait reads at once
 	token uint64
 	index int
 	fd    int

@@ -141,7 +141,8 @@ const parkAfter = 200 * time.Millisecond
 // lot, a deadline nearer than parkAfter, the lot refused) it blocks until
 // bytes arrive or the read fails (deadline, EOF, reset); on failure c.br
 // stays nil and the error is the read's. Called on a parked connection's
-// resumption, its read returns at once.
+// resumption (c.woken), it reads at once, without a grace: what woke c is
+// there to read.
 func (s *Server) waitLine(c *conn) (parked bool, err error) {
 	if c.br != nil {
 		c.br.Reset(nil)
@@ -149,7 +150,12 @@ func (s *Server) waitLine(c *conn) (parked bool, err error) {
 		c.br = nil
 	}
 	var n int
-	if grace := time.Now().Add(time.Duration(s.parkAfter.Load())); c.lot != nil && grace.Before(c.deadline) {
+	if c.woken {
+		// Handed back by the lot: what woke it (bytes, EOF, reset, the
+		// deadline, the drain's close) is there for this read.
+		c.woken = false
+		n, err = c.lr.Read(c.idle.buf[:])
+	} else if grace := time.Now().Add(time.Duration(s.parkAfter.Load())); c.lot != nil && grace.Before(c.deadline) {
 		c.SetReadDeadline(grace)
 		n, err = c.lr.Read(c.idle.buf[:])
 		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {

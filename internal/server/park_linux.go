@@ -6,6 +6,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,42 +51,57 @@ import (
 // running ones. The loop goroutine is started by newParkLot and ends in
 // close, which Serve calls after the drain, when the lot is empty.
 type parkLot struct {
-	epfd   int // the epoll instance
-	evfd   int // an eventfd (token 0) that interrupts the loop's wait
-	wg     *sync.WaitGroup
-	count  *atomic.Int64 // parked connections, for tests
-	resume func(c *conn) // hands a taken connection to a worker; must not block
-	done   chan struct{} // closed when loop returns
+	epfd   int             // the epoll instance, open until close
+	file   *os.File        // epfd in Go's netpoller: the loop waits on it
+	sys    syscall.RawConn // file's
+	wg     *sync.WaitGroup // the pool's
+	count  *atomic.Int64   // parked connections, for tests
+	resume func(c *conn)   // hands a taken connection to a worker; must not block
+	done   chan struct{}   // closed when loop returns
 
-	mu      sync.Mutex
-	next    uint64           // the last token handed out; 0 is evfd's
-	parked  map[uint64]*conn // by token
-	byTime  deadlineHeap     // the same connections, earliest deadline first
-	sleepTo time.Time        // the loop's wait ends by then (zero: no deadline)
-	closed  bool
+	mu     sync.Mutex
+	next   uint64           // the last token handed out
+	parked map[uint64]*conn // by token
+	byTime deadlineHeap     // the same connections, earliest deadline first
+	closed bool             // close was called: park refuses
+	reg    struct {         // park's registration, for register
+		c   *conn
+		err error
+		fn  func(uintptr) // l.register
+	}
+	gone bool // the epoll instance is closed (and with it every registration)
 }
 
 // newParkLot creates the epoll instance and starts the lot's goroutine.
 // wg counts parked connections; resume is called, without mu, for each
 // connection taken out of the lot.
+//
+// The loop does not block in epoll_wait on a thread of its own: the epoll
+// instance is itself pollable, so it sits in Go's netpoller like a socket,
+// the loop waits on it with RawConn.Read, and the earliest parked deadline
+// is its read deadline.
 func newParkLot(wg *sync.WaitGroup, count *atomic.Int64, resume func(*conn)) (*parkLot, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("epoll fd: %w", err)
+	}
+	f := os.NewFile(uintptr(epfd), "parklot")
+	sys, err := f.SyscallConn()
+	if err == nil {
+		// Is it in the netpoller? A deadline can only be set if it is.
+		err = f.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
-		unix.Close(epfd)
-		return nil, fmt.Errorf("eventfd: %w", err)
+		f.Close()
+		return nil, fmt.Errorf("epoll fd in the netpoller: %w", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN} // token 0
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
-		unix.Close(evfd)
-		unix.Close(epfd)
-		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
-	}
-	l := &parkLot{epfd: epfd, evfd: evfd, wg: wg, count: count, resume: resume,
+	l := &parkLot{epfd: epfd, file: f, sys: sys, wg: wg, count: count, resume: resume,
 		done: make(chan struct{}), parked: make(map[uint64]*conn)}
+	l.reg.fn = l.register
 	go l.loop()
 	return l, nil
 }
@@ -113,28 +129,33 @@ func (l *parkLot) park(c *conn) bool {
 	if l.closed || c.state.Load() == stateClosed {
 		return false
 	}
-	tok := l.next + 1
-	var regErr error
 	// Control holds the descriptor open: a Close meanwhile waits for it.
-	err := c.sys.Control(func(fd uintptr) {
-		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
-		setToken(&ev, tok)
-		regErr = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
-		c.fd = int(fd)
-	})
-	if err != nil || regErr != nil {
+	l.reg.c, l.reg.err = c, nil
+	err := c.sys.Control(l.reg.fn)
+	l.reg.c = nil
+	if err != nil || l.reg.err != nil {
 		return false
 	}
-	l.next = tok
-	c.token = tok
-	l.parked[tok] = c
+	l.next++
+	c.token = l.next
+	l.parked[c.token] = c
 	heap.Push(&l.byTime, c)
 	l.wg.Add(1)
 	l.count.Add(1)
-	if c.index == 0 && (l.sleepTo.IsZero() || c.deadline.Before(l.sleepTo)) {
-		l.interrupt() // the loop sleeps past c's deadline
+	if c.index == 0 {
+		l.file.SetReadDeadline(c.deadline) // the earliest now: wake the loop then
 	}
 	return true
+}
+
+// register is Control's callback for park (a method value made once, not
+// a closure per park): it registers l.reg.c's descriptor under the next
+// token. Called with mu held.
+func (l *parkLot) register(fd uintptr) {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT}
+	setToken(&ev, l.next+1)
+	l.reg.err = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	l.reg.c.fd = int(fd)
 }
 
 // take removes c from the lot and deregisters its socket; the caller owns
@@ -145,9 +166,11 @@ func (l *parkLot) take(c *conn) bool {
 	}
 	delete(l.parked, c.token)
 	heap.Remove(&l.byTime, c.index)
-	// The descriptor is open and c's: nobody closes a parked socket.
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
-	c.token, c.fd = 0, -1
+	if !l.gone {
+		// The descriptor is open and c's: nobody closes a parked socket.
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	}
+	c.token, c.fd, c.woken = 0, -1, true
 	l.count.Add(-1)
 	return true
 }
@@ -168,50 +191,30 @@ func (l *parkLot) handBack(c *conn) {
 	l.wg.Done()
 }
 
-// interrupt wakes the loop from epoll_wait.
-func (l *parkLot) interrupt() {
-	var one = [8]byte{1}
-	_, _ = unix.Write(l.evfd, one[:]) // EAGAIN: the counter is already set
-}
-
 // loop waits for parked sockets to become readable (bytes, EOF, reset) and
 // for the earliest deadline, takes those connections out and hands them
-// back. It returns once close has set closed, handing back whatever is
-// still parked (nothing, when Serve has drained).
+// back. It returns once close has closed the epoll instance, handing back
+// whatever is still parked (nothing, when Serve has drained).
 func (l *parkLot) loop() {
 	defer close(l.done)
 	events := make([]unix.EpollEvent, 128)
 	var ready []*conn
+	n := 0
+	poll := func(fd uintptr) bool {
+		var err error
+		n, err = unix.EpollWait(int(fd), events, 0)
+		return n > 0 || err != nil && !errors.Is(err, unix.EINTR)
+	}
 	for {
-		l.mu.Lock()
-		timeout := -1
-		l.sleepTo = time.Time{}
-		if len(l.byTime) > 0 {
-			l.sleepTo = l.byTime[0].deadline
-			// Rounded up: the loop must not wake before the deadline that
-			// the socket's own read deadline reports.
-			timeout = int((time.Until(l.sleepTo) + time.Millisecond - 1) / time.Millisecond)
-			timeout = max(timeout, 0)
-		}
-		closed := l.closed
-		l.mu.Unlock()
-		if closed {
-			break
-		}
-		n, err := unix.EpollWait(l.epfd, events, timeout)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			break // cannot happen with a valid epfd; hand everything back below
+		n = 0
+		err := l.sys.Read(poll)
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			break // closed
 		}
 		now := time.Now()
 		l.mu.Lock()
-		for i := range n {
-			tok := token(&events[i])
-			if tok == 0 {
-				var buf [8]byte
-				_, _ = unix.Read(l.evfd, buf[:])
-				continue
-			}
-			if c := l.parked[tok]; c != nil && l.take(c) {
+		for i := range max(n, 0) {
+			if c := l.parked[token(&events[i])]; c != nil && l.take(c) {
 				ready = append(ready, c)
 			}
 		}
@@ -220,6 +223,11 @@ func (l *parkLot) loop() {
 			l.take(c)
 			ready = append(ready, c)
 		}
+		var next time.Time // none: no deadline
+		if len(l.byTime) > 0 {
+			next = l.byTime[0].deadline
+		}
+		l.file.SetReadDeadline(next)
 		l.mu.Unlock()
 		for i, c := range ready {
 			l.handBack(c)
@@ -228,7 +236,7 @@ func (l *parkLot) loop() {
 		ready = ready[:0]
 	}
 	l.mu.Lock()
-	l.closed = true
+	l.closed, l.gone = true, true
 	for _, c := range l.parked {
 		l.take(c)
 		ready = append(ready, c)
@@ -244,11 +252,9 @@ func (l *parkLot) loop() {
 func (l *parkLot) close() {
 	l.mu.Lock()
 	l.closed = true
-	l.interrupt()
 	l.mu.Unlock()
+	l.file.Close() // ends the loop's Read
 	<-l.done
-	unix.Close(l.evfd)
-	unix.Close(l.epfd)
 }
 
 // setToken and token store a 64-bit token in an epoll event's data (the

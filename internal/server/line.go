@@ -132,17 +132,24 @@ const maxPooledReply = 4096
 // epoll_ctl calls and a hand-over between goroutines.
 const parkAfter = 200 * time.Millisecond
 
+// maxGraceWaits bounds the echo loops that wait out parkAfter on their
+// goroutine (8 KiB of stack each): past it, a waiting connection parks at
+// once. A burst of clients that connect and stay silent then holds at
+// most this many goroutines (and leaves at most this many idle workers),
+// not one per client.
+const maxGraceWaits = 256
+
 // waitLine returns c.br (if any) to the pool, waits for the client's next
 // bytes with a small read of its own, then takes a reader again whose
 // first bytes are those. The caller has checked that c.br buffers nothing.
 //
-// It waits on its goroutine for parkAfter at most; then, if c.lot takes
-// c, it returns parked true at once and c is the lot's. Otherwise (no
-// lot, a deadline nearer than parkAfter, the lot refused) it blocks until
-// bytes arrive or the read fails (deadline, EOF, reset); on failure c.br
-// stays nil and the error is the read's. Called on a parked connection's
-// resumption (c.woken), it reads at once, without a grace: what woke c is
-// there to read.
+// With a lot, it waits on its goroutine for parkAfter at most (graceWait);
+// then, if the lot takes c, it returns parked true at once and c is the
+// lot's. Otherwise (no lot, a deadline nearer than parkAfter, the lot
+// refused) it blocks until bytes arrive or the read fails (deadline, EOF,
+// reset); on failure c.br stays nil and the error is the read's. Called on
+// a parked connection's resumption (c.woken), it reads at once: what woke
+// c is there to read.
 func (s *Server) waitLine(c *conn) (parked bool, err error) {
 	if c.br != nil {
 		c.br.Reset(nil)
@@ -150,25 +157,13 @@ func (s *Server) waitLine(c *conn) (parked bool, err error) {
 		c.br = nil
 	}
 	var n int
-	if c.woken {
-		// Handed back by the lot: what woke it (bytes, EOF, reset, the
-		// deadline, the drain's close) is there for this read.
-		c.woken = false
-		n, err = c.lr.Read(c.idle.buf[:])
-	} else if grace := time.Now().Add(time.Duration(s.parkAfter.Load())); c.lot != nil && grace.Before(c.deadline) {
-		c.SetReadDeadline(grace)
-		n, err = c.lr.Read(c.idle.buf[:])
-		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-			// Idle past the grace, not past the deadline: park with the
-			// socket's deadline back at c.deadline, which the read after
-			// the wake reports as today's timeout when it has passed.
-			c.SetReadDeadline(c.deadline)
-			if c.lot.park(c) {
-				return true, nil
-			}
-			n, err = c.lr.Read(c.idle.buf[:])
+	if !c.woken && c.lot != nil {
+		if parked, n, err = s.graceWait(c); parked {
+			return true, nil
 		}
-	} else {
+	}
+	c.woken = false
+	if n == 0 && err == nil {
 		n, err = c.lr.Read(c.idle.buf[:])
 	}
 	if n == 0 {
@@ -183,4 +178,33 @@ func (s *Server) waitLine(c *conn) (parked bool, err error) {
 	c.br = s.readers.Get().(*bufio.Reader)
 	c.br.Reset(&c.idle)
 	return false, nil
+}
+
+// graceWait reads the client's next bytes into c.idle.buf if they arrive
+// within parkAfter (not at all when maxGraceWaits goroutines already wait
+// so), and parks c if they do not. It returns what the read got; or
+// parked true; or nothing (false, 0, nil) when it neither got bytes nor
+// parked c (the idle deadline is nearer than the grace, the lot refused):
+// the caller then reads as before. The socket's read deadline is
+// c.deadline again when it returns bytes or parks: the rest of a line, and
+// the read after a wake, have the idle deadline, which reports today's
+// idle-timeout when it has passed.
+func (s *Server) graceWait(c *conn) (parked bool, n int, err error) {
+	grace := time.Now().Add(time.Duration(s.parkAfter.Load()))
+	if !grace.Before(c.deadline) {
+		return false, 0, nil
+	}
+	if s.graceWaits.Add(1) <= maxGraceWaits {
+		c.SetReadDeadline(grace)
+		n, err = c.lr.Read(c.idle.buf[:])
+		if n > 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+			c.SetReadDeadline(c.deadline)
+		}
+		if n > 0 || err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			s.graceWaits.Add(-1)
+			return false, n, err
+		}
+	}
+	s.graceWaits.Add(-1)
+	return c.lot.park(c), 0, nil
 }

@@ -315,3 +315,51 @@ func TestParkRandomized(t *testing.T) {
 		})
 	}
 }
+
+// Ensure a line that starts within the grace wait and ends after it is
+// echoed whole: the rest of the line is read under the idle deadline, not
+// the grace's (which would end the connection as idle-timeout).
+func TestLineAcrossGrace(t *testing.T) {
+	ts := startServer(t, nil)
+	server.SetParkAfter(ts.srv, 100*time.Millisecond, time.Minute)
+	c := newLineClient(t, ts.addr)
+	c.report(t)
+	c.readLine(t)
+	c.send(t, "abc")
+	time.Sleep(300 * time.Millisecond)
+	c.send(t, "def\n")
+	if got := c.readLine(t); got != "abcdef" {
+		t.Errorf("echo = %q, want abcdef", got)
+	}
+	c.send(t, "quit\n")
+	expectEOF(t, c, c.br)
+	if ev := ts.rec.wait(1)[0]; ev.Event.Reason != "served" {
+		t.Errorf("reason %q, want served", ev.Event.Reason)
+	}
+}
+
+// Ensure a burst of silent clients holds at most 256 goroutines waiting
+// out the grace: with a grace of 30 s (the idle timeout is 60 s), the
+// connections past the first 256 park at once, and still echo.
+func TestGraceWaitsBounded(t *testing.T) {
+	ts := startServer(t, func(c *server.Config) { c.MaxConns = 1000 })
+	server.SetParkAfter(ts.srv, 30*time.Second, time.Minute)
+	const n, bound = 400, 256
+	cs := make([]*lineClient, n)
+	for i := range cs {
+		cs[i] = newLineClient(t, ts.addr)
+		cs[i].report(t)
+		cs[i].readLine(t)
+	}
+	waitFor(t, func() bool { return server.Parked(ts.srv) >= n-bound })
+	if p := server.Parked(ts.srv); p > n-bound+10 {
+		// A few may have counted themselves while another was still
+		// leaving the grace; far more would mean the grace is not bounded.
+		t.Logf("%d parked of %d", p, n)
+	}
+	last := cs[n-1]
+	last.send(t, "echo\n")
+	if got := last.readLine(t); got != "echo" {
+		t.Errorf("echo = %q", got)
+	}
+}

@@ -169,6 +169,9 @@ type Server struct {
 	draining atomic.Bool  // Serve's ctx is done: stop accepting, close idle HTTP
 	hardStop atomic.Bool  // the drain timeout passed: open connections were closed
 	parked   atomic.Int64 // line connections parked now (waiting without a goroutine)
+	// graceWaits counts the echo loops waiting out parkAfter on their
+	// goroutine (see maxGraceWaits).
+	graceWaits atomic.Int64
 
 	// The constants parkAfter and workerIdle, in nanoseconds; tests
 	// shorten them.

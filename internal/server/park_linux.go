@@ -205,11 +205,12 @@ func (l *parkLot) loop() {
 		n, err = unix.EpollWait(int(fd), events, 0)
 		return n > 0 || err != nil && !errors.Is(err, unix.EINTR)
 	}
+	gone := false
 	for {
 		n = 0
 		err := l.sys.Read(poll)
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			break // closed
+		if gone = err != nil && !errors.Is(err, os.ErrDeadlineExceeded); gone || n < 0 {
+			break // closed (or epoll_wait failed): hand everything back below
 		}
 		now := time.Now()
 		l.mu.Lock()
@@ -236,7 +237,7 @@ func (l *parkLot) loop() {
 		ready = ready[:0]
 	}
 	l.mu.Lock()
-	l.closed, l.gone = true, true
+	l.closed, l.gone = true, gone
 	for _, c := range l.parked {
 		l.take(c)
 		ready = append(ready, c)

@@ -191,7 +191,7 @@ func (s *Server) waitLine(c *conn) (parked bool, err error) {
 // idle-timeout when it has passed.
 func (s *Server) graceWait(c *conn) (parked bool, n int, err error) {
 	grace := time.Now().Add(time.Duration(s.parkAfter.Load()))
-	if !grace.Before(c.deadline) {
+	if !grace.Before(c.deadline) || pending(c) {
 		return false, 0, nil
 	}
 	if s.graceWaits.Add(1) <= maxGraceWaits {
@@ -207,4 +207,15 @@ func (s *Server) graceWait(c *conn) (parked bool, n int, err error) {
 	}
 	s.graceWaits.Add(-1)
 	return c.lot.park(c), 0, nil
+}
+
+// pending reports bytes that were read from the socket but not yet by the
+// echo loop: the resolved connection's copy of what arrived with the PROXY
+// header (origin.Conn), or c.idle's. The socket's epoll readiness knows
+// nothing of them, so such a connection must read, not park. (Today br's
+// first fill takes all of them, as origin's header reader is no larger
+// than br; this keeps parking correct if the sizes change.)
+func pending(c *conn) bool {
+	b, ok := c.lr.r.(interface{ Buffered() int })
+	return ok && b.Buffered() > 0 || c.idle.off < c.idle.n
 }

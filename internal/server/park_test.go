@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -180,6 +181,11 @@ func TestParkedDrain(t *testing.T) {
 	if p := server.Parked(ts.srv); p != 0 {
 		t.Errorf("%d connections parked after Serve returned", p)
 	}
+	// The lot's goroutine ended with Serve.
+	waitFor(t, func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "(*parkLot).loop")
+	})
 }
 
 // Ensure parked connections end as before when the client half-closes

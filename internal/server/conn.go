@@ -34,14 +34,16 @@ const (
 // mutex and the pool's channel, which order the fields' writes before the
 // next owner's reads. The drain may read state and close the embedded
 // connection from another goroutine at any time (Close is safe for that);
-// it takes a parked conn out of the lot before it closes it.
+// it takes a parked conn out of the lot before it closes it. The worker
+// that ends a connection (finish) is its last owner: it reuses the conn
+// for its next connection or leaves it to the garbage collector.
 type conn struct {
 	net.Conn       // the accepted socket
 	in, out  int64 // bytes read from and written to the socket, PROXY header included
 	state    atomic.Int32
 	lr       limitedReader // between the resolved connection and the bufio.Reader
 	// br is the pooled reader over lr (or over idle), nil while the line
-	// protocol's echo loop waits without one; the handler returns it.
+	// protocol's echo loop waits without one; finish returns it.
 	br *bufio.Reader
 	// idle holds the first bytes that arrived while the echo loop waited
 	// without a reader, and hands them to the next one before lr.

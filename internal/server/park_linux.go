@@ -49,7 +49,8 @@ import (
 // Each parked connection counts once in the pool's WaitGroup, from park
 // until its hand-back, so the drain waits for parked connections as for
 // running ones. The loop goroutine is started by newParkLot and ends in
-// close, which Serve calls after the drain, when the lot is empty.
+// close, which Serve calls after the drain, when the lot is empty. park,
+// unpark and handBack are safe for concurrent use; close is called once.
 type parkLot struct {
 	epfd   int             // the epoll instance, open until close
 	file   *os.File        // epfd in Go's netpoller: the loop waits on it
@@ -69,7 +70,7 @@ type parkLot struct {
 		err error
 		fn  func(uintptr) // l.register
 	}
-	gone bool // the epoll instance is closed (and with it every registration)
+	gone bool // the epoll instance is closed, with every registration: take leaves epfd alone
 }
 
 // newParkLot creates the epoll instance and starts the lot's goroutine.

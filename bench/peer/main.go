@@ -58,6 +58,7 @@ type config struct {
 	Tuned               bool
 	Sources             int
 	IdleWait            time.Duration
+	OnlyIdle            bool
 	Out                 string
 }
 
@@ -117,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.MaxConns, "max-conns", 5_000_000, "most connections per server and round (with -duration, whichever comes first)")
 	fs.IntVar(&c.Idle, "idle", 10000, "idle connections for the memory measurement; 0 skips it")
 	fs.DurationVar(&c.IdleWait, "idle-wait", 2*time.Second, "how long the idle connections stay open before the app's memory is read (over 2m: the runtime's periodic GC has run, which shrinks idle goroutine stacks)")
+	fs.BoolVar(&c.OnlyIdle, "only-idle", false, "run only the idle-connection memory measurement (app and default nginx), not the rounds")
 	fs.BoolVar(&c.Tuned, "tuned", true, "also run nginx with listen ... reuseport and multi_accept on (nginx-tuned) and report the app against both")
 	fs.IntVar(&c.Sources, "sources", 32, "loopback source addresses the generator dials from (127.0.0.1..N, at most 254); 1 puts every client TIME_WAIT on one address and makes connect() search for a free port")
 	fs.BoolVar(&c.Pin, "pin", true, "pin both servers to the last allowed CPU and the generator and broker to the others")
@@ -277,7 +279,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	defer ngx.stop(5 * time.Second)
 	peers := []*proc{ngx}
-	if cfg.Tuned {
+	if cfg.Tuned && !cfg.OnlyIdle {
 		tdir := filepath.Join(dir, nginxTuned)
 		if err := os.Mkdir(tdir, 0o755); err != nil {
 			return err
@@ -290,6 +292,18 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		peers = append(peers, tngx)
 	}
 	appOpts := appOptions{bin: appBin, dir: dir, db: db, brokers: brk.addr, maxConns: cfg.Idle + cfg.Concurrency + 1000, idleTimeout: 60 * time.Second}
+	if cfg.OnlyIdle {
+		if cfg.Idle < 1 {
+			return errors.New("-only-idle needs -idle of at least 1")
+		}
+		fmt.Fprintf(out, "## Idle-only run of %s (app %s)\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), appBin)
+		g, err := idleSection(ctx, out, cfg, appOpts, cpus, clients, ngx, progress)
+		if err != nil {
+			return err
+		}
+		writeGoals(out, []goal{g})
+		return nil
+	}
 	app, err := startApp(ctx, appOpts, cpus.server, &clients[0])
 	if err != nil {
 		return err
@@ -423,22 +437,37 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	goals = append(goals, evGoal)
 
 	if cfg.Idle > 0 && ctx.Err() == nil {
-		progress("idle memory: opening %d idle connections to a fresh app", cfg.Idle)
-		ir, err := idleMemory(ctx, cfg, appOpts, cpus.server, clients)
+		g, err := idleSection(ctx, out, cfg, appOpts, cpus, clients, ngx, progress)
 		if err != nil {
 			return err
 		}
-		progress("idle memory: opening %d idle connections to nginx", cfg.Idle)
-		nr, err := idleNginx(ctx, ngx, cfg.Idle)
-		if err != nil {
-			return err
-		}
-		writeIdle(out, cfg, ir, nr)
-		per := ir.PerConn()
-		goals = append(goals, goal{Name: "app memory per idle open connection <= 4 KiB",
-			Result: fmt.Sprintf("%.1f KiB (RSS delta %.1f MiB over %d connections)", per/1024, float64(ir.After.RSS-ir.Before.RSS)/(1<<20), ir.Open),
-			Met:    per <= 4*1024 && ir.Open == cfg.Idle})
+		goals = append(goals, g)
 	}
+	writeGoals(out, goals)
+	return nil
+}
+
+// idleSection measures the app's and nginx's memory per idle connection,
+// writes the "Idle connections" section and returns the goal.
+func idleSection(ctx context.Context, out io.Writer, cfg config, appOpts appOptions, cpus cpuPlan, clients []client, ngx *proc, progress func(string, ...any)) (goal, error) {
+	progress("idle memory: opening %d idle connections to a fresh app", cfg.Idle)
+	ir, err := idleMemory(ctx, cfg, appOpts, cpus.server, clients)
+	if err != nil {
+		return goal{}, err
+	}
+	progress("idle memory: opening %d idle connections to nginx", cfg.Idle)
+	nr, err := idleNginx(ctx, ngx, cfg.Idle)
+	if err != nil {
+		return goal{}, err
+	}
+	writeIdle(out, cfg, ir, nr)
+	per := ir.PerConn()
+	return goal{Name: "app memory per idle open connection <= 4 KiB",
+		Result: fmt.Sprintf("%.1f KiB (RSS delta %.1f MiB over %d connections)", per/1024, float64(ir.After.RSS-ir.Before.RSS)/(1<<20), ir.Open),
+		Met:    per <= 4*1024 && ir.Open == cfg.Idle}, nil
+}
+
+func writeGoals(out io.Writer, goals []goal) {
 	fmt.Fprintln(out, "### Goals")
 	fmt.Fprintln(out)
 	for _, g := range goals {
@@ -446,7 +475,6 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(out)
 	fmt.Fprintf(out, "Load average at the end: %s\n", loadAvg())
-	return nil
 }
 
 func errString(err error) string {

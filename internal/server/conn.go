@@ -9,8 +9,10 @@ import (
 	"net"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/origin"
 	"github.com/originlens/originlens/internal/report"
 )
 
@@ -21,22 +23,47 @@ const (
 	stateClosed              // closed by the drain
 )
 
-// conn is an accepted socket that counts its bytes. Read and Write are
-// called only from the connection's goroutine; the drain may read state and
-// close the embedded connection from another.
+// conn is an accepted socket that counts its bytes, and everything its
+// connection needs between two steps of the data path, so that a parked
+// line connection (see parkLot) can be continued by another goroutine.
+//
+// Ownership: exactly one goroutine owns a conn at a time, and only the
+// owner reads or writes its fields other than state: the worker running
+// handle, then, once the echo loop parked it, the lot, then the worker
+// that continues it (resumeLine). The hand-overs go through the lot's
+// mutex and the pool's channel, which order the fields' writes before the
+// next owner's reads. The drain may read state and close the embedded
+// connection from another goroutine at any time (Close is safe for that);
+// it takes a parked conn out of the lot before it closes it. The worker
+// that ends a connection (finish) is its last owner: it reuses the conn
+// for its next connection or leaves it to the garbage collector.
 type conn struct {
 	net.Conn       // the accepted socket
 	in, out  int64 // bytes read from and written to the socket, PROXY header included
 	state    atomic.Int32
 	lr       limitedReader // between the resolved connection and the bufio.Reader
 	// br is the pooled reader over lr (or over idle), nil while the line
-	// protocol's echo loop waits without one; the handler returns it.
+	// protocol's echo loop waits without one; finish returns it.
 	br *bufio.Reader
 	// idle holds the first bytes that arrived while the echo loop waited
 	// without a reader, and hands them to the next one before lr.
 	idle idleReader
 	ev   event.Event   // the connection's event, completed by publish
 	rep  report.Fields // what the server answers (once located and decided)
+	o    origin.Origin // who the client is (step 1), for the event
+
+	release  func()    // gives back the per-source limit slot; nil when none was taken
+	deadline time.Time // the line protocol's idle deadline, also set on the socket
+
+	// Parking (park_linux.go): the lot this connection may park in (nil:
+	// it waits on its goroutine), and, while it is parked, its token, its
+	// place in the lot's deadline heap and its descriptor.
+	lot   *parkLot
+	woken bool // handed back by the lot: the next wait reads at once
+	token uint64
+	index int
+	fd    int
+	sys   syscall.RawConn // the socket's, taken at its first park
 }
 
 // idleWait is how many bytes an echo loop without a reader reads when the

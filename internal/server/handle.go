@@ -43,38 +43,44 @@ type ending struct {
 	action, outcome, reason string
 }
 
-// handle is the whole life of one accepted connection, in the order of the
-// data path: resolve the origin, locate, decide, read the first bytes,
-// answer, publish. It owns raw and closes it; it publishes exactly one
-// event, whatever happens.
+// handle is the life of one accepted connection, in the order of the data
+// path: resolve the origin, locate, decide, read the first bytes, answer,
+// publish. It owns raw and closes it; it publishes exactly one event,
+// whatever happens. It returns true when the connection has ended, false
+// when the line protocol's echo loop parked it (see parkLot): then the
+// connection is no longer handle's, resumeLine continues it on some worker
+// and ends it there (finish: close and publish).
 //
 // The event and the report live in c, on the heap, not in handle's frame:
 // the goroutine's stack stays small (a frame of kilobytes here made every
 // connection grow its stack on its first deep call, and kept an idle one's
-// stack large). c is the worker's, zero on entry, and reused for its next
-// connection once handle has returned (nothing keeps a reference to it:
-// the event is published by value).
-func (s *Server) handle(c *conn, raw net.Conn, start time.Time) {
+// stack large). c is the worker's, zero but for c.lot on entry, and reused
+// for its next connection once handle has returned true (nothing keeps a
+// reference to it: the event is published by value).
+func (s *Server) handle(c *conn, raw net.Conn, start time.Time) (ended bool) {
 	c.Conn = raw
 	newEvent(&c.ev, start)
 	ev := &c.ev
 	s.track(c)
-	var o origin.Origin
 	var end ending
+	parked := false
 	defer func() {
-		raw.Close()
-		s.untrack(c)
-		s.publish(ev, c, o, end)
+		if !parked {
+			s.finish(c, end)
+		}
 	}()
 
 	// 1. Who is the client: the socket peer, or a PROXY header from a peer
 	// the mode trusts.
-	o, rc, err := s.cfg.Resolver.Resolve(c)
+	o := &c.o
+	var rc net.Conn
+	var err error
+	*o, rc, err = s.cfg.Resolver.Resolve(c)
 	if err != nil {
 		peer, local := sockAddrs(raw)
-		o = origin.Origin{Client: peer, Peer: peer, Server: local, Via: event.ViaDirect}
+		*o = origin.Origin{Client: peer, Peer: peer, Server: local, Via: event.ViaDirect}
 	}
-	setAddrs(ev, o)
+	setAddrs(ev, *o)
 	client := o.Client.Addr()
 
 	// 2. Where is it.
@@ -83,7 +89,7 @@ func (s *Server) handle(c *conn, raw net.Conn, start time.Time) {
 	if err != nil {
 		end = s.originFailed(err)
 		refuse(c, raw, o.Peer.String(), err)
-		return
+		return true
 	}
 
 	// 3. May it connect now, and what do the rules say. Over a per-source
@@ -96,28 +102,22 @@ func (s *Server) handle(c *conn, raw net.Conn, start time.Time) {
 	if err != nil {
 		d = rateLimited(d)
 	} else {
-		defer release()
+		c.release = release // finish calls it
 	}
 	setDecision(ev, &d)
 
 	// Relay mode: forward to the upstream instead of answering.
 	if s.cfg.Relay != nil {
-		end = s.relay(c, rc, &o, &loc, &d)
-		return
+		end = s.relay(c, rc, o, &loc, &d)
+		return true
 	}
 
 	// 4. What does it speak: wait for the first bytes (the client speaks
-	// first) and sniff HTTP from the first line.
+	// first) and sniff HTTP from the first line. finish gives c.br back.
 	br := s.readers.Get().(*bufio.Reader)
 	c.lr = limitedReader{r: rc, n: noLimit64}
 	br.Reset(&c.lr)
 	c.br = br
-	defer func() {
-		if c.br != nil {
-			c.br.Reset(nil)
-			s.readers.Put(c.br)
-		}
-	}()
 	raw.SetDeadline(time.Now().Add(s.cfg.FirstBytesTimeout))
 	proto, err := sniff(br)
 	if o.Local && br.Buffered() > 0 {
@@ -138,18 +138,42 @@ func (s *Server) handle(c *conn, raw net.Conn, start time.Time) {
 		default:
 			end = s.readFailed(err, true)
 		}
-		return
+		return true
 	}
 	ev.Network.Protocol = proto
 
-	// 5. Answer.
-	setReport(&c.rep, ev, &o, &loc, &d)
+	// 5. Answer. The line protocol may park the connection while it waits
+	// for the client's next line.
+	setReport(&c.rep, ev, o, &loc, &d)
 	markIgnoredHeader(&c.rep, br)
 	if proto == event.ProtocolHTTP {
 		end = s.serveHTTP(c, br, httpReport(&c.rep), d)
 	} else {
-		end = s.serveLine(c, &c.rep, d)
+		end, parked = s.serveLine(c, &c.rep, d)
 	}
+	return !parked
+}
+
+// finish ends c (step 6 of the data path): it gives back the reader and
+// the per-source slot, closes the socket, stops tracking c, publishes its
+// event and counts it closed. It runs once per connection, on the goroutine
+// that ended it: handle's, or the one that continued it after a park
+// (resumeLine).
+func (s *Server) finish(c *conn, end ending) {
+	if c.br != nil {
+		c.br.Reset(nil)
+		s.readers.Put(c.br)
+		c.br = nil
+	}
+	if c.release != nil {
+		c.release()
+		c.release = nil
+	}
+	c.Conn.Close()
+	s.untrack(c)
+	s.publish(&c.ev, c, c.o, end)
+	s.open.Add(-1)
+	s.metrics.open.Dec()
 }
 
 // newEvent sets *ev to a new event. It is not inlined so that the Event

@@ -168,6 +168,14 @@ type Server struct {
 	started  atomic.Int64 // connection goroutines ever started
 	draining atomic.Bool  // Serve's ctx is done: stop accepting, close idle HTTP
 	hardStop atomic.Bool  // the drain timeout passed: open connections were closed
+	parked   atomic.Int64 // line connections parked now (waiting without a goroutine)
+	// graceWaits counts the echo loops waiting out parkAfter on their
+	// goroutine (see maxGraceWaits).
+	graceWaits atomic.Int64
+
+	// The constants parkAfter and workerIdle, in nanoseconds; tests
+	// shorten them.
+	parkAfter, workerIdle atomic.Int64
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -223,6 +231,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: m, conns: make(map[*conn]struct{})}
+	s.parkAfter.Store(int64(parkAfter))
+	s.workerIdle.Store(int64(workerIdle))
 	size := max(cfg.MaxLine+2, 4096)
 	s.readers.New = func() any { return bufio.NewReaderSize(nil, size) }
 	return s, nil
@@ -238,17 +248,26 @@ func (s *Server) Open() int64 { return s.open.Load() }
 // event has been published. Serve blocks; it returns nil after a drain that
 // ctx started, otherwise the accept error. Serve closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() {
 		s.draining.Store(true)
 		ln.Close()
 	})
 	defer stop()
 
+	p := &pool{
+		work: make(chan job), // unbuffered: only a worker waiting in select takes one
+		stop: make(chan struct{}),
+	}
+	lot, err := newParkLot(&p.wg, &s.parked, func(c *conn) { s.run(p, job{resume: c}) })
+	if err != nil {
+		s.log.Debug("idle line connections keep their goroutine", "err", err)
+	} else {
+		p.lot = lot
+		defer lot.close() // after the drain: the lot is empty
+	}
+
 	var acceptErr error
 	var backoff time.Duration
-	work := make(chan accepted) // unbuffered: only a worker waiting in select takes one
-	stopWorkers := make(chan struct{})
 	for {
 		raw, err := ln.Accept()
 		if err != nil {
@@ -280,55 +299,87 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			continue
 		}
 		s.metrics.open.Inc()
-		a := accepted{raw, start}
-		select {
-		case work <- a: // an idle worker takes it
-		default:
-			wg.Go(func() { s.worker(a, work, stopWorkers) })
-		}
+		s.run(p, job{raw: raw, start: start})
 	}
-	close(stopWorkers)
-	s.drain(&wg)
+	close(p.stop)
+	s.drain(p)
 	return acceptErr
 }
 
-// accepted is a connection admitted by the accept loop, for a worker.
-type accepted struct {
-	raw   net.Conn
-	start time.Time
+// pool is one Serve's connection goroutines (workers) and its parking lot.
+type pool struct {
+	// wg counts the workers and the parked connections (each from its
+	// park until the lot hands it back), so that the drain waits for both.
+	wg   sync.WaitGroup
+	work chan job      // to a worker waiting for its next job
+	stop chan struct{} // closed when Serve stops accepting: idle workers exit
+	lot  *parkLot      // nil when parking is unavailable (not Linux, epoll failed)
+}
+
+// job is a worker's next connection: a newly accepted one (raw, start) or
+// a parked line connection the lot hands back (resume).
+type job struct {
+	raw    net.Conn
+	start  time.Time
+	resume *conn
+}
+
+// run gives j to an idle worker, or to a new one. It does not block: it is
+// called from the accept loop, the lot's goroutine and the drain.
+func (s *Server) run(p *pool, j job) {
+	select {
+	case p.work <- j: // an idle worker takes it
+	default:
+		p.wg.Go(func() { s.worker(p, j) })
+	}
 }
 
 // workerIdle is how long a connection goroutine that finished its
 // connection waits for the next one before it exits.
 const workerIdle = 10 * time.Second
 
-// worker handles a, then the connections the accept loop hands it on work,
-// until it has waited workerIdle for one or stop is closed. Reusing the
-// goroutine reuses its stack: a fresh goroutine's stack grows from 2 to 8
-// KiB during every connection's first deep calls, which cost about 7% of
-// the CPU per connection by profile (runtime.newstack, copystack).
-// Idle workers are bounded by the peak number of open connections.
-func (s *Server) worker(a accepted, work <-chan accepted, stop <-chan struct{}) {
+// worker runs j, then the jobs run hands it on p.work, until it has waited
+// workerIdle for one or p.stop is closed. Reusing the goroutine reuses its
+// stack: a fresh goroutine's stack grows from 2 to 8 KiB during every
+// connection's first deep calls, which cost about 7% of the CPU per
+// connection by profile (runtime.newstack, copystack). Idle workers are
+// bounded by the peak number of connections being run at once.
+func (s *Server) worker(p *pool, j job) {
 	s.workers.Add(1)
 	s.started.Add(1)
 	defer s.workers.Add(-1)
 	var idle *time.Timer
-	c := new(conn) // one per worker: a connection's state is ~1.2 KiB with pointers, allocated once
+	// The worker's connection state (~1.5 KiB with pointers), allocated
+	// once and reused, unless a connection keeps it while parked.
+	var c *conn
 	for {
-		s.handle(c, a.raw, a.start)
-		*c = conn{}
-		s.open.Add(-1)
-		s.metrics.open.Dec()
-		if idle == nil {
-			idle = time.NewTimer(workerIdle)
+		if j.resume != nil {
+			if ended := s.resumeLine(j.resume); ended && c == nil {
+				c = j.resume // its state is free now: keep it for the next
+				*c = conn{}
+			}
 		} else {
-			idle.Reset(workerIdle)
+			if c == nil {
+				c = new(conn)
+			}
+			c.lot = p.lot
+			if ended := s.handle(c, j.raw, j.start); ended {
+				*c = conn{}
+			} else {
+				c = nil // parked: the lot has it
+			}
+		}
+		wait := time.Duration(s.workerIdle.Load())
+		if idle == nil {
+			idle = time.NewTimer(wait)
+		} else {
+			idle.Reset(wait)
 		}
 		select {
-		case a = <-work:
+		case j = <-p.work:
 		case <-idle.C:
 			return
-		case <-stop:
+		case <-p.stop:
 			idle.Stop()
 			return
 		}
@@ -336,11 +387,12 @@ func (s *Server) worker(a accepted, work <-chan accepted, stop <-chan struct{}) 
 }
 
 // drain closes idle HTTP connections, waits up to DrainTimeout for the
-// other connections, then closes what is left and waits for their handlers.
-func (s *Server) drain(wg *sync.WaitGroup) {
+// other connections (parked line connections are open ones: the lot keeps
+// serving them), then closes what is left and waits for their handlers.
+func (s *Server) drain(p *pool) {
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	s.closeConns(func(c *conn) bool { return c.state.CompareAndSwap(stateIdle, stateClosed) })
+	go func() { p.wg.Wait(); close(done) }()
+	s.closeConns(p.lot, func(c *conn) bool { return c.state.CompareAndSwap(stateIdle, stateClosed) })
 	t := time.NewTimer(s.cfg.DrainTimeout)
 	defer t.Stop()
 	select {
@@ -349,19 +401,26 @@ func (s *Server) drain(wg *sync.WaitGroup) {
 	case <-t.C:
 	}
 	s.hardStop.Store(true)
-	n := s.closeConns(func(c *conn) bool { c.state.Store(stateClosed); return true })
+	n := s.closeConns(p.lot, func(c *conn) bool { c.state.Store(stateClosed); return true })
 	s.log.Warn("drain timeout: closed open connections", "count", n, "drain_timeout", s.cfg.DrainTimeout)
 	<-done
 }
 
 // closeConns closes the tracked connections for which pick returns true.
-func (s *Server) closeConns(pick func(*conn) bool) int {
+// A parked one is taken out of lot first (pick has marked it closed, so it
+// cannot park again), then closed and handed back to a worker, which ends
+// it as its own goroutine would have: its read fails, and it publishes.
+func (s *Server) closeConns(lot *parkLot, pick func(*conn) bool) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for c := range s.conns {
 		if pick(c) {
+			parked := lot != nil && lot.unpark(c)
 			c.Conn.Close()
+			if parked {
+				lot.handBack(c)
+			}
 			n++
 		}
 	}

@@ -16,7 +16,7 @@ import (
 const (
 	endIdle     = "idle-timeout" // no datagram either way for IdleTimeout
 	endShutdown = "shutdown"     // still open when Serve stopped
-	endEvicted  = "evicted"      // the oldest idle flow, dropped for a new one over MaxFlows
+	endEvicted  = "evicted"      // dropped for a new flow over MaxFlows: the least recently seen flow of the source holding the most flows
 )
 
 // flowKey identifies a flow: the true client and the address it sent to,
@@ -40,8 +40,10 @@ func keyOf(o origin.Origin) flowKey { return flowKey{o.Client, o.Server, o.Peer.
 // still answer its datagrams is published by the last of them to call
 // [flowTable.done], so that its event counts every reply.
 type flow struct {
-	key        flowKey
-	prev, next *flow // the table's list, least recently seen first
+	key          flowKey
+	prev, next   *flow   // the table's list, least recently seen first
+	src          *source // the source it counts for
+	sprev, snext *flow   // src's list, least recently seen first
 
 	ev    event.Event     // filled at creation (addresses, geo, decision); completed by publish
 	d     policy.Decision // the rules' decision at the flow's start
@@ -61,19 +63,47 @@ type flow struct {
 	truncated          atomic.Int64
 }
 
+// source is a client prefix ([Config.PrefixV4], [Config.PrefixV6]) with
+// open flows: how many, in a list least recently seen first, and its place
+// in the table's bucket of sources holding as many.
+type source struct {
+	key            netip.Prefix
+	n              int
+	oldest, newest *flow
+	prev, next     *source // its bucket's list, least recently seen first
+}
+
+// sourceList is a bucket: the sources holding the same number of flows,
+// least recently seen first.
+type sourceList struct{ head, tail *source }
+
 // flowTable holds the open flows in a map and in a list ordered by last
-// datagram, so that the idle ones are found at the front. It is safe for
-// concurrent use.
+// datagram, so that the idle ones are found at the front. Every flow also
+// counts for its source (the client address's prefix), which may hold at
+// most perSource flows; sources sit in buckets by the number of flows they
+// hold, so that the table finds the source holding the most flows, and its
+// least recently seen flow, in constant time: the flow a full table evicts.
+// It is safe for concurrent use.
 type flowTable struct {
 	mu         sync.Mutex
 	m          map[flowKey]*flow
 	head, tail *flow
 	max        int
+
+	perSource    int
+	bits4, bits6 int
+	sources      map[netip.Prefix]*source
+	byCount      []sourceList // [n]: the sources holding n flows; [0] unused
+	top          int          // the largest n with a source, 0 when empty
 }
 
-func (t *flowTable) init(max int) {
+func (t *flowTable) init(max, perSource, bits4, bits6 int) {
 	t.m = make(map[flowKey]*flow)
 	t.max = max
+	t.perSource = min(perSource, max)
+	t.bits4, t.bits6 = bits4, bits6
+	t.sources = make(map[netip.Prefix]*source)
+	t.byCount = make([]sourceList, t.perSource+1)
 }
 
 func (t *flowTable) len() int {
@@ -82,32 +112,92 @@ func (t *flowTable) len() int {
 	return len(t.m)
 }
 
+// sourceOf returns the source addr counts as: its prefix of the configured
+// length for its family, as internal/limit counts it.
+func (t *flowTable) sourceOf(addr netip.Addr) netip.Prefix {
+	addr = addr.Unmap()
+	bits := t.bits6
+	if addr.Is4() {
+		bits = t.bits4
+	}
+	p, _ := addr.Prefix(bits)
+	return p
+}
+
+// refuse returns why a new flow of source src (nil: none open) may not
+// open now, as a datagram result, or "" when it may. A source may hold
+// perSource flows; in a full table a new flow takes the place of a flow of
+// the source holding the most flows, only if that source holds more than
+// src: a source never evicts its own flows nor those of a source holding
+// as many. t.mu is held.
+func (t *flowTable) refuse(src *source) string {
+	n := 0
+	if src != nil {
+		n = src.n
+	}
+	switch {
+	case n >= t.perSource:
+		return resultFlowLimit
+	case len(t.m) >= t.max && t.top <= n:
+		return resultTableFull
+	}
+	return ""
+}
+
 // touch records a datagram of n bytes whose probe line is line from origin
-// o at now, in a new flow when there is none (over MaxFlows, the least
-// recently seen flow is dropped first, and published once its datagrams
-// are done), and returns the flow. The caller must call done with it once
-// it has accounted for the datagram's reply.
-func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time, n int, line []byte) *flow {
+// o at now and returns its flow; it opens the flow when there is none and
+// refuse allows it (over MaxFlows, the least recently seen flow of the
+// source holding the most flows is dropped first, and published once its
+// datagrams are done), after the per-source reply limit admitted the
+// datagram: a datagram over a limit opens no flow. It returns a nil flow
+// and the datagram's result when it opened none; acquired says whether
+// the limiter already admitted the datagram. The caller must call done
+// with a flow returned once it has accounted for the datagram's reply.
+func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time, n int, line []byte) (f *flow, acquired bool, result string) {
 	k := keyOf(o)
 	var evicted *flow
 	t.mu.Lock()
-	f := t.m[k]
-	if f == nil {
-		// Locate and decide without the lock.
+	created := false
+	if f = t.m[k]; f == nil {
+		key := t.sourceOf(o.Client.Addr())
+		if r := t.refuse(t.sources[key]); r != "" {
+			t.mu.Unlock()
+			return nil, false, r
+		}
 		t.mu.Unlock()
+		// Limit, locate and decide without the lock.
+		if !s.acquire(o.Client.Addr(), now) {
+			return nil, false, resultRateLimited
+		}
 		nf := s.buildFlow(sock, o, dst, now)
 		t.mu.Lock()
 		if f = t.m[k]; f == nil {
-			f = nf
-			if len(t.m) >= t.max && t.head != nil {
-				if e := t.head; t.take(e, endEvicted) {
+			src := t.sources[key]
+			if r := t.refuse(src); r != "" { // another reader opened flows meanwhile
+				t.mu.Unlock()
+				return nil, true, r
+			}
+			if len(t.m) >= t.max {
+				if e := t.byCount[t.top].head.oldest; t.take(e, endEvicted) {
 					evicted = e
 				}
 			}
+			if src == nil {
+				src = &source{key: key}
+				t.sources[key] = src
+			}
+			f = nf
 			t.m[k] = f
 			t.pushBack(f)
+			t.addToSource(src, f)
+			created = true
 			s.metrics.flowsOpen.Set(float64(len(t.m)))
 		}
+		acquired = true
+	}
+	if !created {
+		t.moveToBack(f)
+		t.seen(f)
 	}
 	f.refs++
 	f.inPackets++
@@ -115,7 +205,6 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 	if now.After(f.last) {
 		f.last = now
 	}
-	t.moveToBack(f)
 	if len(line) > 0 && !f.proven.Load() && bytes.Contains(line, f.proof) {
 		f.proven.Store(true)
 	}
@@ -123,7 +212,7 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 	if evicted != nil {
 		s.publish(evicted, endEvicted)
 	}
-	return f
+	return f, acquired, ""
 }
 
 // done ends a datagram of f that touch recorded: when f has left the
@@ -173,6 +262,7 @@ func (t *flowTable) takeAll(end string) []*flow {
 // published now (no datagram of it in flight). t.mu is held.
 func (t *flowTable) take(f *flow, end string) bool {
 	t.unlink(f)
+	t.removeFromSource(f)
 	delete(t.m, f.key)
 	f.end = end
 	return f.refs == 0
@@ -208,6 +298,100 @@ func (t *flowTable) moveToBack(f *flow) {
 		t.unlink(f)
 		t.pushBack(f)
 	}
+}
+
+// addToSource counts the new flow f for src, moving src to the next
+// bucket. t.mu is held.
+func (t *flowTable) addToSource(src *source, f *flow) {
+	f.src = src
+	src.push(f)
+	if src.n > 0 {
+		t.byCount[src.n].remove(src)
+	}
+	src.n++
+	t.byCount[src.n].pushBack(src)
+	t.top = max(t.top, src.n)
+}
+
+// removeFromSource uncounts f, moving its source to the previous bucket
+// or, holding no flow now, out of the table. t.mu is held.
+func (t *flowTable) removeFromSource(f *flow) {
+	src := f.src
+	src.unlink(f)
+	t.byCount[src.n].remove(src)
+	src.n--
+	if src.n > 0 {
+		t.byCount[src.n].pushBack(src)
+	} else {
+		delete(t.sources, src.key)
+	}
+	for t.top > 0 && t.byCount[t.top].head == nil {
+		t.top--
+	}
+}
+
+// seen moves f to the back of its source's list and the source to the
+// back of its bucket: both were seen last. t.mu is held.
+func (t *flowTable) seen(f *flow) {
+	src := f.src
+	if src.newest != f {
+		src.unlink(f)
+		src.push(f)
+	}
+	if b := &t.byCount[src.n]; b.tail != src {
+		b.remove(src)
+		b.pushBack(src)
+	}
+}
+
+// unlink takes f out of src's list of flows.
+func (src *source) unlink(f *flow) {
+	if f.sprev != nil {
+		f.sprev.snext = f.snext
+	} else {
+		src.oldest = f.snext
+	}
+	if f.snext != nil {
+		f.snext.sprev = f.sprev
+	} else {
+		src.newest = f.sprev
+	}
+	f.sprev, f.snext = nil, nil
+}
+
+// push appends f to src's list of flows, as its newest.
+func (src *source) push(f *flow) {
+	f.sprev, f.snext = src.newest, nil
+	if src.newest != nil {
+		src.newest.snext = f
+	} else {
+		src.oldest = f
+	}
+	src.newest = f
+}
+
+func (l *sourceList) remove(s *source) {
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else {
+		l.head = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	} else {
+		l.tail = s.prev
+	}
+	s.prev, s.next = nil, nil
+}
+
+func (l *sourceList) pushBack(s *source) {
+	s.prev, s.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = s
+	} else {
+		l.head = s
+	}
+	l.tail = s
 }
 
 // sweep publishes idle flows until stop is closed. It blocks.

@@ -1,19 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/flagenv/flagenvtest"
 	"github.com/originlens/originlens/internal/report"
 )
 
@@ -82,15 +81,7 @@ func TestRunUDP(t *testing.T) {
 	if err != nil || r[report.KeyClient] != c.LocalAddr().String() || r[report.KeyProbe] != "probe one" {
 		t.Fatalf("reply %q: %v", buf[:n], err)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run = %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("run did not return")
-	}
+	stopRun(t, cancel, done)
 	evs := parseEvents(t, stdout.String())
 	if len(evs) != 1 || evs[0].Network.Transport != event.TransportUDP || evs[0].Event.ID != r[report.KeyConn] ||
 		evs[0].Flow.End != "shutdown" || evs[0].Source.Bytes != int64(len(d)) || evs[0].Destination.Bytes != int64(n) {
@@ -210,15 +201,7 @@ func TestRunUDPFlowsPerIP(t *testing.T) {
 	if reply, ok := send("127.0.0.2"); ok {
 		t.Errorf("second flow of the /24 answered: %q", reply)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run = %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("run did not return")
-	}
+	stopRun(t, cancel, done)
 	if evs := parseEvents(t, stdout.String()); len(evs) != 1 || evs[0].Source.IP.String() != "127.0.0.1" {
 		t.Errorf("%d events %+v; want the first source's flow only", len(evs), evs)
 	}
@@ -227,14 +210,20 @@ func TestRunUDPFlowsPerIP(t *testing.T) {
 // Ensure the binary exits 2 with one line naming the flag for a bad
 // --udp-max-flows-per-ip.
 func TestBinaryUDPFlowsPerIPError(t *testing.T) {
-	cmd := exec.Command(appBinary(t), "--listen", "127.0.0.1:0", "--admin", "", "--udp-max-flows-per-ip", "0")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 2 {
-		t.Fatalf("exit %v; want status 2\n%s", err, stderr.String())
-	}
-	if got, want := stderr.String(), "app: --udp-max-flows-per-ip 0: must be at least 1, got 0 (e.g. --udp-max-flows-per-ip 64)\n"; got != want {
-		t.Errorf("stderr %q; want %q", got, want)
+	flagenvtest.CheckBinary(t, appBinary(t), command, appTopics, nil, []string{"--listen", "127.0.0.1:0", "--udp-max-flows-per-ip", "0"},
+		"app: --udp-max-flows-per-ip 0: must be at least 1, got 0 (e.g. --udp-max-flows-per-ip 64)\n")
+}
+
+// stopRun cancels run and waits for it to return nil.
+func stopRun(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run = %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("run did not return")
 	}
 }

@@ -82,8 +82,8 @@ type sourceList struct{ head, tail *source }
 // counts for its source (the client address's prefix), which may hold at
 // most perSource flows; sources sit in buckets by the number of flows they
 // hold, so that the table finds the source holding the most flows, and its
-// least recently seen flow, in constant time: the flow a full table evicts.
-// It is safe for concurrent use.
+// least recently seen flow, in constant time: the flow a full table evicts
+// (see victim). It is safe for concurrent use.
 type flowTable struct {
 	mu         sync.Mutex
 	m          map[flowKey]*flow
@@ -100,10 +100,10 @@ type flowTable struct {
 func (t *flowTable) init(max, perSource, bits4, bits6 int) {
 	t.m = make(map[flowKey]*flow)
 	t.max = max
-	t.perSource = min(perSource, max)
+	t.perSource = perSource
 	t.bits4, t.bits6 = bits4, bits6
 	t.sources = make(map[netip.Prefix]*source)
-	t.byCount = make([]sourceList, t.perSource+1)
+	t.byCount = make([]sourceList, min(perSource, max)+1) // a source holds at most both
 }
 
 func (t *flowTable) len() int {
@@ -124,34 +124,30 @@ func (t *flowTable) sourceOf(addr netip.Addr) netip.Prefix {
 	return p
 }
 
-// refuse returns why a new flow of source src (nil: none open) may not
-// open now, as a datagram result, or "" when it may. A source may hold
-// perSource flows; in a full table a new flow takes the place of a flow of
-// the source holding the most flows, only if that source holds more than
-// src: a source never evicts its own flows nor those of a source holding
-// as many. t.mu is held.
-func (t *flowTable) refuse(src *source) string {
-	n := 0
-	if src != nil {
-		n = src.n
+// atCap reports whether src (nil: none open) holds its cap of flows. t.mu
+// is held.
+func (t *flowTable) atCap(src *source) bool { return src != nil && src.n >= t.perSource }
+
+// victim returns the flow a full table drops for a new flow of src (nil:
+// none open): the least recently seen flow of the source holding the most
+// flows, or src's own when src holds as many as any. So a source takes
+// flows only from sources holding more than it does, a churning source
+// loses its own first, and among sources of one flow the least recently
+// seen goes. t.mu is held; the table is not empty.
+func (t *flowTable) victim(src *source) *flow {
+	if src != nil && src.n == t.top {
+		return src.oldest
 	}
-	switch {
-	case n >= t.perSource:
-		return resultFlowLimit
-	case len(t.m) >= t.max && t.top <= n:
-		return resultTableFull
-	}
-	return ""
+	return t.byCount[t.top].head.oldest
 }
 
 // touch records a datagram of n bytes whose probe line is line from origin
-// o at now and returns its flow; it opens the flow when there is none and
-// refuse allows it (over MaxFlows, the least recently seen flow of the
-// source holding the most flows is dropped first, and published once its
-// datagrams are done), after the per-source reply limit admitted the
-// datagram: a datagram over a limit opens no flow. It returns a nil flow
-// and the datagram's result when it opened none; acquired says whether
-// the limiter already admitted the datagram. The caller must call done
+// o at now and returns its flow. It opens the flow when there is none, the
+// source is under its cap and the per-source reply limit admits the
+// datagram (a datagram over either limit opens no flow); over MaxFlows the
+// victim is dropped first, and published once its datagrams are done. It
+// returns a nil flow and the datagram's result when it opened none;
+// acquired says whether the limiter already admitted the datagram. The caller must call done
 // with a flow returned once it has accounted for the datagram's reply.
 func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time, n int, line []byte) (f *flow, acquired bool, result string) {
 	k := keyOf(o)
@@ -160,9 +156,9 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 	created := false
 	if f = t.m[k]; f == nil {
 		key := t.sourceOf(o.Client.Addr())
-		if r := t.refuse(t.sources[key]); r != "" {
+		if t.atCap(t.sources[key]) {
 			t.mu.Unlock()
-			return nil, false, r
+			return nil, false, resultFlowLimit
 		}
 		t.mu.Unlock()
 		// Limit, locate and decide without the lock.
@@ -172,16 +168,16 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 		nf := s.buildFlow(sock, o, dst, now)
 		t.mu.Lock()
 		if f = t.m[k]; f == nil {
-			src := t.sources[key]
-			if r := t.refuse(src); r != "" { // another reader opened flows meanwhile
+			if t.atCap(t.sources[key]) { // another reader opened flows meanwhile
 				t.mu.Unlock()
-				return nil, true, r
+				return nil, true, resultFlowLimit
 			}
 			if len(t.m) >= t.max {
-				if e := t.byCount[t.top].head.oldest; t.take(e, endEvicted) {
+				if e := t.victim(t.sources[key]); t.take(e, endEvicted) {
 					evicted = e
 				}
 			}
+			src := t.sources[key] // after the eviction, which may have emptied it
 			if src == nil {
 				src = &source{key: key}
 				t.sources[key] = src

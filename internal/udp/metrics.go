@@ -12,7 +12,6 @@ const (
 	resultAnswered    = "answered"     // a reply was sent (maybe truncated)
 	resultRateLimited = "rate-limited" // over the per-source reply limit: no reply (and no new flow)
 	resultFlowLimit   = "flow-limit"   // would open a flow over MaxFlowsPerSource: no reply, no flow
-	resultTableFull   = "table-full"   // would open a flow in a full table whose heaviest source holds no more flows than its own: no reply, no flow
 	resultHealthCheck = "health-check" // PROXY v2 LOCAL: no reply
 	resultProxyPrefix = "proxy-"       // + origin.Kind: spoof, missing (required mode), malformed, crc: dropped
 	resultWriteError  = "write-error"  // the reply could not be sent
@@ -38,7 +37,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		datagrams: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "originlens_udp_datagrams_total",
-			Help: "Datagrams received, by result: answered, rate-limited, flow-limit (its source held --udp-max-flows-per-ip flows), table-full (--udp-max-flows reached and no source held more flows than its own), health-check, proxy-<kind> (dropped: spoof, missing, malformed, crc), loop and too-short (not answered, so that two servers cannot answer each other forever), write-error, read-error.",
+			Help: "Datagrams received, by result: answered, rate-limited, flow-limit (its source held --udp-max-flows-per-ip flows), health-check, proxy-<kind> (dropped: spoof, missing, malformed, crc), loop and too-short (not answered, so that two servers cannot answer each other forever), write-error, read-error.",
 		}, []string{"result"}),
 		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "originlens_udp_flows_total",

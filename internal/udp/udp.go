@@ -40,14 +40,15 @@
 // nftables meter drop a connection over a per-source count. The datagram is
 // not folded into one of the source's flows: that flow's report would name
 // another port, its address proof would cover other addresses of the
-// prefix, and the event would need a field for the folded ports. A full
-// table makes room by evicting the least recently seen flow of the source
-// holding the most flows, only for a source holding fewer: a source at the
-// top gets no new flow (table-full), so that it cannot turn its datagrams
-// into a stream of evicted flows' events, and a churning source loses its
-// own flows first. A datagram over the reply limit opens no flow either.
-// Sources sit in buckets by their number of flows, so each of these steps
-// takes constant time.
+// prefix, and the event would need a field for the folded ports. A
+// datagram over the reply limit opens no flow either, so new flows (and
+// with them evictions and events) come no faster than the limit's rate. A
+// full table makes room by evicting the least recently seen flow of the
+// source holding the most flows, or the new flow's own source's when it
+// holds as many as any: a source takes flows only from sources holding
+// more, a churning source loses its own flows first, and among sources of
+// one flow each the least recently seen flow goes. Sources sit in buckets
+// by their number of flows, so each of these steps takes constant time.
 //
 // # No reply loops
 //

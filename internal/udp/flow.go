@@ -193,7 +193,9 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 	}
 	if !created {
 		t.moveToBack(f)
-		t.seen(f)
+		if src := f.src; src.newest != f || t.byCount[src.n].tail != src {
+			t.seen(f) // not the last seen already (one client sending in turn)
+		}
 	}
 	f.refs++
 	f.inPackets++

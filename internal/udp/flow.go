@@ -147,8 +147,9 @@ func (t *flowTable) victim(src *source) *flow {
 // datagram (a datagram over either limit opens no flow); over MaxFlows the
 // victim is dropped first, and published once its datagrams are done. It
 // returns a nil flow and the datagram's result when it opened none;
-// acquired says whether the limiter already admitted the datagram. The caller must call done
-// with a flow returned once it has accounted for the datagram's reply.
+// acquired says whether the limiter already admitted the datagram. The
+// caller must call done with a flow returned once it has accounted for the
+// datagram's reply.
 func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time, n int, line []byte) (f *flow, acquired bool, result string) {
 	k := keyOf(o)
 	var evicted *flow

@@ -133,7 +133,8 @@ type Config struct {
 	// MaxFlowsPerSource bounds the flows of one source (a client prefix of
 	// PrefixV4 or PrefixV6 bits, as internal/limit counts sources); a
 	// datagram that would open one more gets no reply, counted
-	// (flow-limit). Default DefaultMaxFlowsPerSource; at most MaxFlows.
+	// (flow-limit). Default DefaultMaxFlowsPerSource; one of MaxFlows or
+	// more caps nothing (a full table evicts the source's oldest flow).
 	MaxFlowsPerSource int
 	PrefixV4          int // default 32 (limit.DefaultPrefixV4)
 	PrefixV6          int // default 64 (limit.DefaultPrefixV6)

@@ -475,3 +475,30 @@ func (t *flowTable) check() string {
 	}
 	return ""
 }
+
+// TestMaxFlowsOneAddress: one address whose sockets outnumber MaxFlows
+// (and under its per-source cap) still gets every reply, and the full table
+// publishes its oldest flows, as the contract says (the oldest idle
+// flow is evicted, counted): the cap does not turn a small table into
+// refusals.
+func TestMaxFlowsOneAddress(t *testing.T) {
+	const max, socks = 3, 6
+	r := start(t, Config{MaxFlows: max}, "")
+	var order []netip.AddrPort
+	for i := range socks {
+		c := client(t, "127.0.6.9")
+		if !try(t, r, c, padded("p", 200)) {
+			t.Fatalf("socket %d: no reply", i)
+		}
+		order = append(order, c.LocalAddr().(*net.UDPAddr).AddrPort())
+	}
+	evs := r.rec.waitEvents(t, socks-max)
+	for i, ev := range evs {
+		if flowKeyOf(ev) != order[i] || ev.Flow.End != endEvicted {
+			t.Errorf("event %d: %s (%s), want %s evicted", i, flowKeyOf(ev), ev.Flow.End, order[i])
+		}
+	}
+	if got := flowsEnded(r.srv, endEvicted); got != socks-max {
+		t.Errorf("evicted %v, want %d", got, socks-max)
+	}
+}

@@ -78,6 +78,9 @@ type config struct {
 	UDPMaxFlows    int           // --udp-max-flows
 	UDPRatePerIP   float64       // --udp-rate-per-ip: replies per second per source
 	UDPBurstPerIP  int           // --udp-burst-per-ip
+	// UDPMaxFlowsPerIP: --udp-max-flows-per-ip, flows one source (a
+	// --limit-prefix-v4/v6 prefix) may hold open.
+	UDPMaxFlowsPerIP int
 
 	// ready, when set (by tests), is called with the bound addresses once
 	// the listeners are open; admin is nil without an admin listener.
@@ -166,9 +169,10 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 	var (
 		listenUDP = fs.String("listen-udp", "", "UDP address to answer datagrams on (one report per datagram, one event per flow); empty: no UDP")
 		udpIdle   = fs.Duration("udp-idle-timeout", udp.DefaultIdleTimeout, "a UDP flow idle this long is published (Global Accelerator: 30s, NLB: 120s)")
-		udpFlows  = fs.Int("udp-max-flows", udp.DefaultMaxFlows, "UDP flows tracked at once; over it the oldest idle flow is published")
+		udpFlows  = fs.Int("udp-max-flows", udp.DefaultMaxFlows, "UDP flows tracked at once; over it the least recently seen flow of the source holding the most flows is published")
 		udpRate   = fs.Float64("udp-rate-per-ip", 100, "UDP replies per second per source address (IPv6: per /64); 0: off")
 		udpBurst  = fs.Int("udp-burst-per-ip", 200, "burst for --udp-rate-per-ip; 0: max(1, rate)")
+		udpPerIP  = fs.Int("udp-max-flows-per-ip", udp.DefaultMaxFlowsPerSource, "UDP flows one source address (IPv6: per /64; see --limit-prefix-*) may hold; a datagram that would open one more gets no reply, counted")
 	)
 	if err := command.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -300,6 +304,8 @@ func parseConfig(args []string, lookupEnv func(string) (string, bool), out io.Wr
 		check("udp-rate-per-ip", fmt.Errorf("must be a finite number, not negative, got %v", r))
 	}
 	check("udp-burst-per-ip", atLeast(*udpBurst, 0))
+	check("udp-max-flows-per-ip", atLeast(*udpPerIP, 1))
+	cfg.UDPMaxFlowsPerIP = *udpPerIP
 	cfg.Upstream, cfg.UpstreamMark = *upstream, *upstreamMark
 	check("upstream", checkUpstream(*upstream, *listen))
 	umode, uerr := relay.ParseMode(*upstreamMode)

@@ -24,6 +24,7 @@ func TestHelpGroups(t *testing.T) {
 		flagenvtest.Want{Flag: "listen", Group: "Listening", Type: "string", Env: "APP_LISTEN"},
 		flagenvtest.Want{Flag: "listen-udp", Group: "Listening", Type: "string", Env: "APP_LISTEN_UDP"},
 		flagenvtest.Want{Flag: "udp-idle-timeout", Group: "UDP", Type: "duration", Env: "APP_UDP_IDLE_TIMEOUT"},
+		flagenvtest.Want{Flag: "udp-max-flows-per-ip", Group: "UDP", Type: "int", Env: "APP_UDP_MAX_FLOWS_PER_IP"},
 		flagenvtest.Want{Flag: "trusted-proxies", Group: "PROXY protocol", Type: "string", Env: "APP_TRUSTED_PROXIES"},
 		flagenvtest.Want{Flag: "upstream-mode", Group: "Relay", Type: "string", Env: "APP_UPSTREAM_MODE"},
 		flagenvtest.Want{Flag: "geoip-db", Group: "GeoIP and rules", Type: "string", Env: "APP_GEOIP_DB"},
@@ -62,6 +63,8 @@ var appBadValues = []struct {
 	{[]string{"--queue-size"}, nil, "queue-size", "queue-size"},
 	{nil, map[string]string{"APP_SPOOL_MAX_BYTES": "1G"}, "spool-max-bytes", "APP_SPOOL_MAX_BYTES=1G"},
 	{nil, map[string]string{"APP_KAFKA_BATCH_SIZE": "0"}, "kafka-batch-size", "0"},
+	{[]string{"--udp-max-flows-per-ip", "0"}, nil, "udp-max-flows-per-ip", "0"},
+	{nil, map[string]string{"APP_UDP_MAX_FLOWS_PER_IP": "many"}, "udp-max-flows-per-ip", "APP_UDP_MAX_FLOWS_PER_IP=many"},
 }
 
 // Ensure every bad value is one line naming the flag, the value and an

@@ -242,6 +242,7 @@ func newUDPServer(cfg config, res *origin.Resolver, db *geo.DB, rules *livePolic
 	return udp.New(udp.Config{
 		Resolver: res, Locator: db, Decider: rules, Limiter: lim, Publisher: pub,
 		IdleTimeout: cfg.UDPIdleTimeout, MaxFlows: cfg.UDPMaxFlows, Logger: log, Registerer: reg,
+		MaxFlowsPerSource: cfg.UDPMaxFlowsPerIP, PrefixV4: cfg.LimitPrefixV4, PrefixV6: cfg.LimitPrefixV6,
 	})
 }
 

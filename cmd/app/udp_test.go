@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/flagenv/flagenvtest"
 	"github.com/originlens/originlens/internal/report"
 )
 
@@ -21,16 +23,16 @@ func TestParseConfigUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.ListenUDP != "" || cfg.UDPIdleTimeout != 30*time.Second || cfg.UDPMaxFlows < 1 {
-		t.Errorf("defaults: listen-udp %q, idle %v, max flows %d; want off, 30s, positive", cfg.ListenUDP, cfg.UDPIdleTimeout, cfg.UDPMaxFlows)
+	if cfg.ListenUDP != "" || cfg.UDPIdleTimeout != 30*time.Second || cfg.UDPMaxFlows < 1 || cfg.UDPMaxFlowsPerIP != 64 {
+		t.Errorf("defaults: listen-udp %q, idle %v, max flows %d, per IP %d; want off, 30s, positive, 64", cfg.ListenUDP, cfg.UDPIdleTimeout, cfg.UDPMaxFlows, cfg.UDPMaxFlowsPerIP)
 	}
-	cfg, err = parseConfig(nil, env(map[string]string{"APP_LISTEN_UDP": "127.0.0.1:8053", "APP_UDP_IDLE_TIMEOUT": "120s", "APP_UDP_MAX_FLOWS": "7"}), io.Discard)
-	if err != nil || cfg.ListenUDP != "127.0.0.1:8053" || cfg.UDPIdleTimeout != 120*time.Second || cfg.UDPMaxFlows != 7 {
+	cfg, err = parseConfig(nil, env(map[string]string{"APP_LISTEN_UDP": "127.0.0.1:8053", "APP_UDP_IDLE_TIMEOUT": "120s", "APP_UDP_MAX_FLOWS": "7", "APP_UDP_MAX_FLOWS_PER_IP": "3"}), io.Discard)
+	if err != nil || cfg.ListenUDP != "127.0.0.1:8053" || cfg.UDPIdleTimeout != 120*time.Second || cfg.UDPMaxFlows != 7 || cfg.UDPMaxFlowsPerIP != 3 {
 		t.Errorf("env: %+v, %v", cfg, err)
 	}
 	for _, args := range [][]string{
 		{"--listen-udp", "localhost"}, {"--udp-idle-timeout", "0s"}, {"--udp-max-flows", "0"},
-		{"--udp-rate-per-ip", "NaN"}, {"--udp-burst-per-ip", "-1"},
+		{"--udp-rate-per-ip", "NaN"}, {"--udp-burst-per-ip", "-1"}, {"--udp-max-flows-per-ip", "0"}, {"--udp-max-flows-per-ip", "-1"},
 	} {
 		_, err := parseConfig(args, env(nil), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), args[0]) || strings.Contains(err.Error(), "\n") {
@@ -79,15 +81,7 @@ func TestRunUDP(t *testing.T) {
 	if err != nil || r[report.KeyClient] != c.LocalAddr().String() || r[report.KeyProbe] != "probe one" {
 		t.Fatalf("reply %q: %v", buf[:n], err)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run = %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("run did not return")
-	}
+	stopRun(t, cancel, done)
 	evs := parseEvents(t, stdout.String())
 	if len(evs) != 1 || evs[0].Network.Transport != event.TransportUDP || evs[0].Event.ID != r[report.KeyConn] ||
 		evs[0].Flow.End != "shutdown" || evs[0].Source.Bytes != int64(len(d)) || evs[0].Destination.Bytes != int64(n) {
@@ -143,5 +137,93 @@ func TestKafkaUDPFlows(t *testing.T) {
 			t.Errorf("flow event %s:%d transport %s packets %d bytes %d end %q; want udp, %d, %d, shutdown",
 				ev.Source.IP, ev.Source.Port, ev.Network.Transport, ev.Source.Packets, ev.Source.Bytes, ev.Flow.End, each, sent[ev.Source.Port])
 		}
+	}
+}
+
+// Ensure --udp-max-flows-per-ip and --limit-prefix-v4 reach the UDP server:
+// with a cap of 1 per /24, a socket on 127.0.0.1 gets its reply, one on
+// 127.0.0.2 (the same /24) none, counted as flow-limit on /metrics, and
+// only the first flow has an event.
+func TestRunUDPFlowsPerIP(t *testing.T) {
+	cfg, err := parseConfig([]string{"--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--listen-udp", "127.0.0.1:0",
+		"--udp-max-flows-per-ip", "1", "--limit-prefix-v4", "24"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, admins := make(chan net.Addr, 1), make(chan net.Addr, 1)
+	cfg.readyUDP = func(a net.Addr) { addrs <- a }
+	cfg.ready = func(_, admin net.Addr) { admins <- admin }
+	var stdout, stderr syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, &stdout, &stderr) }()
+	var ua, admin net.Addr
+	for ua == nil || admin == nil {
+		select {
+		case ua = <-addrs:
+		case admin = <-admins:
+		case err := <-done:
+			t.Fatalf("run: %v\n%s", err, stderr.String())
+		case <-time.After(60 * time.Second):
+			t.Fatal("not serving")
+		}
+	}
+	send := func(src string) ([]byte, bool) {
+		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(src+":0")), ua.(*net.UDPAddr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(append([]byte("probe\n"), make([]byte, 400)...))
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if src != "127.0.0.1" {
+			// Refused: wait for the count, then for a reply that must not come.
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				_, body := adminGet(t, admin.String(), "/metrics")
+				if metricValue(body, `originlens_udp_datagrams_total{result="flow-limit"}`) == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no flow-limit count on /metrics")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		}
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		return buf[:n], err == nil
+	}
+	if _, ok := send("127.0.0.1"); !ok {
+		t.Fatal("first source: no reply")
+	}
+	if reply, ok := send("127.0.0.2"); ok {
+		t.Errorf("second flow of the /24 answered: %q", reply)
+	}
+	stopRun(t, cancel, done)
+	if evs := parseEvents(t, stdout.String()); len(evs) != 1 || evs[0].Source.IP.String() != "127.0.0.1" {
+		t.Errorf("%d events %+v; want the first source's flow only", len(evs), evs)
+	}
+}
+
+// Ensure the binary exits 2 with one line naming the flag for a bad
+// --udp-max-flows-per-ip.
+func TestBinaryUDPFlowsPerIPError(t *testing.T) {
+	flagenvtest.CheckBinary(t, appBinary(t), command, appTopics, nil, []string{"--listen", "127.0.0.1:0", "--udp-max-flows-per-ip", "0"},
+		"app: --udp-max-flows-per-ip 0: must be at least 1, got 0 (e.g. --udp-max-flows-per-ip 64)\n")
+}
+
+// stopRun cancels run and waits for it to return nil.
+func stopRun(t *testing.T, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run = %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("run did not return")
 	}
 }

@@ -99,3 +99,35 @@ func BenchmarkUDPAnswer(b *testing.B) {
 		srv.flows.done(srv, f)
 	}
 }
+
+// BenchmarkUDPAnswerChurn is the datagram path for a source at its flow
+// cap sending from a new port every time: the datagram is refused
+// (flow-limit) before a flow is built. Before the cap each such datagram
+// built a flow (locate, decide, report line, token) and, in a full table,
+// evicted and published another.
+func BenchmarkUDPAnswerChurn(b *testing.B) {
+	srv, err := New(Config{Resolver: mustResolver(b, origin.Config{}), Publisher: discard{}, Decider: policy.Default(),
+		MaxFlowsPerSource: 64, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sock := &socket{local: netip.MustParseAddrPort("127.0.0.1:9")}
+	src := netip.MustParseAddr("198.51.100.7")
+	d := padded("originlens-probe id=bench seq=1", 200)
+	reply := make([]byte, 0, 2048)
+	for port := range uint16(64) {
+		var f *flow
+		if reply, f = srv.answer(sock, d, nil, netip.AddrPortFrom(src, 2000+port), time.Now(), reply[:0]); f == nil {
+			b.Fatal("no flow under the cap")
+		}
+		srv.flows.done(srv, f)
+	}
+	port := uint16(3000)
+	b.ReportAllocs()
+	for b.Loop() {
+		port = max(port+1, 3000)
+		if _, f := srv.answer(sock, d, nil, netip.AddrPortFrom(src, port), time.Now(), reply[:0]); f != nil {
+			b.Fatal("a flow over the cap")
+		}
+	}
+}

@@ -16,7 +16,7 @@ import (
 const (
 	endIdle     = "idle-timeout" // no datagram either way for IdleTimeout
 	endShutdown = "shutdown"     // still open when Serve stopped
-	endEvicted  = "evicted"      // the oldest idle flow, dropped for a new one over MaxFlows
+	endEvicted  = "evicted"      // dropped for a new flow over MaxFlows: the least recently seen flow of the source holding the most flows
 )
 
 // flowKey identifies a flow: the true client and the address it sent to,
@@ -40,8 +40,10 @@ func keyOf(o origin.Origin) flowKey { return flowKey{o.Client, o.Server, o.Peer.
 // still answer its datagrams is published by the last of them to call
 // [flowTable.done], so that its event counts every reply.
 type flow struct {
-	key        flowKey
-	prev, next *flow // the table's list, least recently seen first
+	key          flowKey
+	prev, next   *flow   // the table's list, least recently seen first
+	src          *source // the source it counts for
+	sprev, snext *flow   // src's list, least recently seen first
 
 	ev    event.Event     // filled at creation (addresses, geo, decision); completed by publish
 	d     policy.Decision // the rules' decision at the flow's start
@@ -61,19 +63,47 @@ type flow struct {
 	truncated          atomic.Int64
 }
 
+// source is a client prefix ([Config.PrefixV4], [Config.PrefixV6]) with
+// open flows: how many, in a list least recently seen first, and its place
+// in the table's bucket of sources holding as many.
+type source struct {
+	key            netip.Prefix
+	n              int
+	oldest, newest *flow
+	prev, next     *source // its bucket's list, least recently seen first
+}
+
+// sourceList is a bucket: the sources holding the same number of flows,
+// least recently seen first.
+type sourceList struct{ head, tail *source }
+
 // flowTable holds the open flows in a map and in a list ordered by last
-// datagram, so that the idle ones are found at the front. It is safe for
-// concurrent use.
+// datagram, so that the idle ones are found at the front. Every flow also
+// counts for its source (the client address's prefix), which may hold at
+// most perSource flows; sources sit in buckets by the number of flows they
+// hold, so that the table finds the source holding the most flows, and its
+// least recently seen flow, in constant time: the flow a full table evicts
+// (see victim). It is safe for concurrent use.
 type flowTable struct {
 	mu         sync.Mutex
 	m          map[flowKey]*flow
 	head, tail *flow
 	max        int
+
+	perSource    int
+	bits4, bits6 int
+	sources      map[netip.Prefix]*source
+	byCount      []sourceList // [n]: the sources holding n flows; [0] unused
+	top          int          // the largest n with a source, 0 when empty
 }
 
-func (t *flowTable) init(max int) {
+func (t *flowTable) init(max, perSource, bits4, bits6 int) {
 	t.m = make(map[flowKey]*flow)
 	t.max = max
+	t.perSource = perSource
+	t.bits4, t.bits6 = bits4, bits6
+	t.sources = make(map[netip.Prefix]*source)
+	t.byCount = make([]sourceList, min(perSource, max)+1) // a source holds at most both
 }
 
 func (t *flowTable) len() int {
@@ -82,31 +112,90 @@ func (t *flowTable) len() int {
 	return len(t.m)
 }
 
+// sourceOf returns the source addr counts as: its prefix of the configured
+// length for its family, as internal/limit counts it.
+func (t *flowTable) sourceOf(addr netip.Addr) netip.Prefix {
+	addr = addr.Unmap()
+	bits := t.bits6
+	if addr.Is4() {
+		bits = t.bits4
+	}
+	p, _ := addr.Prefix(bits)
+	return p
+}
+
+// atCap reports whether src (nil: none open) holds its cap of flows. t.mu
+// is held.
+func (t *flowTable) atCap(src *source) bool { return src != nil && src.n >= t.perSource }
+
+// victim returns the flow a full table drops for a new flow of src (nil:
+// none open): the least recently seen flow of the source holding the most
+// flows, or src's own when src holds as many as any. So a source takes
+// flows only from sources holding more than it does, a churning source
+// loses its own first, and among sources of one flow the least recently
+// seen goes. t.mu is held; the table is not empty.
+func (t *flowTable) victim(src *source) *flow {
+	if src != nil && src.n == t.top {
+		return src.oldest
+	}
+	return t.byCount[t.top].head.oldest
+}
+
 // touch records a datagram of n bytes whose probe line is line from origin
-// o at now, in a new flow when there is none (over MaxFlows, the least
-// recently seen flow is dropped first, and published once its datagrams
-// are done), and returns the flow. The caller must call done with it once
-// it has accounted for the datagram's reply.
-func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time, n int, line []byte) *flow {
+// o at now and returns its flow. It opens the flow when there is none, the
+// source is under its cap and the per-source reply limit admits the
+// datagram (a datagram over either limit opens no flow); over MaxFlows the
+// victim is dropped first, and published once its datagrams are done. It
+// returns a nil flow and the datagram's result when it opened none;
+// acquired says whether the limiter already admitted the datagram. The
+// caller must call done with a flow returned once it has accounted for the
+// datagram's reply.
+func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.AddrPort, now time.Time, n int, line []byte) (f *flow, acquired bool, result string) {
 	k := keyOf(o)
 	var evicted *flow
 	t.mu.Lock()
-	f := t.m[k]
-	if f == nil {
-		// Locate and decide without the lock.
+	created := false
+	if f = t.m[k]; f == nil {
+		key := t.sourceOf(o.Client.Addr())
+		if t.atCap(t.sources[key]) {
+			t.mu.Unlock()
+			return nil, false, resultFlowLimit
+		}
 		t.mu.Unlock()
+		// Limit, locate and decide without the lock.
+		if !s.acquire(o.Client.Addr(), now) {
+			return nil, false, resultRateLimited
+		}
 		nf := s.buildFlow(sock, o, dst, now)
 		t.mu.Lock()
 		if f = t.m[k]; f == nil {
-			f = nf
-			if len(t.m) >= t.max && t.head != nil {
-				if e := t.head; t.take(e, endEvicted) {
+			if t.atCap(t.sources[key]) { // another reader opened flows meanwhile
+				t.mu.Unlock()
+				return nil, true, resultFlowLimit
+			}
+			if len(t.m) >= t.max {
+				if e := t.victim(t.sources[key]); t.take(e, endEvicted) {
 					evicted = e
 				}
 			}
+			src := t.sources[key] // after the eviction, which may have emptied it
+			if src == nil {
+				src = &source{key: key}
+				t.sources[key] = src
+			}
+			f = nf
 			t.m[k] = f
 			t.pushBack(f)
+			t.addToSource(src, f)
+			created = true
 			s.metrics.flowsOpen.Set(float64(len(t.m)))
+		}
+		acquired = true
+	}
+	if !created {
+		t.moveToBack(f)
+		if src := f.src; src.newest != f || t.byCount[src.n].tail != src {
+			t.seen(f) // not the last seen already (one client sending in turn)
 		}
 	}
 	f.refs++
@@ -115,7 +204,6 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 	if now.After(f.last) {
 		f.last = now
 	}
-	t.moveToBack(f)
 	if len(line) > 0 && !f.proven.Load() && bytes.Contains(line, f.proof) {
 		f.proven.Store(true)
 	}
@@ -123,7 +211,7 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 	if evicted != nil {
 		s.publish(evicted, endEvicted)
 	}
-	return f
+	return f, acquired, ""
 }
 
 // done ends a datagram of f that touch recorded: when f has left the
@@ -173,6 +261,7 @@ func (t *flowTable) takeAll(end string) []*flow {
 // published now (no datagram of it in flight). t.mu is held.
 func (t *flowTable) take(f *flow, end string) bool {
 	t.unlink(f)
+	t.removeFromSource(f)
 	delete(t.m, f.key)
 	f.end = end
 	return f.refs == 0
@@ -208,6 +297,100 @@ func (t *flowTable) moveToBack(f *flow) {
 		t.unlink(f)
 		t.pushBack(f)
 	}
+}
+
+// addToSource counts the new flow f for src, moving src to the next
+// bucket. t.mu is held.
+func (t *flowTable) addToSource(src *source, f *flow) {
+	f.src = src
+	src.push(f)
+	if src.n > 0 {
+		t.byCount[src.n].remove(src)
+	}
+	src.n++
+	t.byCount[src.n].pushBack(src)
+	t.top = max(t.top, src.n)
+}
+
+// removeFromSource uncounts f, moving its source to the previous bucket
+// or, holding no flow now, out of the table. t.mu is held.
+func (t *flowTable) removeFromSource(f *flow) {
+	src := f.src
+	src.unlink(f)
+	t.byCount[src.n].remove(src)
+	src.n--
+	if src.n > 0 {
+		t.byCount[src.n].pushBack(src)
+	} else {
+		delete(t.sources, src.key)
+	}
+	for t.top > 0 && t.byCount[t.top].head == nil {
+		t.top--
+	}
+}
+
+// seen moves f to the back of its source's list and the source to the
+// back of its bucket: both were seen last. t.mu is held.
+func (t *flowTable) seen(f *flow) {
+	src := f.src
+	if src.newest != f {
+		src.unlink(f)
+		src.push(f)
+	}
+	if b := &t.byCount[src.n]; b.tail != src {
+		b.remove(src)
+		b.pushBack(src)
+	}
+}
+
+// unlink takes f out of src's list of flows.
+func (src *source) unlink(f *flow) {
+	if f.sprev != nil {
+		f.sprev.snext = f.snext
+	} else {
+		src.oldest = f.snext
+	}
+	if f.snext != nil {
+		f.snext.sprev = f.sprev
+	} else {
+		src.newest = f.sprev
+	}
+	f.sprev, f.snext = nil, nil
+}
+
+// push appends f to src's list of flows, as its newest.
+func (src *source) push(f *flow) {
+	f.sprev, f.snext = src.newest, nil
+	if src.newest != nil {
+		src.newest.snext = f
+	} else {
+		src.oldest = f
+	}
+	src.newest = f
+}
+
+func (l *sourceList) remove(s *source) {
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else {
+		l.head = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	} else {
+		l.tail = s.prev
+	}
+	s.prev, s.next = nil, nil
+}
+
+func (l *sourceList) pushBack(s *source) {
+	s.prev, s.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = s
+	} else {
+		l.head = s
+	}
+	l.tail = s
 }
 
 // sweep publishes idle flows until stop is closed. It blocks.

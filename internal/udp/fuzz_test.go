@@ -64,12 +64,17 @@ func FuzzDatagram(f *testing.F) {
 			peer = netip.MustParseAddrPort("127.0.0.2:1000")
 		}
 		o, payload, rerr := res.ResolveDatagram(peer, sock.local, d)
+		refused := datagrams(srv, resultFlowLimit)
 		reply, fl := srv.answer(sock, d, nil, peer, time.Now(), nil)
 		if fl != nil && (rerr != nil || o.Local || loopPartner(o, payload)) {
 			t.Fatalf("answered, but ResolveDatagram said %v (local %v), loop partner %v", rerr, o.Local, loopPartner(o, payload))
 		}
-		if fl == nil && rerr == nil && !o.Local && !loopPartner(o, payload) && Amplification*len(payload) >= 12 {
+		refusedFlow := datagrams(srv, resultFlowLimit) > refused
+		if fl == nil && rerr == nil && !o.Local && !loopPartner(o, payload) && !refusedFlow && Amplification*len(payload) >= 12 {
 			t.Fatalf("a %d-byte payload got no reply", len(payload))
+		}
+		if fl != nil && refusedFlow {
+			t.Fatal("answered and counted as refused a flow")
 		}
 		if fl == nil {
 			return

@@ -10,7 +10,8 @@ import (
 // Datagram results: the result label of originlens_udp_datagrams_total.
 const (
 	resultAnswered    = "answered"     // a reply was sent (maybe truncated)
-	resultRateLimited = "rate-limited" // over the per-source reply limit: no reply
+	resultRateLimited = "rate-limited" // over the per-source reply limit: no reply (and no new flow)
+	resultFlowLimit   = "flow-limit"   // would open a flow over MaxFlowsPerSource: no reply, no flow
 	resultHealthCheck = "health-check" // PROXY v2 LOCAL: no reply
 	resultProxyPrefix = "proxy-"       // + origin.Kind: spoof, missing (required mode), malformed, crc: dropped
 	resultWriteError  = "write-error"  // the reply could not be sent
@@ -36,11 +37,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		datagrams: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "originlens_udp_datagrams_total",
-			Help: "Datagrams received, by result: answered, rate-limited, health-check, proxy-<kind> (dropped: spoof, missing, malformed, crc), loop and too-short (not answered, so that two servers cannot answer each other forever), write-error, read-error.",
+			Help: "Datagrams received, by result: answered, rate-limited, flow-limit (its source held --udp-max-flows-per-ip flows), health-check, proxy-<kind> (dropped: spoof, missing, malformed, crc), loop and too-short (not answered, so that two servers cannot answer each other forever), write-error, read-error.",
 		}, []string{"result"}),
 		flows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "originlens_udp_flows_total",
-			Help: "UDP flows published, by end: idle-timeout, shutdown, evicted (the flow table was full).",
+			Help: "UDP flows published, by end: idle-timeout, shutdown, evicted (the flow table was full: the least recently seen flow of the source holding the most flows).",
 		}, []string{"end"}),
 		truncated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "originlens_udp_replies_truncated_total",

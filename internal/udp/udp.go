@@ -4,8 +4,8 @@
 // denied or redirected; the datagrams between one client address and port
 // and one server address and port (on one path: direct, or through one
 // trusted proxy) form a flow, published as one event when
-// it has been idle for the idle timeout, when the flow table is full, or at
-// shutdown.
+// it has been idle for the idle timeout, when the flow table is full and
+// it is evicted, or at shutdown.
 //
 // # Datagrams
 //
@@ -30,6 +30,25 @@
 // limited per source address (an IPv6 source counts as its /64) by the
 // Limiter's token bucket: a datagram over the limit gets no reply, counted
 // in the metrics and in its flow's event (flow.rate_limited).
+//
+// # Flows per source
+//
+// A flow is cheap to open: a new source port makes one. So a source (an
+// address, or an IPv6 /64: the prefix the reply limit counts) holds at most
+// MaxFlowsPerSource flows; a datagram that would open one more gets no reply
+// and opens no flow, counted (flow-limit), as conntrack's connlimit or an
+// nftables meter drop a connection over a per-source count. The datagram is
+// not folded into one of the source's flows: that flow's report would name
+// another port, its address proof would cover other addresses of the
+// prefix, and the event would need a field for the folded ports. A
+// datagram over the reply limit opens no flow either, so new flows (and
+// with them evictions and events) come no faster than the limit's rate. A
+// full table makes room by evicting the least recently seen flow of the
+// source holding the most flows, or the new flow's own source's when it
+// holds as many as any: a source takes flows only from sources holding
+// more, a churning source loses its own flows first, and among sources of
+// one flow each the least recently seen flow goes. Sources sit in buckets
+// by their number of flows, so each of these steps takes constant time.
 //
 // # No reply loops
 //
@@ -64,6 +83,7 @@ import (
 	"time"
 
 	"github.com/originlens/originlens/internal/event"
+	"github.com/originlens/originlens/internal/limit"
 	"github.com/originlens/originlens/internal/origin"
 	"github.com/originlens/originlens/internal/policy"
 	"github.com/originlens/originlens/internal/report"
@@ -83,6 +103,10 @@ const (
 	// DefaultMaxFlows bounds the flow table: a flow costs about 1.7 KiB
 	// (its event, report line and counters), so about 27 MiB at the bound.
 	DefaultMaxFlows = 16384
+	// DefaultMaxFlowsPerSource bounds the flows of one source (one
+	// address, or one IPv6 /64): a game or voice client holds a few, a
+	// NAT gateway or an nc-probe -c 32 run a few dozen.
+	DefaultMaxFlowsPerSource = 64
 	// Amplification is the reply-to-request byte ratio allowed before a
 	// flow has proven that its source receives replies.
 	Amplification = 3
@@ -106,7 +130,15 @@ type Config struct {
 
 	IdleTimeout time.Duration // a flow idle this long is published; default 30s
 	MaxFlows    int           // flows tracked at once; default DefaultMaxFlows
-	Readers     int           // goroutines reading the socket; default min(GOMAXPROCS, 4)
+	// MaxFlowsPerSource bounds the flows of one source (a client prefix of
+	// PrefixV4 or PrefixV6 bits, as internal/limit counts sources); a
+	// datagram that would open one more gets no reply, counted
+	// (flow-limit). Default DefaultMaxFlowsPerSource; one of MaxFlows or
+	// more caps nothing (a full table evicts the source's oldest flow).
+	MaxFlowsPerSource int
+	PrefixV4          int // default 32 (limit.DefaultPrefixV4)
+	PrefixV6          int // default 64 (limit.DefaultPrefixV6)
+	Readers           int // goroutines reading the socket; default min(GOMAXPROCS, 4)
 
 	Logger     *slog.Logger          // nil: slog.Default()
 	Registerer prometheus.Registerer // nil: metrics are kept but not exported
@@ -135,14 +167,27 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Decider == nil {
 		cfg.Decider = server.ServeAll()
 	}
-	if cfg.IdleTimeout < 0 || cfg.MaxFlows < 0 || cfg.Readers < 0 {
-		return nil, fmt.Errorf("udp: IdleTimeout, MaxFlows and Readers must not be negative, got %v, %d, %d", cfg.IdleTimeout, cfg.MaxFlows, cfg.Readers)
+	if cfg.IdleTimeout < 0 || cfg.MaxFlows < 0 || cfg.MaxFlowsPerSource < 0 || cfg.Readers < 0 {
+		return nil, fmt.Errorf("udp: IdleTimeout, MaxFlows, MaxFlowsPerSource and Readers must not be negative, got %v, %d, %d, %d",
+			cfg.IdleTimeout, cfg.MaxFlows, cfg.MaxFlowsPerSource, cfg.Readers)
+	}
+	if cfg.PrefixV4 < 0 || cfg.PrefixV4 > 32 || cfg.PrefixV6 < 0 || cfg.PrefixV6 > 128 {
+		return nil, fmt.Errorf("udp: PrefixV4 must be 1-32 and PrefixV6 1-128 (0: the default), got %d and %d", cfg.PrefixV4, cfg.PrefixV6)
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.MaxFlows == 0 {
 		cfg.MaxFlows = DefaultMaxFlows
+	}
+	if cfg.MaxFlowsPerSource == 0 {
+		cfg.MaxFlowsPerSource = DefaultMaxFlowsPerSource
+	}
+	if cfg.PrefixV4 == 0 {
+		cfg.PrefixV4 = limit.DefaultPrefixV4
+	}
+	if cfg.PrefixV6 == 0 {
+		cfg.PrefixV6 = limit.DefaultPrefixV6
 	}
 	if cfg.Readers == 0 {
 		cfg.Readers = min(runtime.GOMAXPROCS(0), 4)
@@ -155,7 +200,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: m}
-	s.flows.init(cfg.MaxFlows)
+	s.flows.init(cfg.MaxFlows, cfg.MaxFlowsPerSource, cfg.PrefixV4, cfg.PrefixV6)
 	return s, nil
 }
 
@@ -296,17 +341,16 @@ func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now ti
 		return reply, nil
 	}
 	line := firstLine(payload)
-	f := s.flows.touch(s, sock, o, dst, now, len(d), line)
-
-	if s.cfg.Limiter != nil {
-		_, release, err := s.cfg.Limiter.Acquire(o.Client.Addr(), now)
-		if err != nil {
-			f.rateLimited.Add(1)
-			s.metrics.datagram(resultRateLimited)
-			s.flows.done(s, f)
-			return reply, nil
-		}
-		release()
+	f, acquired, result := s.flows.touch(s, sock, o, dst, now, len(d), line)
+	if f == nil {
+		s.metrics.datagram(result)
+		return reply, nil
+	}
+	if !acquired && !s.acquire(o.Client.Addr(), now) {
+		f.rateLimited.Add(1)
+		s.metrics.datagram(resultRateLimited)
+		s.flows.done(s, f)
+		return reply, nil
 	}
 
 	reply = append(reply, f.line...)
@@ -336,6 +380,20 @@ func (s *Server) answer(sock *socket, d, oob []byte, peer netip.AddrPort, now ti
 		reply = append(reply, '\n')
 	}
 	return reply, f
+}
+
+// acquire reports whether the per-source reply limit admits a reply to
+// client at now.
+func (s *Server) acquire(client netip.Addr, now time.Time) bool {
+	if s.cfg.Limiter == nil {
+		return true
+	}
+	_, release, err := s.cfg.Limiter.Acquire(client, now)
+	if err != nil {
+		return false
+	}
+	release()
+	return true
 }
 
 // minClientPort is the lowest source port answered from a direct peer:

@@ -1,0 +1,176 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxHeldSegments bounds the segment files the spool keeps open (see the
+// package doc); a var so that tests can lower it.
+var maxHeldSegments = 256
+
+// ErrDirReplaced: the spool directory's path now names a symbolic link or
+// a file; the spool does not create segments through it.
+var ErrDirReplaced = errors.New("spool: directory replaced")
+
+// dirHandle is a directory the spool creates and deletes segments in: the
+// configured one, or the one made (or found) at its path after it was
+// removed. Segments are created and deleted relative to its descriptor, so
+// they stay in the directory the spool checked, whatever happens to the
+// path.
+type dirHandle struct {
+	f    *os.File // the directory
+	fd   int      // f's descriptor, valid until f is closed
+	lock *os.File // its LOCK file, flocked
+	info os.FileInfo
+	segs int // segments in it the spool still holds
+}
+
+// openDir opens the directory at path (following a symbolic link only
+// when follow is set) and takes its lock.
+func openDir(path string, follow bool) (*dirHandle, error) {
+	flags := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC
+	if !follow {
+		flags |= unix.O_NOFOLLOW
+	}
+	fd, err := unix.Open(path, flags, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening spool directory: %w", &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	d := &dirHandle{f: os.NewFile(uintptr(fd), path), fd: fd}
+	if d.info, err = d.f.Stat(); err != nil {
+		d.f.Close()
+		return nil, fmt.Errorf("opening spool directory: %w", err)
+	}
+	lfd, err := unix.Openat(fd, "LOCK", unix.O_CREAT|unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o640)
+	if err != nil {
+		d.f.Close()
+		return nil, fmt.Errorf("opening spool lock: %w", &os.PathError{Op: "open", Path: path + "/LOCK", Err: err})
+	}
+	if err := unix.Flock(lfd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(lfd)
+		d.f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("locking spool directory: %w", err)
+	}
+	d.lock = os.NewFile(uintptr(lfd), path+"/LOCK")
+	return d, nil
+}
+
+// close closes the directory and releases its lock.
+func (d *dirHandle) close() {
+	d.lock.Close()
+	d.f.Close()
+}
+
+// createSegmentFile creates name in d for reading and appending.
+func (d *dirHandle) createSegmentFile(name, path string) (*os.File, error) {
+	fd, err := unix.Openat(d.fd, name, unix.O_CREAT|unix.O_EXCL|unix.O_RDWR|unix.O_APPEND|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o640)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// openSegmentFile opens name in d for reading.
+func (d *dirHandle) openSegmentFile(name, path string) (*os.File, error) {
+	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// remove deletes name from d; a file already gone is not an error.
+func (d *dirHandle) remove(name, path string) error {
+	err := unix.Unlinkat(d.fd, name, 0)
+	if err == nil || errors.Is(err, syscall.ENOENT) {
+		return nil
+	}
+	return &os.PathError{Op: "unlink", Path: path, Err: err}
+}
+
+// dupFile returns a second descriptor of f's open file, for a reader whose
+// life is its own: closing either leaves the other usable.
+func dupFile(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("duplicating the segment's descriptor: %w", derr)
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
+}
+
+// checkDirLocked makes sure new segments can go to a directory at the
+// configured path that the spool holds: when the path no longer names the
+// directory the spool opened, because it was removed (rm -rf) or replaced
+// by another directory, the spool makes a new one (with the first one's
+// permissions) or takes the replacement, locks it, and says so once (WARN).
+// A path that is now a symbolic link or not a directory is refused
+// (ErrDirReplaced): the spool does not follow a link someone put in its
+// place. A failure is logged once (ERROR) until a later call succeeds, and
+// returned: the caller's events are refused and counted by it. It costs
+// one stat(2) per segment created.
+func (s *Spool) checkDirLocked() error {
+	if st, err := os.Stat(s.cfg.Dir); err == nil && os.SameFile(st, s.dir.info) {
+		return nil
+	}
+	what := "replaced by another directory; new segments go to the new one"
+	created := false
+	lst, err := os.Lstat(s.cfg.Dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		what, created = "removed; recreated it for new segments", true
+		if err := os.Mkdir(s.cfg.Dir, s.dirMode); err != nil && !errors.Is(err, os.ErrExist) {
+			return s.dirFailed(fmt.Errorf("recreating the removed spool directory: %w", err))
+		}
+	case err != nil:
+		return s.dirFailed(fmt.Errorf("checking the spool directory: %w", err))
+	case lst.Mode()&os.ModeSymlink != 0:
+		return s.dirFailed(fmt.Errorf("%w: %s is now a symbolic link; no segment is created through it", ErrDirReplaced, s.cfg.Dir))
+	case !lst.IsDir():
+		return s.dirFailed(fmt.Errorf("%w: %s is no longer a directory", ErrDirReplaced, s.cfg.Dir))
+	}
+	d, err := openDir(s.cfg.Dir, false)
+	if err != nil {
+		return s.dirFailed(err)
+	}
+	if created && d.info.Mode().Perm() != s.dirMode { // the umask took bits off
+		if err := d.f.Chmod(s.dirMode); err != nil {
+			s.log.Warn("spool: setting the recreated directory's permissions", "mode", s.dirMode, "err", err)
+		}
+	}
+	old := s.dir
+	s.dir = d
+	if old.segs == 0 {
+		old.close()
+	}
+	s.dirErr = nil
+	s.dirDirty = true
+	s.log.Warn("spool: the spool directory was "+what+"; the events in the segments already written are kept (the spool holds their files open)",
+		"dir", s.cfg.Dir, "mode", s.dirMode, "held_segments", len(s.sealed))
+	return nil
+}
+
+// dirFailed logs err once (until the directory works again) and returns it.
+func (s *Spool) dirFailed(err error) error {
+	if s.dirErr == nil {
+		s.log.Error("spool: no usable spool directory for new segments; events the spool cannot take are refused (see the caller's count)",
+			"dir", s.cfg.Dir, "err", err)
+	}
+	s.dirErr = err
+	return err
+}

@@ -175,11 +175,7 @@ func TestReopenKeepsOrderAndLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 300 {
-		if _, err := s.Append(rec(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendRange(t, s, 0, 300)
 	if _, err := Open(Config{Dir: dir}); !errors.Is(err, ErrLocked) {
 		t.Errorf("second Open of a held directory = %v, want ErrLocked", err)
 	}
@@ -197,11 +193,7 @@ func TestReopenKeepsOrderAndLock(t *testing.T) {
 	if !strings.Contains(logs.String(), "previous run") {
 		t.Errorf("reopen did not log the leftover records: %q", logs.String())
 	}
-	for i := 300; i < 400; i++ {
-		if _, err := s2.Append(rec(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendRange(t, s2, 300, 400)
 	if got, want := drain(t, s2), wantRecords(0, 400); !equalStrings(got, want) {
 		t.Errorf("drained %d records after reopen, want 400 in order", len(got))
 	}

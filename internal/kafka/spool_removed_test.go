@@ -320,3 +320,60 @@ func TestProducerSpoolRemovedOnFullDisk(t *testing.T) {
 	checkNoLoss(t, h)
 	checkExactlyOnce(t, addr, ids)
 }
+
+// TestProducerSpoolRemovedThenStopped: the spool directory removed during
+// an outage, then the producer closed (a clean stop): Close writes the
+// removed segments back into a recreated directory, so the next run
+// replays them and every event arrives exactly once. When no directory
+// can be made (its parent replaced by a file), Close counts the events as
+// spool_removed: lost, but counted.
+func TestProducerSpoolRemovedThenStopped(t *testing.T) {
+	for _, recreatable := range []bool{true, false} {
+		t.Run("recreatable="+strconv.FormatBool(recreatable), func(t *testing.T) {
+			port := reservePort(t)
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			parent := filepath.Join(t.TempDir(), "parent")
+			dir := filepath.Join(parent, "spool")
+			cfg := ProducerConfig{Buffer: BufferDisk, SpoolDir: dir, SpoolSegmentBytes: 4096, BatchSize: 50}
+			h1 := newHarness(t, addr, cfg)
+			h1.run(t)
+			waitFor(t, "degraded", h1.p.Degraded)
+			const n = 80
+			ids := publishN(h1.p, 0, n)
+			if err := os.RemoveAll(parent); err != nil {
+				t.Fatal(err)
+			}
+			if !recreatable {
+				if err := os.WriteFile(parent, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				h1.close(t)
+				if d := h1.metric(t, "originlens_kafka_events_dropped_total", "reason=spool_removed"); d != n {
+					t.Errorf("dropped{spool_removed} = %v after Close, want %d: every event of the removed segments", d, n)
+				}
+				if d := h1.metric(t, "originlens_kafka_events_dropped_total", "reason=spool_corrupt"); d != 0 {
+					t.Errorf("dropped{spool_corrupt} = %v, want 0", d)
+				}
+				if !strings.Contains(h1.logs.String(), "could not be written back") {
+					t.Errorf("no log line for the lost segments:\n%s", h1.logs.String())
+				}
+				return
+			}
+			h1.close(t)
+			if len(spoolSegments(t, dir)) == 0 {
+				t.Fatalf("Close left no segment in the recreated directory:\n%s", h1.logs.String())
+			}
+			h2 := newHarness(t, addr, cfg)
+			c := startCluster(t, kfake.Ports(port), kfake.SeedTopics(3, testTopic))
+			h2.run(t)
+			waitFor(t, "every event acknowledged or counted lost", func() bool {
+				return h2.metric(t, "originlens_kafka_events_sent_total")+h2.metric(t, "originlens_kafka_events_dropped_total") >= n &&
+					h2.metric(t, "originlens_kafka_spool_records") == 0
+			})
+			h2.close(t)
+			checkNoLoss(t, h1)
+			checkNoLoss(t, h2)
+			checkExactlyOnce(t, c.ListenAddrs()[0], ids)
+		})
+	}
+}

@@ -1,9 +1,12 @@
 package spool
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -126,27 +129,59 @@ func dupFile(f *os.File) (*os.File, error) {
 // one stat(2) per segment created.
 func (s *Spool) checkDirLocked() error {
 	if st, err := os.Stat(s.cfg.Dir); err == nil && os.SameFile(st, s.dir.info) {
+		s.dirErr = nil
 		return nil
 	}
-	what := "replaced by another directory; new segments go to the new one"
+	// The directory may vanish again between the steps (removed in a
+	// loop): a few attempts, then the caller's events are refused.
+	var err error
+	for range dirAttempts {
+		var what string
+		if what, err = s.reviveDirLocked(); err == nil {
+			s.dirErr = nil
+			s.dirDirty = true
+			s.log.Warn("spool: the spool directory was "+what+"; the events in the segments already written are kept (the spool holds their files open)",
+				"dir", s.cfg.Dir, "mode", s.dirMode, "held_segments", len(s.sealed))
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
+	return s.dirFailed(err)
+}
+
+// dirAttempts bounds the attempts to find or make the spool directory,
+// and to create a segment in it, when it keeps vanishing.
+const dirAttempts = 5
+
+// reviveDirLocked makes or takes the directory at the configured path
+// (see [Spool.checkDirLocked]) and says what happened to the old one.
+func (s *Spool) reviveDirLocked() (what string, err error) {
+	what = "replaced by another directory; new segments go to the new one"
 	created := false
 	lst, err := os.Lstat(s.cfg.Dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		what, created = "removed; recreated it for new segments", true
-		if err := os.Mkdir(s.cfg.Dir, s.dirMode); err != nil && !errors.Is(err, os.ErrExist) {
-			return s.dirFailed(fmt.Errorf("recreating the removed spool directory: %w", err))
+		// Parents as Open makes them.
+		err := os.MkdirAll(filepath.Dir(s.cfg.Dir), 0o750)
+		if err == nil {
+			err = os.Mkdir(s.cfg.Dir, s.dirMode)
+		}
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("recreating the removed spool directory: %w", err)
 		}
 	case err != nil:
-		return s.dirFailed(fmt.Errorf("checking the spool directory: %w", err))
+		return "", fmt.Errorf("checking the spool directory: %w", err)
 	case lst.Mode()&os.ModeSymlink != 0:
-		return s.dirFailed(fmt.Errorf("%w: %s is now a symbolic link; no segment is created through it", ErrDirReplaced, s.cfg.Dir))
+		return "", fmt.Errorf("%w: %s is now a symbolic link; no segment is created through it", ErrDirReplaced, s.cfg.Dir)
 	case !lst.IsDir():
-		return s.dirFailed(fmt.Errorf("%w: %s is no longer a directory", ErrDirReplaced, s.cfg.Dir))
+		return "", fmt.Errorf("%w: %s is no longer a directory", ErrDirReplaced, s.cfg.Dir)
 	}
 	d, err := openDir(s.cfg.Dir, false)
 	if err != nil {
-		return s.dirFailed(err)
+		return "", err
 	}
 	if created && d.info.Mode().Perm() != s.dirMode { // the umask took bits off
 		if err := d.f.Chmod(s.dirMode); err != nil {
@@ -158,11 +193,7 @@ func (s *Spool) checkDirLocked() error {
 	if old.segs == 0 {
 		old.close()
 	}
-	s.dirErr = nil
-	s.dirDirty = true
-	s.log.Warn("spool: the spool directory was "+what+"; the events in the segments already written are kept (the spool holds their files open)",
-		"dir", s.cfg.Dir, "mode", s.dirMode, "held_segments", len(s.sealed))
-	return nil
+	return what, nil
 }
 
 // dirFailed logs err once (until the directory works again) and returns it.
@@ -173,4 +204,81 @@ func (s *Spool) dirFailed(err error) error {
 	}
 	s.dirErr = err
 	return err
+}
+
+// writeBackLocked copies each held segment whose file was unlinked (its
+// link count is 0: the spool directory was removed, or the file deleted)
+// into a file of the same name in the spool directory, recreated if need
+// be, so the next Open replays it instead of the events vanishing when
+// the spool closes its descriptor. The copy is whole: records a reader
+// already delivered are delivered again after the restart (at least once,
+// as for any segment a restart finds). A segment that cannot be written
+// back is counted lost (LossRemoved) and logged. Only Close calls it.
+func (s *Spool) writeBackLocked() {
+	var back, lost, lostRecords int64
+	var firstErr error
+	loss := func(seg *Segment, err error) {
+		lost++
+		lostRecords += seg.Records
+		firstErr = cmp.Or(firstErr, err)
+		if seg.Records > 0 && s.cfg.OnLoss != nil {
+			s.cfg.OnLoss(LossRemoved, seg.Records)
+		}
+	}
+	for _, seg := range s.sealed {
+		if seg.f == nil {
+			// Not held: if its file is gone, nothing can bring it
+			// back; count it now, as the next Open cannot.
+			var st unix.Stat_t
+			if seg.dir != nil && errors.Is(unix.Fstatat(seg.dir.fd, seg.name, &st, unix.AT_SYMLINK_NOFOLLOW), syscall.ENOENT) {
+				loss(seg, ErrGone)
+			}
+			continue
+		}
+		st, err := seg.f.Stat()
+		if err != nil {
+			continue
+		}
+		if sys, ok := st.Sys().(*syscall.Stat_t); !ok || sys.Nlink > 0 {
+			continue
+		}
+		if err := s.writeBack(seg, st.Size()); err != nil {
+			loss(seg, err)
+			continue
+		}
+		back++
+	}
+	if back > 0 {
+		s.log.Warn("spool: wrote the segments removed behind the spool's back into the spool directory; the next start replays them",
+			"dir", s.cfg.Dir, "segments", back)
+	}
+	if lost > 0 {
+		s.log.Error("spool: segments removed behind the spool's back could not be written back; their events are lost",
+			"dir", s.cfg.Dir, "segments", lost, "records", lostRecords, "err", firstErr)
+	}
+}
+
+// writeBack copies size bytes of seg's held file into a new file of its
+// name in the spool directory, fsynced.
+func (s *Spool) writeBack(seg *Segment, size int64) error {
+	if err := s.checkDirLocked(); err != nil {
+		return err
+	}
+	f, err := s.dir.createSegmentFile(seg.name, seg.Path)
+	if err != nil {
+		return fmt.Errorf("writing back spool segment: %w", err)
+	}
+	_, err = io.Copy(f, io.NewSectionReader(seg.f, 0, size))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		s.dir.remove(seg.name, seg.Path)
+		return fmt.Errorf("writing back spool segment: %w", err)
+	}
+	s.dirDirty = true
+	return nil
 }

@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // appendRange appends records from to to-1 one by one.
@@ -281,4 +283,117 @@ func TestSegmentsUnlinkedAfterOpen(t *testing.T) {
 	if l := loss.get(LossRemoved) + loss.get(LossCorrupt); l != 0 {
 		t.Errorf("OnLoss = %d, want 0", l)
 	}
+}
+
+// TestRemovalDuringConcurrentAppends: writers append while a reader
+// replays and acknowledges, and the spool directory is removed again and
+// again (rm -rf, bounded): every record is read exactly once, nothing is
+// counted lost, and the directory exists at the end.
+func TestRemovalDuringConcurrentAppends(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	s, loss, logs := openTest(t, Config{Dir: dir, SegmentBytes: 4096})
+	const writers, per = 4, 1500
+	var wg sync.WaitGroup
+	// A directory removed in a tight loop can make an Append fail after
+	// a few attempts (its caller counts those): each writer notes the
+	// records the spool took.
+	var tookMu sync.Mutex
+	var took []string
+	for w := range writers {
+		wg.Go(func() {
+			for i := range per {
+				r := rec(w*per + i)
+				if _, err := s.Append(r); err != nil {
+					continue
+				}
+				tookMu.Lock()
+				took = append(took, string(r))
+				tookMu.Unlock()
+			}
+		})
+	}
+	stop := make(chan struct{})
+	removed := make(chan int)
+	go func() {
+		n := 0
+		for ; n < 200; n++ {
+			select {
+			case <-stop:
+				removed <- n
+				return
+			default:
+			}
+			os.RemoveAll(dir)
+			time.Sleep(100 * time.Microsecond)
+		}
+		removed <- n
+	}()
+	seen := map[string]int{}
+	read := func() {
+		for {
+			seg, ok, err := s.Oldest()
+			if err != nil {
+				t.Fatalf("Oldest: %v", err)
+			}
+			if !ok {
+				return
+			}
+			r, err := s.Open(seg)
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			for {
+				p, err := r.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("Next: %v", err)
+				}
+				seen[string(p)]++
+			}
+			r.Close()
+			if err := s.Ack(seg); err != nil {
+				t.Fatalf("Ack: %v", err)
+			}
+		}
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for wait := true; wait; {
+		select {
+		case <-done:
+			wait = false
+		case <-time.After(time.Millisecond):
+		}
+		read()
+	}
+	close(stop)
+	n := <-removed
+	read()
+	missing, dups := 0, 0
+	for _, want := range took {
+		switch seen[want] {
+		case 0:
+			missing++
+		case 1:
+		default:
+			dups++
+		}
+	}
+	if missing > 0 || dups > 0 || len(seen) != len(took) {
+		t.Errorf("%d records missing, %d read twice, %d distinct, want each of the %d taken once", missing, dups, len(seen), len(took))
+	}
+	if len(took) < writers*per/2 {
+		t.Errorf("the spool took %d of %d records: removals should cost a retry, not the records", len(took), writers*per)
+	}
+	if l := loss.get(LossRemoved) + loss.get(LossCorrupt) + loss.get(LossCap); l != 0 {
+		t.Errorf("OnLoss = %d, want 0\n%s", l, logs.String())
+	}
+	appendRange(t, s, 0, 1) // a new segment: the directory is recreated
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("spool directory missing after an append: %v", err)
+	}
+	t.Logf("directory removed %d times; %d lines say so; the spool refused %d of %d records", n,
+		strings.Count(logs.String(), "spool directory was removed"), writers*per-len(took), writers*per)
 }

@@ -543,12 +543,19 @@ func (s *Spool) enforceCapLocked(need int64) {
 // createLocked starts a new active segment, in a directory that the
 // configured path still names (see [Spool.checkDirLocked]).
 func (s *Spool) createLocked() error {
-	if err := s.checkDirLocked(); err != nil {
-		return fmt.Errorf("creating spool segment: %w", err)
-	}
 	name := fmt.Sprintf("%020d.seg", s.nextSeq)
 	seg := &Segment{Seq: s.nextSeq, Path: filepath.Join(s.cfg.Dir, name), name: name}
-	f, err := s.dir.createSegmentFile(name, seg.Path)
+	var f *os.File
+	var err error
+	for range dirAttempts {
+		if err = s.checkDirLocked(); err != nil {
+			return fmt.Errorf("creating spool segment: %w", err)
+		}
+		// ErrNotExist: the directory was removed since the check.
+		if f, err = s.dir.createSegmentFile(name, seg.Path); !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("creating spool segment: %w", err)
 	}
@@ -842,8 +849,11 @@ func (s *Spool) Segments() []Segment {
 	return out
 }
 
-// Close fsyncs and closes the active segment, closes the segment files
-// it holds and releases the directory lock. Later calls return ErrClosed.
+// Close fsyncs and closes the active segment, writes the segments whose
+// file was unlinked behind its back into the spool directory (see
+// [Spool.writeBackLocked]), closes the segment files it holds and releases
+// the directory lock. It blocks on those writes and fsyncs. Later calls
+// return ErrClosed.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -860,6 +870,7 @@ func (s *Spool) Close() error {
 		s.sealed = append(s.sealed, s.active)
 		s.active, s.f = nil, nil
 	}
+	s.writeBackLocked()
 	if s.dirDirty {
 		s.syncDir(s.dir.f)
 	}

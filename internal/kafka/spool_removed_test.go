@@ -51,6 +51,23 @@ func checkNoLoss(t testing.TB, h *harness) {
 	}
 }
 
+// deadBroker returns a loopback port nobody listens on and its address,
+// where a broker can be started later.
+func deadBroker(t testing.TB) (int, string) {
+	port := reservePort(t)
+	return port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+}
+
+// waitSentOrLost waits until n events are acknowledged or counted lost and
+// the spool is empty (a failure bound, not a speed goal).
+func waitSentOrLost(t testing.TB, h *harness, n int) {
+	t.Helper()
+	waitFor(t, "every event acknowledged or counted lost", func() bool {
+		return h.metric(t, "originlens_kafka_events_sent_total")+h.metric(t, "originlens_kafka_events_dropped_total") >= float64(n) &&
+			h.metric(t, "originlens_kafka_spool_records") == 0
+	})
+}
+
 // TestProducerSpoolRemovedBeforeDelivery: during an outage (disk mode,
 // small segments, so several sealed ones plus the active one hold the
 // events), the spool's files are taken away behind the producer's back:
@@ -100,8 +117,7 @@ func TestProducerSpoolRemovedBeforeDelivery(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			port := reservePort(t)
-			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			port, addr := deadBroker(t)
 			dir := filepath.Join(t.TempDir(), "spool")
 			// An unusual mode, so that "recreated with its permissions" can fail.
 			if err := os.Mkdir(dir, 0o710); err != nil {
@@ -137,10 +153,7 @@ func TestProducerSpoolRemovedBeforeDelivery(t *testing.T) {
 				}
 			}
 			c := startCluster(t, kfake.Ports(port), kfake.SeedTopics(3, testTopic))
-			waitFor(t, "every event acknowledged or counted lost", func() bool {
-				return h.metric(t, "originlens_kafka_events_sent_total")+h.metric(t, "originlens_kafka_events_dropped_total") >= n+m &&
-					h.metric(t, "originlens_kafka_spool_records") == 0
-			})
+			waitSentOrLost(t, h, n+m)
 			h.close(t)
 			checkNoLoss(t, h)
 			checkExactlyOnce(t, c.ListenAddrs()[0], ids)
@@ -158,8 +171,7 @@ func TestProducerSpoolRemovedBeforeDelivery(t *testing.T) {
 func TestProducerSpoolRemovedDuringRecovery(t *testing.T) {
 	for _, removeDir := range []bool{false, true} {
 		t.Run("removeDir="+strconv.FormatBool(removeDir), func(t *testing.T) {
-			port := reservePort(t)
-			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			port, addr := deadBroker(t)
 			dir := filepath.Join(t.TempDir(), "spool")
 			cfg := ProducerConfig{Buffer: BufferDisk, SpoolDir: dir, SpoolSegmentBytes: 4096, BatchSize: 50}
 			h1 := newHarness(t, addr, cfg)
@@ -187,10 +199,7 @@ func TestProducerSpoolRemovedDuringRecovery(t *testing.T) {
 			c := startCluster(t, kfake.Ports(port), kfake.SeedTopics(3, testTopic))
 			h2.run(t)
 			ids = append(ids, publishN(h2.p, n, 20)...)
-			waitFor(t, "every event acknowledged or counted lost", func() bool {
-				return h2.metric(t, "originlens_kafka_events_sent_total")+h2.metric(t, "originlens_kafka_events_dropped_total") >= n+20 &&
-					h2.metric(t, "originlens_kafka_spool_records") == 0
-			})
+			waitSentOrLost(t, h2, n+20)
 			h2.close(t)
 			checkNoLoss(t, h1)
 			checkNoLoss(t, h2)
@@ -206,8 +215,7 @@ func TestProducerSpoolRemovedDuringRecovery(t *testing.T) {
 // what cannot wait is counted as spool_error (never spool_corrupt), with a
 // log line that names the directory.
 func TestProducerSpoolDirCannotBeRecreated(t *testing.T) {
-	port := reservePort(t)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	port, addr := deadBroker(t)
 	parent := filepath.Join(t.TempDir(), "parent")
 	dir := filepath.Join(parent, "spool")
 	h := newHarness(t, addr, ProducerConfig{Buffer: BufferDisk, SpoolDir: dir, SpoolSegmentBytes: 4096, BatchSize: 50})
@@ -330,8 +338,7 @@ func TestProducerSpoolRemovedOnFullDisk(t *testing.T) {
 func TestProducerSpoolRemovedThenStopped(t *testing.T) {
 	for _, recreatable := range []bool{true, false} {
 		t.Run("recreatable="+strconv.FormatBool(recreatable), func(t *testing.T) {
-			port := reservePort(t)
-			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			port, addr := deadBroker(t)
 			parent := filepath.Join(t.TempDir(), "parent")
 			dir := filepath.Join(parent, "spool")
 			cfg := ProducerConfig{Buffer: BufferDisk, SpoolDir: dir, SpoolSegmentBytes: 4096, BatchSize: 50}
@@ -366,10 +373,7 @@ func TestProducerSpoolRemovedThenStopped(t *testing.T) {
 			h2 := newHarness(t, addr, cfg)
 			c := startCluster(t, kfake.Ports(port), kfake.SeedTopics(3, testTopic))
 			h2.run(t)
-			waitFor(t, "every event acknowledged or counted lost", func() bool {
-				return h2.metric(t, "originlens_kafka_events_sent_total")+h2.metric(t, "originlens_kafka_events_dropped_total") >= n &&
-					h2.metric(t, "originlens_kafka_spool_records") == 0
-			})
+			waitSentOrLost(t, h2, n)
 			h2.close(t)
 			checkNoLoss(t, h1)
 			checkNoLoss(t, h2)

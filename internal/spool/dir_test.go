@@ -397,3 +397,31 @@ func TestRemovalDuringConcurrentAppends(t *testing.T) {
 	t.Logf("directory removed %d times; %d lines say so; the spool refused %d of %d records", n,
 		strings.Count(logs.String(), "spool directory was removed"), writers*per-len(took), writers*per)
 }
+
+// TestSyncRecreatesRemovedDir: a removed spool directory comes back, locked
+// against a second spool, at the next Sync even when no segment is
+// created, so a second process cannot take the path meanwhile.
+func TestSyncRecreatesRemovedDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spool")
+	s, _, logs := openTest(t, Config{Dir: dir, SegmentBytes: 4096})
+	appendRange(t, s, 0, 10)
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("Sync did not recreate the directory: %v", err)
+	}
+	if _, err := Open(Config{Dir: dir}); !errors.Is(err, ErrLocked) {
+		t.Errorf("a second spool on the recreated directory: %v, want ErrLocked", err)
+	}
+	s.Sync()
+	if n := strings.Count(logs.String(), "spool directory was removed"); n != 1 {
+		t.Errorf("%d lines say the directory was removed, want 1:\n%s", n, logs.String())
+	}
+	if got := drain(t, s); !equalStrings(got, wantRecords(0, 10)) {
+		t.Errorf("read %v, want records 0-9", got)
+	}
+}

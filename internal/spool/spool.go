@@ -646,9 +646,16 @@ func (s *Spool) syncDir(d *os.File) {
 
 // Sync fsyncs the active segment if anything was appended since the last
 // sync, and the directory if a segment was created or deleted. It does not
-// hold the lock during the fsyncs, so appends proceed.
+// hold the lock during the fsyncs, so appends proceed. It also checks that
+// the spool directory is still there (one stat(2)) and recreates it when
+// it was removed (see [Spool.checkDirLocked]), so a removed directory
+// comes back, locked, within one sync interval even when no segment is
+// created.
 func (s *Spool) Sync() error {
 	s.mu.Lock()
+	if !s.closed {
+		_ = s.checkDirLocked() // a failure is logged once; Append reports it
+	}
 	f, dirty, dirDirty, d := s.f, s.dirty, s.dirDirty, s.dir.f
 	s.dirty, s.dirDirty = false, false
 	s.mu.Unlock()

@@ -425,3 +425,35 @@ func TestSyncRecreatesRemovedDir(t *testing.T) {
 		t.Errorf("read %v, want records 0-9", got)
 	}
 }
+
+// TestForeignFileWithTheNextName: a file (here a symbolic link to a file
+// elsewhere) put in the spool directory under the next segment's name is
+// neither followed nor a reason to refuse every later Append: its number
+// is skipped.
+func TestForeignFileWithTheNextName(t *testing.T) {
+	dir := t.TempDir()
+	s, _, logs := openTest(t, Config{Dir: dir, SegmentBytes: 4096})
+	appendRange(t, s, 0, 5)
+	if _, _, err := s.Oldest(); err != nil { // seals segment 1
+		t.Fatal(err)
+	}
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("untouched"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"00000000000000000002.seg", "00000000000000000003.seg"} {
+		if err := os.Symlink(victim, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendRange(t, s, 5, 10)
+	if b, _ := os.ReadFile(victim); string(b) != "untouched" {
+		t.Errorf("the link's target was written: %q", b)
+	}
+	if got := drain(t, s); !equalStrings(got, wantRecords(0, 10)) {
+		t.Errorf("read %v, want records 0-9", got)
+	}
+	if !strings.Contains(logs.String(), "skipping that number") {
+		t.Errorf("no log line for the skipped number:\n%s", logs.String())
+	}
+}

@@ -543,22 +543,32 @@ func (s *Spool) enforceCapLocked(need int64) {
 // createLocked starts a new active segment, in a directory that the
 // configured path still names (see [Spool.checkDirLocked]).
 func (s *Spool) createLocked() error {
-	name := fmt.Sprintf("%020d.seg", s.nextSeq)
-	seg := &Segment{Seq: s.nextSeq, Path: filepath.Join(s.cfg.Dir, name), name: name}
+	var seg *Segment
 	var f *os.File
 	var err error
 	for range dirAttempts {
 		if err = s.checkDirLocked(); err != nil {
 			return fmt.Errorf("creating spool segment: %w", err)
 		}
+		name := fmt.Sprintf("%020d.seg", s.nextSeq)
+		seg = &Segment{Seq: s.nextSeq, Path: filepath.Join(s.cfg.Dir, name), name: name}
+		f, err = s.dir.createSegmentFile(name, seg.Path)
+		if errors.Is(err, os.ErrExist) {
+			// Not made by this spool (it never reuses a number):
+			// left alone, and its number skipped.
+			s.log.Warn("spool: a file already has the next segment's name; skipping that number", "file", name)
+			s.nextSeq++
+			continue
+		}
 		// ErrNotExist: the directory was removed since the check.
-		if f, err = s.dir.createSegmentFile(name, seg.Path); !errors.Is(err, os.ErrNotExist) {
+		if !errors.Is(err, os.ErrNotExist) {
 			break
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("creating spool segment: %w", err)
 	}
+	name := seg.name
 	if _, err := f.Write([]byte(Magic)); err != nil {
 		f.Close()
 		s.dir.remove(name, seg.Path)

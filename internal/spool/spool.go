@@ -50,17 +50,24 @@
 // removed (rm -rf) or replaced, loses nothing: the records are still read
 // and delivered. Segments are created and deleted relative to the
 // directory's descriptor; when the configured path no longer names that
-// directory, the next segment is created in a new directory made at the
-// path with the first one's permissions (or in the directory someone put
-// there), locked, with one WARN line. A path that became a symbolic link
-// or a file is not followed: new segments are refused (the caller counts
-// the events it cannot hold elsewhere), with one ERROR line. A spool
-// directory that is a symbolic link at Open is resolved once, at Open.
+// directory, the next segment (or the next Sync, whichever comes first) is
+// created in a new directory made at the path with the first one's
+// permissions (or in the directory someone put there), locked, with one
+// WARN line. A path that became a symbolic link or a file is not followed:
+// new segments are refused (the caller counts the events it cannot hold
+// elsewhere), with one ERROR line. A spool directory that is a symbolic
+// link at Open is resolved once, at Open. Close writes the held segments
+// whose file was unlinked back into the directory, so a clean stop after
+// a removal loses nothing either; a SIGKILL or power loss then loses the
+// removed segments' records that Kafka does not have yet (nothing is left
+// on disk to count them from).
 //
-// File descriptors: one per segment held, plus the directory and its LOCK
-// (and those of a replaced directory while its segments remain), at most
+// File descriptors: one per segment held, one per open [Reader] (its own
+// descriptor of the segment), the directory and its LOCK (and those of a
+// replaced directory while its segments remain); at most
 // 256 segment files (maxHeldSegments). The size cap bounds the segments:
-// with the defaults (1 GiB, 16 MiB segments) at most 65 are held. Beyond
+// with the defaults (1 GiB, 16 MiB segments) about 65 are held (64 full
+// ones, the active one and at most one cut short by a reader). Beyond
 // 256 (a cap of more than 4 GiB at 16 MiB segments, or many small segments
 // a previous run left), a segment's file is closed when sealed and read by
 // name; if such a file is deleted behind the spool's back its records are

@@ -60,7 +60,9 @@
 // whose file was unlinked back into the directory, so a clean stop after
 // a removal loses nothing either; a SIGKILL or power loss then loses the
 // removed segments' records that Kafka does not have yet (nothing is left
-// on disk to count them from).
+// on disk to count them from). Removing a spool's files therefore frees
+// no disk space while the spool holds them (they still count against
+// MaxBytes): to discard a spool, close it first.
 //
 // File descriptors: one per segment held, one per open [Reader] (its own
 // descriptor of the segment), the directory and its LOCK (and those of a

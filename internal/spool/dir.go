@@ -99,6 +99,27 @@ func (d *dirHandle) remove(name, path string) error {
 	return &os.PathError{Op: "unlink", Path: path, Err: err}
 }
 
+// removeSegment deletes seg's file from its directory, unless the name now
+// names another file than the one the spool holds (replaced behind its
+// back: that file is someone else's, left for the next Open to find).
+func (s *Spool) removeSegment(seg *Segment) error {
+	if seg.f != nil {
+		var st unix.Stat_t
+		err := unix.Fstatat(seg.dir.fd, seg.name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, syscall.ENOENT) {
+			return nil
+		}
+		if fi, ferr := seg.f.Stat(); err == nil && ferr == nil {
+			if own, ok := fi.Sys().(*syscall.Stat_t); ok && (own.Dev != st.Dev || own.Ino != st.Ino) {
+				s.log.Warn("spool: a segment file was replaced by another file; left in place, the next start reads it",
+					"segment", seg.Path)
+				return nil
+			}
+		}
+	}
+	return seg.dir.remove(seg.name, seg.Path)
+}
+
 // dupFile returns a second descriptor of f's open file, for a reader whose
 // life is its own: closing either leaves the other usable.
 func dupFile(f *os.File) (*os.File, error) {

@@ -457,3 +457,62 @@ func TestForeignFileWithTheNextName(t *testing.T) {
 		t.Errorf("no log line for the skipped number:\n%s", logs.String())
 	}
 }
+
+// TestReplacedSegmentFileLeftInPlace: a sealed segment's file replaced by
+// another segment file (renamed over it) while the spool holds it: the
+// spool reads its own records through its open file, and acknowledging
+// them does not delete the replacement, which the next Open reads.
+// Before, the spool read the replacement by name instead of its own
+// records (lost, uncounted), then deleted it by name.
+func TestReplacedSegmentFileLeftInPlace(t *testing.T) {
+	dir := t.TempDir()
+	s, loss, logs := openTest(t, Config{Dir: dir, SegmentBytes: 4096})
+	seg := appendAndSeal(t, s, 10)
+	other := t.TempDir()
+	s2, err := Open(Config{Dir: other, SegmentBytes: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRange(t, s2, 1000, 1010)
+	s2.Close()
+	segs, _ := filepath.Glob(filepath.Join(other, "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("%d segments in the other spool, want 1", len(segs))
+	}
+	if err := os.Rename(segs[0], seg.Path); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Open(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		p, err := r.Next()
+		if err != nil {
+			break
+		}
+		got = append(got, string(p))
+	}
+	r.Close()
+	if !equalStrings(got, wantRecords(0, 10)) {
+		t.Errorf("read %v, want the spool's own records 0-9", got)
+	}
+	if err := s.Ack(seg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(seg.Path); err != nil {
+		t.Fatalf("Ack deleted the replacement file: %v", err)
+	}
+	if !strings.Contains(logs.String(), "replaced by another file") {
+		t.Errorf("no log line for the replaced file:\n%s", logs.String())
+	}
+	if l := loss.get(LossRemoved) + loss.get(LossCorrupt); l != 0 {
+		t.Errorf("OnLoss = %d, want 0", l)
+	}
+	s.Close()
+	s3, _, _ := openTest(t, Config{Dir: dir, SegmentBytes: 4096})
+	if got := drain(t, s3); !equalStrings(got, wantRecords(1000, 1010)) {
+		t.Errorf("the next Open read %v, want the replacement's records 1000-1009", got)
+	}
+}

@@ -534,7 +534,7 @@ func (s *Spool) enforceCapLocked(need int64) {
 	for s.bytes+need > s.cfg.MaxBytes && len(s.sealed) > 0 {
 		seg := s.sealed[0]
 		s.sealed = s.sealed[1:]
-		if err := seg.dir.remove(seg.name, seg.Path); err != nil {
+		if err := s.removeSegment(seg); err != nil {
 			s.log.Error("spool: deleting the oldest segment over the size cap", "segment", seg.Path, "err", err)
 		}
 		s.releaseLocked(seg)
@@ -812,7 +812,7 @@ func (s *Spool) Ack(seg *Segment) error {
 			err = nil
 		}
 	} else {
-		err = seg.dir.remove(seg.name, seg.Path)
+		err = s.removeSegment(seg)
 	}
 	if err != nil {
 		return fmt.Errorf("deleting spool segment: %w", err)

@@ -231,14 +231,7 @@ func TestHeldFilesBoundedAndReleased(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var got []string
-		for {
-			p, err := r.Next()
-			if err != nil {
-				break
-			}
-			got = append(got, string(p))
-		}
+		got := readAll(r)
 		r.Close()
 		if first == nil {
 			first = got
@@ -486,14 +479,7 @@ func TestReplacedSegmentFileLeftInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for {
-		p, err := r.Next()
-		if err != nil {
-			break
-		}
-		got = append(got, string(p))
-	}
+	got := readAll(r)
 	r.Close()
 	if !equalStrings(got, wantRecords(0, 10)) {
 		t.Errorf("read %v, want the spool's own records 0-9", got)
@@ -514,5 +500,17 @@ func TestReplacedSegmentFileLeftInPlace(t *testing.T) {
 	s3, _, _ := openTest(t, Config{Dir: dir, SegmentBytes: 4096})
 	if got := drain(t, s3); !equalStrings(got, wantRecords(1000, 1010)) {
 		t.Errorf("the next Open read %v, want the replacement's records 1000-1009", got)
+	}
+}
+
+// readAll returns the records r yields until its first error (io.EOF).
+func readAll(r *Reader) []string {
+	var got []string
+	for {
+		p, err := r.Next()
+		if err != nil {
+			return got
+		}
+		got = append(got, string(p))
 	}
 }

@@ -328,14 +328,7 @@ func TestCorruptMiddleRecordSkipped(t *testing.T) {
 		seg.Write(b)
 	}
 	r := NewReader(bytes.NewReader(seg.Bytes()), int64(seg.Len()), "mem")
-	var got []string
-	for {
-		p, err := r.Next()
-		if err != nil {
-			break
-		}
-		got = append(got, string(p))
-	}
+	got := readAll(r)
 	want := []string{string(rec(0)), string(rec(1)), string(rec(3)), string(rec(4))}
 	if d := r.Damages(); !equalStrings(got, want) || len(d) != 1 || !d[0].Known || d[0].Records != 1 {
 		t.Errorf("reader = %v (damage %v), want %v (one record lost)", got, d, want)

@@ -58,12 +58,14 @@ func deadBroker(t testing.TB) (int, string) {
 	return port, net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
-// waitSentOrLost waits until n events are acknowledged or counted lost and
+// waitSentOrLost waits until n events are acknowledged (live or replayed)
+// or counted lost and
 // the spool is empty (a failure bound, not a speed goal).
 func waitSentOrLost(t testing.TB, h *harness, n int) {
 	t.Helper()
 	waitFor(t, "every event acknowledged or counted lost", func() bool {
-		return h.metric(t, "originlens_kafka_events_sent_total")+h.metric(t, "originlens_kafka_events_dropped_total") >= float64(n) &&
+		return h.metric(t, "originlens_kafka_events_sent_total")+h.metric(t, "originlens_kafka_events_replayed_total")+
+			h.metric(t, "originlens_kafka_events_dropped_total") >= float64(n) &&
 			h.metric(t, "originlens_kafka_spool_records") == 0
 	})
 }
@@ -162,6 +164,32 @@ func TestProducerSpoolRemovedBeforeDelivery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProducerSpoolRemovedMemoryMode: the same removal in memory buffer
+// mode, where the spool holds what an outage keeps from Kafka: every event
+// is replayed once the broker is back, none counted lost.
+func TestProducerSpoolRemovedMemoryMode(t *testing.T) {
+	port, addr := deadBroker(t)
+	dir := filepath.Join(t.TempDir(), "spool")
+	h := newHarness(t, addr, ProducerConfig{Buffer: BufferMemory, SpoolDir: dir, SpoolSegmentBytes: 4096, BatchSize: 50})
+	h.run(t)
+	waitFor(t, "degraded", h.p.Degraded)
+	const n, m = 60, 60
+	ids := publishN(h.p, 0, n)
+	waitFor(t, "spooled", func() bool { return h.metric(t, "originlens_kafka_events_spooled_total") == n })
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	ids = append(ids, publishN(h.p, n, m)...)
+	waitFor(t, "spooled after the removal", func() bool {
+		return h.metric(t, "originlens_kafka_events_spooled_total")+h.metric(t, "originlens_kafka_events_dropped_total") >= n+m
+	})
+	c := startCluster(t, kfake.Ports(port), kfake.SeedTopics(3, testTopic))
+	waitSentOrLost(t, h, n+m)
+	h.close(t)
+	checkNoLoss(t, h)
+	checkExactlyOnce(t, c.ListenAddrs()[0], ids)
 }
 
 // TestProducerSpoolRemovedDuringRecovery: a restart finds the segments an

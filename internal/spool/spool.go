@@ -194,7 +194,10 @@ type Segment struct {
 // Spool is an on-disk FIFO of records. All methods are safe for concurrent
 // use. Append, Ack and rotation take a short lock and do plain file writes;
 // only Sync, Oldest (when it seals the active segment), rotation and Close
-// fsync, and only rotation and Close while holding the lock.
+// fsync, and only rotation and Close while holding the lock. Creating a
+// segment and Sync stat the directory's path under the lock (and, when it
+// was removed, make it again: mkdir, open, flock, no fsync); Close copies
+// the unlinked segments it holds back into it, under the lock.
 type Spool struct {
 	cfg Config
 	log *slog.Logger

@@ -81,10 +81,28 @@ func (d *dirHandle) createSegmentFile(name, path string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// openSegmentFile opens name in d for reading.
+// errNotRegular: what has a segment's name is not a regular file (a FIFO,
+// a directory, a device put in its place); to the spool the segment is
+// gone.
+var errNotRegular = fmt.Errorf("not a regular file: %w", os.ErrNotExist)
+
+// openSegmentFile opens name in d for reading. It never blocks on a FIFO
+// put in a segment's place (O_NONBLOCK, then anything but a regular file
+// is refused with an error that is os.ErrNotExist).
 func (d *dirHandle) openSegmentFile(name, path string) (*os.File, error) {
-	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(d.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err = unix.Fstat(fd, &st); err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG {
+		err = errNotRegular
+	}
+	if err == nil {
+		err = unix.SetNonblock(fd, false)
+	}
+	if err != nil {
+		unix.Close(fd)
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
 	return os.NewFile(uintptr(fd), path), nil

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -512,5 +513,58 @@ func readAll(r *Reader) []string {
 			return got
 		}
 		got = append(got, string(p))
+	}
+}
+
+// TestFIFOInASegmentsPlace: a segment the spool does not hold open (past
+// the bound) replaced by a FIFO, or by a directory: reading it neither
+// blocks (a FIFO without a writer would block open(2), under the spool's
+// lock, and with it every Append) nor fails forever; the segment is gone,
+// its records counted lost once (spool_removed).
+func TestFIFOInASegmentsPlace(t *testing.T) {
+	defer func(n int) { maxHeldSegments = n }(maxHeldSegments)
+	maxHeldSegments = 0
+	for _, kind := range []string{"fifo", "dir"} {
+		t.Run(kind, func(t *testing.T) {
+			s, loss, _ := openTest(t, Config{SegmentBytes: 4096})
+			seg := appendAndSeal(t, s, 10)
+			if err := os.Remove(seg.Path); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if kind == "fifo" {
+				err = syscall.Mkfifo(seg.Path, 0o640)
+			} else {
+				err = os.Mkdir(seg.Path, 0o750)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := s.Open(seg)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, ErrGone) {
+					t.Errorf("Open = %v, want ErrGone", err)
+				}
+			case <-time.After(20 * time.Second): // a failure bound only
+				// Unblock the reader (it holds the spool's lock).
+				if w, err := os.OpenFile(seg.Path, os.O_WRONLY, 0); err == nil {
+					w.Close()
+				}
+				<-done
+				t.Fatalf("Open blocked on a %s in the segment's place", kind)
+			}
+			if l := loss.get(LossRemoved); l != 10 {
+				t.Errorf("OnLoss(spool_removed) = %d, want 10", l)
+			}
+			appendRange(t, s, 10, 20) // the spool goes on
+			if got := drain(t, s); !equalStrings(got, wantRecords(10, 20)) {
+				t.Errorf("read %v after, want records 10-19", got)
+			}
+		})
 	}
 }

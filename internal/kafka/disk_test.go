@@ -46,14 +46,7 @@ func TestProducerDiskBuffer(t *testing.T) {
 // refuses wait in memory and reach Kafka: nothing is dropped, and nothing
 // is counted twice.
 func TestProducerDiskBufferFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v): needs CAP_SYS_ADMIN", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := tinyTmpfs(t)
 	c := startCluster(t, kfake.SeedTopics(3, testTopic))
 	addr := c.ListenAddrs()[0]
 	// Batches larger than the file system, and a long linger: the spool
@@ -73,4 +66,19 @@ func TestProducerDiskBufferFullDisk(t *testing.T) {
 	}
 	t.Logf("%v of %d events refused by the full spool and sent from memory", h.metric(t, "originlens_kafka_events_queued_total"), n)
 	checkDelivered(t, ids, checkMessages(t, readTopic(t, addr, testTopic)))
+}
+
+// tinyTmpfs mounts a 64 KiB tmpfs on a temporary directory for the test,
+// or skips it when that is not allowed.
+func tinyTmpfs(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v): needs CAP_SYS_ADMIN", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	return dir
 }

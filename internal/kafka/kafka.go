@@ -72,7 +72,16 @@
 // originlens_kafka_events_dropped_total{reason="spool_cap"} and logged.
 // Damaged spool records are skipped and counted once each (see package
 // spool): in events_dropped_total{reason="spool_corrupt"} when their number
-// is known, else their bytes in spool_corrupt_bytes_total.
+// is known, else their bytes in spool_corrupt_bytes_total. The spool holds
+// its segment files open until Kafka has them, so a spool directory removed
+// or replaced while serving (or a segment file unlinked) loses nothing: the
+// segments are read through the open files, new ones go to a recreated
+// directory (one WARN line), and a clean stop writes the removed ones back
+// for the next start. What cannot be saved is counted:
+// events_dropped_total{reason="spool_removed"} (a removed segment the spool
+// did not hold open, or could not write back at Close), or
+// {reason="spool_error"} for events refused because no directory can be
+// made (after the disk mode's fallback to memory).
 //
 // The spool directory defaults (SpoolDir empty) to /var/lib/originlens/spool
 // when it exists or can be created and is writable, else ./spool under the
@@ -87,8 +96,10 @@
 // event in disk mode), events_spooled_total (every event in disk mode),
 // events_replayed_total (memory mode: acknowledged from the spool),
 // events_dropped_total{reason}, with reason spool_cap, spool_corrupt,
-// spool_error (the disk refused the write), encode or closed (published
-// after Close); spool_corrupt_bytes_total; queue_depth, spool_bytes,
+// spool_removed (a spool segment file deleted behind the spool's back
+// that it could not read or write back), spool_error (the disk, or a
+// spool directory that cannot be recreated, refused the write), encode or
+// closed (published after Close); spool_corrupt_bytes_total; queue_depth, spool_bytes,
 // spool_records (in disk mode normally the batch being formed),
 // broker_errors_total, degraded (0 or 1).
 //

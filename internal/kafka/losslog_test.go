@@ -5,7 +5,6 @@ import (
 	"os"
 	"regexp"
 	"strconv"
-	"syscall"
 	"testing"
 )
 
@@ -17,14 +16,7 @@ import (
 // loss lines must add up to the count: each says how many were lost since
 // the last one, and Close logs what no line has said yet.
 func TestSpoolLossesLoggedWithTheirCount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
-	}
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v): needs CAP_SYS_ADMIN", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	dir := tinyTmpfs(t)
 	for _, buf := range []string{BufferMemory, BufferDisk} {
 		t.Run(buf, func(t *testing.T) {
 			sub := dir + "/" + buf

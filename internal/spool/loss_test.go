@@ -270,27 +270,46 @@ func TestFullDiskCountsOnce(t *testing.T) {
 }
 
 // TestSegmentDeletedBehindTheSpool: a sealed segment's file removed by
-// someone else is counted lost once and forgotten, so the gauges drop and
-// a reader does not retry it forever.
+// someone else is still read whole through the file the spool holds open:
+// nothing is lost. Before, the spool reopened it by name and counted its
+// records lost.
 func TestSegmentDeletedBehindTheSpool(t *testing.T) {
 	s, loss, logs := openTest(t, Config{SegmentBytes: 4096})
-	for i := range 30 {
-		if _, err := s.Append(rec(i)); err != nil {
-			t.Fatal(err)
-		}
+	seg := appendAndSeal(t, s, 30)
+	if err := os.Remove(seg.Path); err != nil {
+		t.Fatal(err)
 	}
-	seg, ok, err := s.Oldest()
-	if err != nil || !ok {
-		t.Fatalf("Oldest = %v, %v", ok, err)
+	if got := drain(t, s); !equalStrings(got, wantRecords(0, 30)) {
+		t.Errorf("read %d records back (%v...), want the 30 appended", len(got), head(got))
 	}
+	if l := loss.get(LossRemoved) + loss.get(LossCorrupt); l != 0 {
+		t.Errorf("OnLoss = %d, want 0\n%s", l, logs.String())
+	}
+	if s.Records() != 0 || s.Bytes() != 0 || s.Pending() {
+		t.Errorf("after the replay: Records %d, Bytes %d, Pending %v; want 0, 0, false", s.Records(), s.Bytes(), s.Pending())
+	}
+}
+
+// TestSegmentDeletedBehindTheSpoolNotHeld: past the bound on open segment
+// files a sealed segment is read by name; its file removed by someone else
+// is counted lost once (spool_removed) and forgotten, so the gauges drop
+// and a reader does not retry it forever.
+func TestSegmentDeletedBehindTheSpoolNotHeld(t *testing.T) {
+	defer func(n int) { maxHeldSegments = n }(maxHeldSegments)
+	maxHeldSegments = 0
+	s, loss, logs := openTest(t, Config{SegmentBytes: 4096})
+	seg := appendAndSeal(t, s, 30)
 	os.Remove(seg.Path)
 	for range 2 {
 		if _, err := s.Open(seg); !errors.Is(err, ErrGone) {
 			t.Fatalf("Open of a deleted segment = %v, want ErrGone", err)
 		}
 	}
-	if l := loss.get(LossCorrupt); l != 30 {
-		t.Errorf("OnLoss = %d, want 30 once", l)
+	if l := loss.get(LossRemoved); l != 30 {
+		t.Errorf("OnLoss(spool_removed) = %d, want 30 once", l)
+	}
+	if l := loss.get(LossCorrupt); l != 0 {
+		t.Errorf("OnLoss(spool_corrupt) = %d, want 0: a removed file is not a corrupt one", l)
 	}
 	if s.Records() != 0 || s.Bytes() != 0 || s.Pending() {
 		t.Errorf("after the loss: Records %d, Bytes %d, Pending %v; want 0, 0, false", s.Records(), s.Bytes(), s.Pending())
@@ -298,4 +317,20 @@ func TestSegmentDeletedBehindTheSpool(t *testing.T) {
 	if !strings.Contains(logs.String(), "deleted by someone else") {
 		t.Errorf("no log line:\n%s", logs.String())
 	}
+}
+
+// appendAndSeal appends records 0 to n-1 and returns the oldest segment,
+// sealed.
+func appendAndSeal(tb testing.TB, s *Spool, n int) *Segment {
+	tb.Helper()
+	for i := range n {
+		if _, err := s.Append(rec(i)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	seg, ok, err := s.Oldest()
+	if err != nil || !ok {
+		tb.Fatalf("Oldest = %v, %v", ok, err)
+	}
+	return seg
 }

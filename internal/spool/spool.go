@@ -43,6 +43,38 @@
 // A segment is deleted only by [Spool.Ack], after its reader has delivered
 // every record.
 //
+// The spool keeps each segment's file open from its creation (or from Open,
+// for the segments a previous run left) until Ack or the size cap deletes
+// it, and reads it through that descriptor (pread), never by name. So a
+// segment file unlinked behind the spool's back, or the whole directory
+// removed (rm -rf) or replaced, loses nothing: the records are still read
+// and delivered. Segments are created and deleted relative to the
+// directory's descriptor; when the configured path no longer names that
+// directory, the next segment (or the next Sync, whichever comes first) is
+// created in a new directory made at the path with the first one's
+// permissions (or in the directory someone put there), locked, with one
+// WARN line. A path that became a symbolic link or a file is not followed:
+// new segments are refused (the caller counts the events it cannot hold
+// elsewhere), with one ERROR line. A spool directory that is a symbolic
+// link at Open is resolved once, at Open. Close writes the held segments
+// whose file was unlinked back into the directory, so a clean stop after
+// a removal loses nothing either; a SIGKILL or power loss then loses the
+// removed segments' records that Kafka does not have yet (nothing is left
+// on disk to count them from). Removing a spool's files therefore frees
+// no disk space while the spool holds them (they still count against
+// MaxBytes): to discard a spool, close it first.
+//
+// File descriptors: one per segment held, one per open [Reader] (its own
+// descriptor of the segment), the directory and its LOCK (and those of a
+// replaced directory while its segments remain); at most
+// 256 segment files (maxHeldSegments). The size cap bounds the segments:
+// with the defaults (1 GiB, 16 MiB segments) about 65 are held (64 full
+// ones, the active one and at most one cut short by a reader). Beyond
+// 256 (a cap of more than 4 GiB at 16 MiB segments, or many small segments
+// a previous run left), a segment's file is closed when sealed and read by
+// name; if such a file is deleted behind the spool's back its records are
+// counted lost (LossRemoved) and forgotten.
+//
 // The spool has a size cap: an append that would pass MaxBytes first deletes
 // the oldest segments, logs them and counts their records as lost, so a long
 // outage costs the oldest events, visibly, instead of the disk.
@@ -61,7 +93,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 )
 
 // Magic opens every segment file.
@@ -84,6 +115,9 @@ const (
 const (
 	LossCap     = "spool_cap"     // oldest segment deleted to stay under MaxBytes
 	LossCorrupt = "spool_corrupt" // record failed its checksum or the segment tail was torn
+	// LossRemoved: a segment's file was deleted behind the spool's back
+	// and the spool did not hold it open (see the package doc).
+	LossRemoved = "spool_removed"
 )
 
 // SystemDir is the spool directory [DefaultDir] prefers.
@@ -139,12 +173,17 @@ func DefaultDir() string {
 	return "spool"
 }
 
-// Segment is one sealed segment file. Its fields are read-only.
+// Segment is one sealed segment file. Its exported fields are read-only.
 type Segment struct {
 	Seq     uint64
 	Path    string
 	Size    int64
 	Records int64 // records appended (or found valid at Open), less the known losses reported since
+
+	// Guarded by the spool's lock.
+	f    *os.File   // the open segment file; nil when not held
+	dir  *dirHandle // the directory it is in
+	name string     // its name in dir
 
 	// Damage starting before this offset was reported already; guarded
 	// by the spool's lock.
@@ -155,13 +194,19 @@ type Segment struct {
 // Spool is an on-disk FIFO of records. All methods are safe for concurrent
 // use. Append, Ack and rotation take a short lock and do plain file writes;
 // only Sync, Oldest (when it seals the active segment), rotation and Close
-// fsync, and only rotation and Close while holding the lock.
+// fsync, and only rotation and Close while holding the lock. Creating a
+// segment and Sync stat the directory's path under the lock (and, when it
+// was removed, make it again: mkdir, open, flock, no fsync); Close copies
+// the unlinked segments it holds back into it, under the lock.
 type Spool struct {
 	cfg Config
 	log *slog.Logger
 
 	mu      sync.Mutex
-	lock    *os.File   // holds the flock
+	dir     *dirHandle // where new segments go; holds the flock
+	dirMode os.FileMode
+	dirErr  error      // the last failure to find a usable directory, logged
+	held    int        // segments whose file is open
 	sealed  []*Segment // oldest first
 	active  *Segment   // nil until the first append after open or rotation
 	f       *os.File   // the active segment
@@ -198,20 +243,13 @@ func Open(cfg Config) (*Spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("creating spool directory: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(cfg.Dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o640)
+	d, err := openDir(cfg.Dir, true)
 	if err != nil {
-		return nil, fmt.Errorf("opening spool lock: %w", err)
+		return nil, err
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrLocked, cfg.Dir)
-		}
-		return nil, fmt.Errorf("locking spool directory: %w", err)
-	}
-	s := &Spool{cfg: cfg, log: log.With("spool", cfg.Dir), lock: lock, nextSeq: 1}
+	s := &Spool{cfg: cfg, log: log.With("spool", cfg.Dir), dir: d, dirMode: d.info.Mode().Perm(), nextSeq: 1}
 	if err := s.scan(); err != nil {
-		lock.Close()
+		s.closeFilesLocked()
 		return nil, err
 	}
 	if len(s.sealed) > 0 {
@@ -244,13 +282,24 @@ func (s *Spool) scan() error {
 			s.log.Warn("spool: ignoring a file that is not a segment", "file", name)
 			continue
 		}
-		seg := &Segment{Seq: seq, Path: filepath.Join(s.cfg.Dir, name)}
+		seg := &Segment{Seq: seq, Path: filepath.Join(s.cfg.Dir, name), name: name}
+		s.attachLocked(seg, s.dir)
 		s.nextSeq = max(s.nextSeq, seq+1)
 		damages, err := s.check(seg)
+		if err != nil {
+			s.releaseLocked(seg)
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			// Deleted between the listing and the open: nothing
+			// to read, so nothing to count but this line.
+			s.log.Warn("spool: a segment vanished while the spool was opening; its events (count unknown) are lost", "segment", name)
+			continue
+		}
 		if err != nil {
 			return err
 		}
 		if seg.Records == 0 {
+			s.releaseLocked(seg)
 			s.discard(seg, damages)
 			continue
 		}
@@ -274,13 +323,13 @@ func cmpUint(a, b uint64) int {
 
 // check reads a segment left by an earlier run: it fills in Size and
 // Records (the valid ones), reports its losses once, and logs its damage
-// in one line.
+// in one line. It keeps the file open in seg (see [Spool.holdLocked]).
 func (s *Spool) check(seg *Segment) ([]Damage, error) {
-	f, err := os.Open(seg.Path)
+	f, err := seg.dir.openSegmentFile(seg.name, seg.Path)
 	if err != nil {
 		return nil, fmt.Errorf("opening spool segment: %w", err)
 	}
-	defer f.Close()
+	s.holdLocked(seg, f)
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("reading spool segment: %w", err)
@@ -297,6 +346,7 @@ func (s *Spool) check(seg *Segment) ([]Damage, error) {
 		}
 		seg.Records++
 	}
+	s.unholdOverLocked(seg)
 	seg.countedTo = seg.Size
 	damages := r.Damages()
 	var lost, lostBytes int64
@@ -487,11 +537,13 @@ func (s *Spool) enforceCapLocked(need int64) {
 	for s.bytes+need > s.cfg.MaxBytes && len(s.sealed) > 0 {
 		seg := s.sealed[0]
 		s.sealed = s.sealed[1:]
-		if err := os.Remove(seg.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := s.removeSegment(seg); err != nil {
 			s.log.Error("spool: deleting the oldest segment over the size cap", "segment", seg.Path, "err", err)
 		}
+		s.releaseLocked(seg)
 		s.bytes -= seg.Size
 		s.records -= seg.Records
+		s.dirDirty = true
 		s.log.Warn("spool full: dropped the oldest segment; its events are lost",
 			"segment", filepath.Base(seg.Path), "records", seg.Records, "bytes", seg.Size, "max_bytes", s.cfg.MaxBytes)
 		if s.cfg.OnLoss != nil {
@@ -500,18 +552,42 @@ func (s *Spool) enforceCapLocked(need int64) {
 	}
 }
 
-// createLocked starts a new active segment.
+// createLocked starts a new active segment, in a directory that the
+// configured path still names (see [Spool.checkDirLocked]).
 func (s *Spool) createLocked() error {
-	seg := &Segment{Seq: s.nextSeq, Path: filepath.Join(s.cfg.Dir, fmt.Sprintf("%020d.seg", s.nextSeq))}
-	f, err := os.OpenFile(seg.Path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o640)
+	var seg *Segment
+	var f *os.File
+	var err error
+	for range dirAttempts {
+		if err = s.checkDirLocked(); err != nil {
+			return fmt.Errorf("creating spool segment: %w", err)
+		}
+		name := fmt.Sprintf("%020d.seg", s.nextSeq)
+		seg = &Segment{Seq: s.nextSeq, Path: filepath.Join(s.cfg.Dir, name), name: name}
+		f, err = s.dir.createSegmentFile(name, seg.Path)
+		if errors.Is(err, os.ErrExist) {
+			// Not made by this spool (it never reuses a number):
+			// left alone, and its number skipped.
+			s.log.Warn("spool: a file already has the next segment's name; skipping that number", "file", name)
+			s.nextSeq++
+			continue
+		}
+		// ErrNotExist: the directory was removed since the check.
+		if !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("creating spool segment: %w", err)
 	}
+	name := seg.name
 	if _, err := f.Write([]byte(Magic)); err != nil {
 		f.Close()
-		os.Remove(seg.Path)
+		s.dir.remove(name, seg.Path)
 		return fmt.Errorf("writing spool segment: %w", err)
 	}
+	s.attachLocked(seg, s.dir)
+	s.holdLocked(seg, f)
 	s.nextSeq++
 	seg.Size = int64(len(Magic))
 	s.bytes += seg.Size
@@ -520,8 +596,52 @@ func (s *Spool) createLocked() error {
 	return nil
 }
 
-// sealLocked fsyncs and closes the active segment and queues it for
-// reading.
+// attachLocked records that seg is in d: d stays open until seg is
+// released.
+func (s *Spool) attachLocked(seg *Segment, d *dirHandle) {
+	seg.dir = d
+	d.segs++
+}
+
+// holdLocked records f as seg's open file.
+func (s *Spool) holdLocked(seg *Segment, f *os.File) {
+	seg.f = f
+	s.held++
+}
+
+// unholdLocked closes seg's file; it is read by name from then on.
+func (s *Spool) unholdLocked(seg *Segment) {
+	if seg.f != nil {
+		seg.f.Close()
+		seg.f = nil
+		s.held--
+	}
+}
+
+// unholdOverLocked closes the file of seg, just sealed or checked, when
+// more than maxHeldSegments are open.
+func (s *Spool) unholdOverLocked(seg *Segment) {
+	if s.held > maxHeldSegments {
+		s.unholdLocked(seg)
+	}
+}
+
+// releaseLocked closes seg's file, and its directory when seg was the
+// last segment in a directory no longer in use: seg was deleted or
+// forgotten.
+func (s *Spool) releaseLocked(seg *Segment) {
+	s.unholdLocked(seg)
+	if d := seg.dir; d != nil {
+		seg.dir = nil
+		d.segs--
+		if d.segs == 0 && d != s.dir {
+			d.close()
+		}
+	}
+}
+
+// sealLocked fsyncs the active segment and queues it for reading; its
+// file stays open for the reader.
 func (s *Spool) sealLocked() error {
 	if s.active == nil {
 		return nil
@@ -529,48 +649,46 @@ func (s *Spool) sealLocked() error {
 	f, seg := s.f, s.active
 	s.active, s.f = nil, nil
 	serr := f.Sync()
-	cerr := f.Close()
 	s.sealed = append(s.sealed, seg)
+	s.unholdOverLocked(seg)
 	s.dirty = false
 	if serr != nil {
 		return fmt.Errorf("syncing spool segment: %w", serr)
 	}
-	if cerr != nil {
-		return fmt.Errorf("closing spool segment: %w", cerr)
-	}
 	return nil
 }
 
-// syncDir makes file creations and deletions durable; errors only cost
-// durability, so they are logged.
-func (s *Spool) syncDir() {
-	d, err := os.Open(s.cfg.Dir)
-	if err != nil {
-		s.log.Warn("spool: opening the directory to sync it", "err", err)
-		return
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
+// syncDir makes file creations and deletions in d durable; errors only
+// cost durability, so they are logged.
+func (s *Spool) syncDir(d *os.File) {
+	if err := d.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
 		s.log.Warn("spool: syncing the directory", "err", err)
 	}
 }
 
 // Sync fsyncs the active segment if anything was appended since the last
 // sync, and the directory if a segment was created or deleted. It does not
-// hold the lock during the fsyncs, so appends proceed.
+// hold the lock during the fsyncs, so appends proceed. It also checks that
+// the spool directory is still there (one stat(2)) and recreates it when
+// it was removed (see [Spool.checkDirLocked]), so a removed directory
+// comes back, locked, within one sync interval even when no segment is
+// created.
 func (s *Spool) Sync() error {
 	s.mu.Lock()
-	f, dirty, dirDirty := s.f, s.dirty, s.dirDirty
+	if !s.closed {
+		_ = s.checkDirLocked() // a failure is logged once; Append reports it
+	}
+	f, dirty, dirDirty, d := s.f, s.dirty, s.dirDirty, s.dir.f
 	s.dirty, s.dirDirty = false, false
 	s.mu.Unlock()
 	if dirDirty {
-		s.syncDir()
+		s.syncDir(d)
 	}
 	if f == nil || !dirty {
 		return nil
 	}
 	if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
-		// ErrClosed: rotated meanwhile, and rotation fsyncs.
+		// ErrClosed: deleted meanwhile (Ack, size cap).
 		return fmt.Errorf("syncing spool segment: %w", err)
 	}
 	return nil
@@ -587,39 +705,62 @@ func (s *Spool) Oldest() (seg *Segment, ok bool, err error) {
 		s.mu.Unlock()
 		return nil, false, ErrClosed
 	}
-	var f *os.File
-	var dirDirty bool
+	var f, d *os.File
+	var closeF bool
 	if len(s.sealed) == 0 && s.active != nil && s.active.Records > 0 {
 		f = s.f
 		s.sealed = append(s.sealed, s.active)
+		if s.held > maxHeldSegments {
+			// Closed after the fsync, off the lock.
+			s.active.f = nil
+			s.held--
+			closeF = true
+		}
 		s.active, s.f, s.dirty = nil, nil, false
-		dirDirty, s.dirDirty = s.dirDirty, false
+		if s.dirDirty {
+			d, s.dirDirty = s.dir.f, false
+		}
 	}
 	if len(s.sealed) > 0 {
 		seg, ok = s.sealed[0], true
 	}
 	s.mu.Unlock()
 	if f != nil {
-		if dirDirty {
-			s.syncDir()
+		if d != nil {
+			s.syncDir(d)
 		}
+		// ErrClosed: deleted meanwhile by the size cap.
 		serr := f.Sync()
-		cerr := f.Close()
-		if serr != nil {
-			return nil, false, fmt.Errorf("syncing spool segment: %w", serr)
+		if closeF {
+			f.Close()
 		}
-		if cerr != nil {
-			return nil, false, fmt.Errorf("closing spool segment: %w", cerr)
+		if serr != nil && !errors.Is(serr, os.ErrClosed) {
+			return nil, false, fmt.Errorf("syncing spool segment: %w", serr)
 		}
 	}
 	return seg, ok, nil
 }
 
-// Open returns a reader over seg's records. Damaged stretches are logged
-// and reported (OnLoss, OnLostBytes) once, however often seg is read. The
-// caller closes the reader.
+// Open returns a reader over seg's records, read through the file the
+// spool holds open (a second descriptor of it, the reader's own), so a
+// segment unlinked behind the spool's back is still read whole. Damaged
+// stretches are logged and reported (OnLoss, OnLostBytes) once, however
+// often seg is read. The caller closes the reader.
 func (s *Spool) Open(seg *Segment) (*Reader, error) {
-	f, err := os.Open(seg.Path)
+	s.mu.Lock()
+	var f *os.File
+	var err error
+	switch {
+	case s.closed:
+		err = ErrClosed
+	case seg.f != nil:
+		f, err = dupFile(seg.f)
+	case seg.dir != nil:
+		f, err = seg.dir.openSegmentFile(seg.name, seg.Path)
+	default: // deleted by the size cap, or forgotten
+		err = os.ErrNotExist
+	}
+	s.mu.Unlock()
 	if errors.Is(err, os.ErrNotExist) {
 		s.forget(seg)
 		return nil, fmt.Errorf("%w: %s", ErrGone, seg.Path)
@@ -648,12 +789,13 @@ func (s *Spool) forget(seg *Segment) {
 		return
 	}
 	s.sealed = slices.Delete(s.sealed, i, i+1)
+	s.releaseLocked(seg)
 	s.bytes -= seg.Size
 	s.records -= seg.Records
 	s.log.Error("spool: a segment file was deleted by someone else; its events are lost",
 		"segment", seg.Path, "records", seg.Records)
 	if seg.Records > 0 && s.cfg.OnLoss != nil {
-		s.cfg.OnLoss(LossCorrupt, seg.Records)
+		s.cfg.OnLoss(LossRemoved, seg.Records)
 	}
 }
 
@@ -666,10 +808,20 @@ func (s *Spool) Ack(seg *Segment) error {
 	if i < 0 {
 		return nil
 	}
-	if err := os.Remove(seg.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	var err error
+	if s.closed || seg.dir == nil {
+		err = os.Remove(seg.Path)
+		if errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
+	} else {
+		err = s.removeSegment(seg)
+	}
+	if err != nil {
 		return fmt.Errorf("deleting spool segment: %w", err)
 	}
 	s.sealed = slices.Delete(s.sealed, i, i+1)
+	s.releaseLocked(seg)
 	s.bytes -= seg.Size
 	s.records -= seg.Records
 	s.dirDirty = true
@@ -726,8 +878,11 @@ func (s *Spool) Segments() []Segment {
 	return out
 }
 
-// Close fsyncs and closes the active segment and releases the directory
-// lock. Later calls return ErrClosed.
+// Close fsyncs and closes the active segment, writes the segments whose
+// file was unlinked behind its back into the spool directory (see
+// [Spool.writeBackLocked]), closes the segment files it holds and releases
+// the directory lock. It blocks on those writes and fsyncs. Later calls
+// return ErrClosed.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -740,16 +895,23 @@ func (s *Spool) Close() error {
 		if serr := s.f.Sync(); serr != nil {
 			err = fmt.Errorf("syncing spool segment: %w", serr)
 		}
-		if cerr := s.f.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("closing spool segment: %w", cerr)
-		}
 		// The active segment becomes a sealed one for the next Open.
 		s.sealed = append(s.sealed, s.active)
 		s.active, s.f = nil, nil
 	}
+	s.writeBackLocked()
 	if s.dirDirty {
-		s.syncDir()
+		s.syncDir(s.dir.f)
 	}
-	s.lock.Close() // releases the flock
+	s.closeFilesLocked()
 	return err
+}
+
+// closeFilesLocked closes every segment file and directory the spool
+// holds, which releases the lock.
+func (s *Spool) closeFilesLocked() {
+	for _, seg := range s.sealed {
+		s.releaseLocked(seg)
+	}
+	s.dir.close()
 }

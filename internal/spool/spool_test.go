@@ -175,11 +175,7 @@ func TestReopenKeepsOrderAndLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 300 {
-		if _, err := s.Append(rec(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendRange(t, s, 0, 300)
 	if _, err := Open(Config{Dir: dir}); !errors.Is(err, ErrLocked) {
 		t.Errorf("second Open of a held directory = %v, want ErrLocked", err)
 	}
@@ -197,11 +193,7 @@ func TestReopenKeepsOrderAndLock(t *testing.T) {
 	if !strings.Contains(logs.String(), "previous run") {
 		t.Errorf("reopen did not log the leftover records: %q", logs.String())
 	}
-	for i := 300; i < 400; i++ {
-		if _, err := s2.Append(rec(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendRange(t, s2, 300, 400)
 	if got, want := drain(t, s2), wantRecords(0, 400); !equalStrings(got, want) {
 		t.Errorf("drained %d records after reopen, want 400 in order", len(got))
 	}
@@ -336,14 +328,7 @@ func TestCorruptMiddleRecordSkipped(t *testing.T) {
 		seg.Write(b)
 	}
 	r := NewReader(bytes.NewReader(seg.Bytes()), int64(seg.Len()), "mem")
-	var got []string
-	for {
-		p, err := r.Next()
-		if err != nil {
-			break
-		}
-		got = append(got, string(p))
-	}
+	got := readAll(r)
 	want := []string{string(rec(0)), string(rec(1)), string(rec(3)), string(rec(4))}
 	if d := r.Damages(); !equalStrings(got, want) || len(d) != 1 || !d[0].Known || d[0].Records != 1 {
 		t.Errorf("reader = %v (damage %v), want %v (one record lost)", got, d, want)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,7 +68,8 @@ type Producer struct {
 	replay      *replayState
 	resumeSeq   uint64 // segment whose first resumeAcked records Kafka has
 	resumeAcked int64
-	resumeRead  int64 // records of resumeSeq read before: their skips are already counted
+	resumeRead  int64             // records of resumeSeq read before: their skips are already counted
+	replayMsgs  []kafkago.Message // replayBatch's batch, reused (kafka-go copies the messages)
 }
 
 // replayState is the segment being replayed.
@@ -643,6 +645,13 @@ func errText(err error) string {
 	return s
 }
 
+// replayYield is how many records replayBatch reads and decodes between
+// yields of its P. Reading a batch of 1,000 took the delivery goroutine
+// about 1 ms at a stretch (more with the GC assists its allocations
+// drew), and with GOMAXPROCS=1 every connection waited for it: the
+// app's reply p99 (BENCHMARKS.md, issue 14, this session).
+const replayYield = 64
+
 // replayBatch sends the next batch of the oldest spool segment and deletes
 // the segment once all of it is acknowledged. An error means the broker
 // failed; the segment stays, and the next replay resumes after the records
@@ -672,7 +681,11 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 		}
 	}
 	rs := p.replay
-	var msgs []kafkago.Message
+	msgs := p.replayMsgs[:0]
+	defer func() {
+		clear(msgs) // drop the payloads until the next batch
+		p.replayMsgs = msgs[:0]
+	}()
 	// Undecodable records have nothing to send, but count as done only
 	// together with the batch they are in: resuming past them while records
 	// before them failed would lose those.
@@ -699,6 +712,9 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			continue
 		}
 		msgs = append(msgs, m)
+		if len(msgs)%replayYield == 0 {
+			runtime.Gosched()
+		}
 	}
 	if len(msgs) > 0 {
 		if err := p.write(ctx, msgs); err != nil {

@@ -48,13 +48,19 @@ type Producer struct {
 	mu     sync.RWMutex // closed; held shared by Publish
 	closed bool
 
-	state     atomic.Int32
-	started   atomic.Bool
-	stop      chan struct{} // closed by Close: Run returns
-	abort     chan struct{} // closed when Close's ctx expires: cancel in-flight writes
-	runDone   chan struct{} // closed when Run returns
-	disk      bool          // Buffer is BufferDisk
-	wake      chan struct{} // disk mode: an event was appended to the spool
+	state   atomic.Int32
+	started atomic.Bool
+	stop    chan struct{} // closed by Close: Run returns
+	abort   chan struct{} // closed when Close's ctx expires: cancel in-flight writes
+	runDone chan struct{} // closed when Run returns
+	disk    bool          // Buffer is BufferDisk
+	wake    chan struct{} // disk mode: an event was appended to the spool
+	// Disk mode: appends counts the events appended; Publish signals wake
+	// only once appends reaches wakeAt. lingerDisk raises wakeAt to when a
+	// batch would be full, so that it is not woken (a goroutine switch
+	// each) for every event of a batch; 0 (any append wakes) otherwise.
+	appends   atomic.Int64
+	wakeAt    atomic.Int64
 	flush     chan struct{} // disk mode: closed by Close: replay without lingering
 	closeOnce sync.Once
 	closeErr  error
@@ -352,9 +358,11 @@ func (p *Producer) publishDisk(ev *event.Event) {
 		return
 	}
 	p.m.spooled.Inc()
-	select {
-	case p.wake <- struct{}{}:
-	default:
+	if p.appends.Add(1) >= p.wakeAt.Load() {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -490,11 +498,22 @@ func (p *Producer) deliver(ctx context.Context) {
 // BatchSize records, after Linger, or when Close flushes. Replaying seals
 // the active segment, with an fsync: one fsync per batch (group commit).
 func (p *Producer) lingerDisk(ctx context.Context) {
-	full := func() bool {
+	// Wake at the append that can fill the batch (counted from before
+	// Backlog, so an append in between only wakes early), or at once
+	// again after: the deliver loop may wait for the next append.
+	// A segment sealed for its size during the linger is seen at that
+	// append or when the linger ends.
+	defer p.wakeAt.Store(0)
+	awaitFull := func() bool {
+		n := p.appends.Load()
 		sealed, active := p.spool.Backlog()
-		return sealed > 0 || active >= int64(p.cfg.BatchSize)
+		if sealed > 0 || active >= int64(p.cfg.BatchSize) {
+			return true
+		}
+		p.wakeAt.Store(n + int64(p.cfg.BatchSize) - active)
+		return false
 	}
-	if full() {
+	if awaitFull() {
 		return
 	}
 	t := time.NewTimer(p.cfg.Linger)
@@ -502,7 +521,7 @@ func (p *Producer) lingerDisk(ctx context.Context) {
 	for {
 		select {
 		case <-p.wake:
-			if full() {
+			if awaitFull() {
 				return
 			}
 		case <-t.C:

@@ -42,6 +42,7 @@ type Producer struct {
 	queue  chan queued // encoded events, in publishing order
 	spool  *spool.Spool
 	writer *kafkago.Writer
+	wt     *writerTransport // the writer's transport
 	client *kafkago.Client
 	m      *metrics
 
@@ -108,7 +109,9 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	// as often as a degraded producer probes, so recovery is noticed.
 	wt.MetadataTTL, ct.MetadataTTL = cfg.RetryInterval, cfg.RetryInterval
 	comp, _ := compressionCodec(cfg.Compression)
+	wtr := &writerTransport{Transport: wt, topic: cfg.Topic}
 	p := &Producer{
+		wt:      wtr,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "kafka", "topic", cfg.Topic),
 		queue:   make(chan queued, cfg.QueueSize),
@@ -144,7 +147,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 			WriteTimeout: cfg.WriteTimeout,
 			RequiredAcks: kafkago.RequireAll,
 			Compression:  comp,
-			Transport:    wt,
+			Transport:    wtr,
 		},
 		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: ct, Timeout: cfg.WriteTimeout},
 	}
@@ -631,6 +634,7 @@ func (p *Producer) sendLive(ctx context.Context, msgs []kafkago.Message) error {
 func (p *Producer) write(ctx context.Context, msgs []kafkago.Message) error {
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
+	p.wt.newBatch()
 	err := p.writer.WriteMessages(wctx, msgs...)
 	if err != nil {
 		p.m.brokerErrors.Inc()
@@ -812,7 +816,7 @@ func (p *Producer) probe(ctx context.Context) bool {
 		return false
 	}
 	if p.state.Load() != stateHealthy {
-		resetTransport(p.writer.Transport)
+		resetTransport(p.wt.Transport)
 	}
 	p.setHealthy()
 	return true
@@ -996,9 +1000,7 @@ func (p *Producer) close(ctx context.Context) error {
 			t.CloseIdleConnections()
 		}
 	}
-	if t, ok := p.writer.Transport.(*kafkago.Transport); ok {
-		t.CloseIdleConnections()
-	}
+	p.wt.CloseIdleConnections()
 	if n := p.lostUnlogged.Swap(0); n > 0 {
 		p.log.Error(lossLine, "events", n)
 	}

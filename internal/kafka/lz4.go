@@ -17,9 +17,12 @@ import (
 // doubled into the app's peak RSS (BENCHMARKS.md, issue 14, this session).
 const lz4BlockSize = lz4.Block64Kb
 
-// lz4Codec is kafka-go's lz4 codec with lz4BlockSize blocks. The frames
-// are standard LZ4 frames (the block size is in each frame's descriptor),
-// so any Kafka consumer reads them; reading is kafka-go's own.
+// lz4Codec is kafka-go's lz4 codec with lz4BlockSize blocks and no
+// content checksum (an xxHash32 over every byte of the batch, which the
+// Java client does not write either: Kafka's record batch has its own
+// CRC32C over the compressed records). The frames are standard LZ4 frames
+// (both settings are in each frame's descriptor), so any Kafka consumer
+// reads them; reading is kafka-go's own.
 type lz4Codec struct {
 	kafkalz4.Codec
 	writers sync.Pool // *lz4.Writer, with the block size applied
@@ -37,7 +40,7 @@ func (c *lz4Codec) NewWriter(w io.Writer) io.WriteCloser {
 	if z == nil {
 		z = lz4.NewWriter(nil)
 		// Apply only fails for an invalid option on a used writer.
-		_ = z.Apply(lz4.BlockSizeOption(lz4BlockSize))
+		_ = z.Apply(lz4.BlockSizeOption(lz4BlockSize), lz4.ChecksumOption(false))
 	}
 	z.Reset(w) // keeps the options
 	return &lz4Writer{Writer: z, c: c}

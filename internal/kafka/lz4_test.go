@@ -11,8 +11,9 @@ import (
 
 // TestLZ4BlockSize checks that the lz4 codec kafka-go uses writes frames
 // of 64 KiB blocks (the frame descriptor's BD byte), not pierrec/lz4's 4
-// MiB default that held 8 MiB per pooled writer, and that kafka-go's lz4
-// reader gets back what was written, across several blocks.
+// MiB default that held 8 MiB per pooled writer, without a content
+// checksum (FLG), and that kafka-go's lz4 reader gets back what was
+// written, across several blocks.
 func TestLZ4BlockSize(t *testing.T) {
 	codec := compress.Lz4.Codec()
 	var raw []byte
@@ -34,6 +35,9 @@ func TestLZ4BlockSize(t *testing.T) {
 		}
 		if got := b[5] >> 4 & 7; got != 4 { // 4: 64 KiB, 7: 4 MiB
 			t.Errorf("block size index %d in the frame descriptor, want 4 (64 KiB)", got)
+		}
+		if b[4]&0x04 != 0 { // FLG bit 2: content checksum
+			t.Errorf("frame flags %08b ask for a content checksum", b[4])
 		}
 		r := codec.NewReader(bytes.NewReader(b))
 		back, err := io.ReadAll(r)

@@ -9,6 +9,7 @@
 #   scripts/conn-cost.sh strace    [APP] [N]   # syscalls per connection (strace -c -f)
 #   scripts/conn-cost.sh callgrind [APP] [N]   # instructions per connection (valgrind)
 #   scripts/conn-cost.sh cpu       [APP] [N]   # utime+stime per connection from /proc
+#   scripts/conn-cost.sh mem       [APP] [N]   # RSS (file/anon, peak) and bytes allocated per connection
 #
 # APP defaults to bin/app, N to 5000 (callgrind: 2000). Extra app flags:
 # APP_EXTRA='--defer-accept 5s'.
@@ -36,7 +37,7 @@ args=(--listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" --proxy-protocol tru
 case $mode in
 strace) runner=(strace ${STRACE_OPTS:--c} -f -o "$tmp/out") ;;
 callgrind) runner=(valgrind --tool=callgrind --callgrind-out-file="$tmp/out" --dump-instr=no) ;;
-cpu) runner=() ;;
+cpu | mem) runner=() ;;
 *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
 godebug=${GODEBUG:-}
@@ -52,8 +53,16 @@ target_pid=$(pgrep -P "$app_pid" | head -1 || true)
 # callgrind: count the connections only, not the start
 [ "$mode" != callgrind ] || callgrind_control -z "$app_pid" >/dev/null
 cpu0=$(awk '{print $14+$15}' "/proc/$target_pid/stat")
+# the Go runtime's counters: bytes and objects allocated, GC cycles
+gostats() { curl -fsS "http://127.0.0.1:$admin/metrics" | awk '/^go_memstats_alloc_bytes_total/ {a=$2} /^go_memstats_mallocs_total/ {m=$2} /^go_gc_duration_seconds_count/ {g=$2} END {printf "%d %d %d", a, m, g}'; }
+rss() { awk '/^(VmHWM|VmRSS|RssAnon|RssFile):/ {printf "%s %.1f MiB  ", $1, $2/1024}' "/proc/$target_pid/status"; }
+if [ "$mode" = mem ]; then echo "ready: $(rss)"; go0=$(gostats); fi
 "$bp" load -target "127.0.0.1:$port" -n "$n" -concurrency "${CONC:-32}"
 cpu1=$(awk '{print $14+$15}' "/proc/$target_pid/stat")
+if [ "$mode" = mem ]; then
+	echo "after: $(rss)"
+	echo "$go0 $(gostats)" | awk -v n="$n" '{printf "per connection: %.0f B allocated, %.1f allocations; %d GC cycles\n", ($4-$1)/n, ($5-$2)/n, $6-$3}'
+fi
 if [ "$mode" = callgrind ]; then
 	# callgrind dies on the signal that SIGTERM's handling raises: dump
 	# the counts first (a second file, out.N), then stop it

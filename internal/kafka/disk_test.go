@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"fmt"
 	"os"
 	"syscall"
 	"testing"
@@ -81,4 +82,45 @@ func tinyTmpfs(t *testing.T) string {
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	return dir
+}
+
+// TestDiskBatchWakes: Publish wakes the delivery goroutine in disk mode
+// only at the event that can fill a batch (not at every event), so a wake
+// lost between batches would hold events back. With a linger of an hour,
+// each batch must leave at its BatchSize-th event, batch after batch, and
+// a partial one must wait; with a short linger, a partial batch must leave
+// after it, and so must a single event published after that (the bound
+// the linger set for the next wake must not outlive it).
+func TestDiskBatchWakes(t *testing.T) {
+	const batch = 50
+	c := startCluster(t, kfake.SeedTopics(2, "full", "partial"))
+	addr := c.ListenAddrs()[0]
+	sent := func(h *harness) float64 { return h.metric(t, "originlens_kafka_events_sent_total") }
+	t.Run("FullBatchLeavesWithoutLinger", func(t *testing.T) {
+		h := newHarness(t, addr, ProducerConfig{Buffer: BufferDisk, BatchSize: batch, Linger: time.Hour, Topic: "full"})
+		h.run(t)
+		waitFor(t, "the first probe", func() bool { return h.p.state.Load() == stateHealthy })
+		for round := range 3 {
+			publishN(h.p, round*batch, batch-1)
+			time.Sleep(50 * time.Millisecond) // a chance to leave early: not a timing assertion
+			if got := sent(h); got != float64(round*batch) {
+				t.Fatalf("round %d: %v events sent with %d of a batch spooled, want %d", round, got, batch-1, round*batch)
+			}
+			publishN(h.p, round*batch+batch-1, 1)
+			want := float64((round + 1) * batch)
+			waitFor(t, fmt.Sprintf("batch %d sent within the linger of an hour", round+1), func() bool { return sent(h) >= want })
+		}
+		h.close(t)
+	})
+	t.Run("PartialBatchThenOneEvent", func(t *testing.T) {
+		h := newHarness(t, addr, ProducerConfig{Buffer: BufferDisk, BatchSize: batch, Linger: 100 * time.Millisecond, Topic: "partial"})
+		h.run(t)
+		waitFor(t, "the first probe", func() bool { return h.p.state.Load() == stateHealthy })
+		ids := publishN(h.p, 0, 10)
+		waitFor(t, "the partial batch sent after the linger", func() bool { return sent(h) >= 10 })
+		ids = append(ids, publishN(h.p, 10, 1)...)
+		waitFor(t, "the next single event sent after the linger", func() bool { return sent(h) >= 11 })
+		h.close(t)
+		checkDelivered(t, ids, checkMessages(t, readTopic(t, addr, "partial")))
+	})
 }

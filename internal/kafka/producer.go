@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,19 +42,26 @@ type Producer struct {
 	queue  chan queued // encoded events, in publishing order
 	spool  *spool.Spool
 	writer *kafkago.Writer
+	wt     *writerTransport // the writer's transport
 	client *kafkago.Client
 	m      *metrics
 
 	mu     sync.RWMutex // closed; held shared by Publish
 	closed bool
 
-	state     atomic.Int32
-	started   atomic.Bool
-	stop      chan struct{} // closed by Close: Run returns
-	abort     chan struct{} // closed when Close's ctx expires: cancel in-flight writes
-	runDone   chan struct{} // closed when Run returns
-	disk      bool          // Buffer is BufferDisk
-	wake      chan struct{} // disk mode: an event was appended to the spool
+	state   atomic.Int32
+	started atomic.Bool
+	stop    chan struct{} // closed by Close: Run returns
+	abort   chan struct{} // closed when Close's ctx expires: cancel in-flight writes
+	runDone chan struct{} // closed when Run returns
+	disk    bool          // Buffer is BufferDisk
+	wake    chan struct{} // disk mode: an event was appended to the spool
+	// Disk mode: appends counts the events appended; Publish signals wake
+	// only once appends reaches wakeAt. lingerDisk raises wakeAt to when a
+	// batch would be full, so that it is not woken (a goroutine switch
+	// each) for every event of a batch; 0 (any append wakes) otherwise.
+	appends   atomic.Int64
+	wakeAt    atomic.Int64
 	flush     chan struct{} // disk mode: closed by Close: replay without lingering
 	closeOnce sync.Once
 	closeErr  error
@@ -67,7 +75,8 @@ type Producer struct {
 	replay      *replayState
 	resumeSeq   uint64 // segment whose first resumeAcked records Kafka has
 	resumeAcked int64
-	resumeRead  int64 // records of resumeSeq read before: their skips are already counted
+	resumeRead  int64             // records of resumeSeq read before: their skips are already counted
+	replayMsgs  []kafkago.Message // replayBatch's batch, reused (kafka-go copies the messages)
 }
 
 // replayState is the segment being replayed.
@@ -100,7 +109,9 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	// as often as a degraded producer probes, so recovery is noticed.
 	wt.MetadataTTL, ct.MetadataTTL = cfg.RetryInterval, cfg.RetryInterval
 	comp, _ := compressionCodec(cfg.Compression)
+	wtr := &writerTransport{Transport: wt, topic: cfg.Topic}
 	p := &Producer{
+		wt:      wtr,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "kafka", "topic", cfg.Topic),
 		queue:   make(chan queued, cfg.QueueSize),
@@ -117,7 +128,15 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 			MaxAttempts:     3,
 			WriteBackoffMin: 50 * time.Millisecond,
 			WriteBackoffMax: 500 * time.Millisecond,
-			BatchSize:       cfg.BatchSize,
+			// kafka-go splits a WriteMessages call by partition and
+			// allocates each partition's batch with room for BatchSize
+			// messages (~170 B each, with pointers, so the GC scans all of
+			// it). A batch of 1,000 events over 6 partitions allocated
+			// 6,000 slots for 1,000 events: ~0.7 KiB of garbage per event
+			// (of the ~3.5 KiB the app allocated per connection). A
+			// partition's share of a larger batch goes in more than one
+			// request instead.
+			BatchSize: min(cfg.BatchSize, writerBatchSize),
 			// Batches are formed by the delivery goroutine; kafka-go must
 			// send a partition's share at once instead of lingering again.
 			// (Zero means kafka-go's default of 1s; the timer cannot fire
@@ -128,7 +147,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 			WriteTimeout: cfg.WriteTimeout,
 			RequiredAcks: kafkago.RequireAll,
 			Compression:  comp,
-			Transport:    wt,
+			Transport:    wtr,
 		},
 		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: ct, Timeout: cfg.WriteTimeout},
 	}
@@ -350,9 +369,11 @@ func (p *Producer) publishDisk(ev *event.Event) {
 		return
 	}
 	p.m.spooled.Inc()
-	select {
-	case p.wake <- struct{}{}:
-	default:
+	if p.appends.Add(1) >= p.wakeAt.Load() {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -488,11 +509,22 @@ func (p *Producer) deliver(ctx context.Context) {
 // BatchSize records, after Linger, or when Close flushes. Replaying seals
 // the active segment, with an fsync: one fsync per batch (group commit).
 func (p *Producer) lingerDisk(ctx context.Context) {
-	full := func() bool {
+	// Wake at the append that can fill the batch (counted from before
+	// Backlog, so an append in between only wakes early), or at once
+	// again after: the deliver loop may wait for the next append.
+	// A segment sealed for its size during the linger is seen at that
+	// append or when the linger ends.
+	defer p.wakeAt.Store(0)
+	awaitFull := func() bool {
+		n := p.appends.Load()
 		sealed, active := p.spool.Backlog()
-		return sealed > 0 || active >= int64(p.cfg.BatchSize)
+		if sealed > 0 || active >= int64(p.cfg.BatchSize) {
+			return true
+		}
+		p.wakeAt.Store(n + int64(p.cfg.BatchSize) - active)
+		return false
 	}
-	if full() {
+	if awaitFull() {
 		return
 	}
 	t := time.NewTimer(p.cfg.Linger)
@@ -500,7 +532,7 @@ func (p *Producer) lingerDisk(ctx context.Context) {
 	for {
 		select {
 		case <-p.wake:
-			if full() {
+			if awaitFull() {
 				return
 			}
 		case <-t.C:
@@ -602,6 +634,7 @@ func (p *Producer) sendLive(ctx context.Context, msgs []kafkago.Message) error {
 func (p *Producer) write(ctx context.Context, msgs []kafkago.Message) error {
 	wctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
+	p.wt.newBatch()
 	err := p.writer.WriteMessages(wctx, msgs...)
 	if err != nil {
 		p.m.brokerErrors.Inc()
@@ -643,6 +676,18 @@ func errText(err error) string {
 	return s
 }
 
+// writerBatchSize bounds the messages of one kafka-go produce batch (one
+// partition's share of a delivery batch, ~170 of a 1,000-event batch over
+// the 6 default partitions).
+const writerBatchSize = 256
+
+// replayYield is how many records replayBatch reads and decodes between
+// yields of its P. Reading a batch of 1,000 took the delivery goroutine
+// about 1 ms at a stretch (more with the GC assists its allocations
+// drew), and with GOMAXPROCS=1 every connection waited for it: the
+// app's reply p99 (BENCHMARKS.md, issue 14, this session).
+const replayYield = 64
+
 // replayBatch sends the next batch of the oldest spool segment and deletes
 // the segment once all of it is acknowledged. An error means the broker
 // failed; the segment stays, and the next replay resumes after the records
@@ -672,7 +717,11 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 		}
 	}
 	rs := p.replay
-	var msgs []kafkago.Message
+	msgs := p.replayMsgs[:0]
+	defer func() {
+		clear(msgs) // drop the payloads until the next batch
+		p.replayMsgs = msgs[:0]
+	}()
 	// Undecodable records have nothing to send, but count as done only
 	// together with the batch they are in: resuming past them while records
 	// before them failed would lose those.
@@ -699,6 +748,9 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			continue
 		}
 		msgs = append(msgs, m)
+		if len(msgs)%replayYield == 0 {
+			runtime.Gosched()
+		}
 	}
 	if len(msgs) > 0 {
 		if err := p.write(ctx, msgs); err != nil {
@@ -764,7 +816,7 @@ func (p *Producer) probe(ctx context.Context) bool {
 		return false
 	}
 	if p.state.Load() != stateHealthy {
-		resetTransport(p.writer.Transport)
+		resetTransport(p.wt.Transport)
 	}
 	p.setHealthy()
 	return true
@@ -948,9 +1000,7 @@ func (p *Producer) close(ctx context.Context) error {
 			t.CloseIdleConnections()
 		}
 	}
-	if t, ok := p.writer.Transport.(*kafkago.Transport); ok {
-		t.CloseIdleConnections()
-	}
+	p.wt.CloseIdleConnections()
 	if n := p.lostUnlogged.Swap(0); n > 0 {
 		p.log.Error(lossLine, "events", n)
 	}

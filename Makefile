@@ -22,10 +22,10 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/app, bin/ingest, bin/nc-probe (and the dev tools)
+build: ## build bin/app, bin/ingest, bin/nc-probe (and the dev tools), static like the release
 	@mkdir -p $(BIN)
 	@for d in cmd/*/; do n=$$(basename $$d); \
-		$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$n ./$$d || exit 1; done
+		CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$n ./$$d || exit 1; done
 
 .PHONY: demo
 demo: build ## run the whole pipeline locally on embedded defaults (Ctrl-C stops it)

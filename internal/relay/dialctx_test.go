@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// Ensure dials from an uncancelable context share a deadline only within
+// Ensure dials from context.Background share a deadline only within
 // the window, each ending at most the dial timeout after its start and at
 // most the window earlier; and a cancelable context keeps its own.
 func TestDialContextShared(t *testing.T) {
@@ -72,5 +72,23 @@ func TestDialContextSharedEnds(t *testing.T) {
 	case <-ctx.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("the shared dial context did not end 30 s after its 50 ms deadline")
+	}
+}
+
+// Ensure a caller context with values, though never canceled, keeps its
+// own dial context: a shared one would carry another dial's values.
+func TestDialContextValuesNotShared(t *testing.T) {
+	d := &Dialer{timeout: 3 * time.Second}
+	type key struct{}
+	ctx := context.WithValue(context.Background(), key{}, "a")
+	c, cancel := d.dialContext(ctx)
+	defer cancel()
+	if c.Value(key{}) != "a" {
+		t.Fatal("the dial context lost the caller's value")
+	}
+	s, cancel2 := d.dialContext(context.Background())
+	defer cancel2()
+	if s.Value(key{}) != nil || s == c {
+		t.Fatal("the shared dial context carries a caller's value")
 	}
 }

@@ -154,15 +154,15 @@ type sharedDeadline struct {
 const maxDialShare = 10 * time.Millisecond
 
 // dialContext returns the context a dial starting now runs under: it ends
-// at most the dial timeout from now, or with ctx. A dial from a context
-// that is never canceled (the server's: context.Background) takes a shared
-// one, made by the first dial of a window of min(timeout/16, 10 ms): its
+// at most the dial timeout from now, or with ctx. A dial from
+// context.Background (the server's: never canceled, no values) takes a
+// shared one, made by the first dial of a window of min(timeout/16, 10 ms): its
 // deadline is between the timeout minus that window and the timeout from
 // the dial's start. A context with a deadline costs a runtime timer, a
 // done channel and a cancel per dial; shared, the dials of a busy relay
 // pay none of them (and the timer ends it: nothing to cancel).
 func (d *Dialer) dialContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if ctx.Done() != nil {
+	if ctx != context.Background() {
 		return context.WithTimeout(ctx, d.timeout)
 	}
 	now := time.Now()

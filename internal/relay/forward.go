@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -47,25 +48,19 @@ type Result struct {
 // way for idle, ends both. Forward blocks; it runs one goroutine of its own,
 // which has returned when Forward returns.
 func Forward(client *net.TCPConn, pending []byte, up *net.TCPConn, idle time.Duration) Result {
-	f := &forwarder{idle: idle, tick: max(idle/4, time.Millisecond)}
-	f.last.Store(time.Now().UnixNano())
-	done := make(chan int, 2)
-	var halves [2]half
-	// Each direction ends both at once when it fails or goes idle: the
-	// other may be blocked reading a silent peer (an upstream reset while
-	// the client says nothing must not wait for the idle timeout).
-	run := func(i int, dst, src *net.TCPConn, pending []byte) {
-		h := f.copy(dst, src, pending)
-		if h.err != nil || h.idle {
-			f.abort(client, up)
-		}
-		halves[i] = h
-		done <- i
-	}
-	go run(1, client, up, nil)
-	run(0, up, client, pending)
-	first := <-done
-	<-done
+	// One allocation holds all the state of both directions (the second
+	// goroutine's included): a relayed connection is short, and each
+	// allocation shows in its cost.
+	f := &forwarder{idle: idle, tick: max(idle/4, time.Millisecond), client: client, up: up,
+		start: time.Now()}
+	f.last.Store(f.start.UnixNano())
+	f.first.Store(-1)
+	f.wg.Add(1)
+	go f.fromUpstream()
+	f.run(0, up, client, pending)
+	f.wg.Wait()
+	first := int(f.first.Load())
+	halves := &f.halves
 	r := Result{FromClient: halves[0].n, ToClient: halves[1].n}
 	switch {
 	case halves[0].idle || halves[1].idle:
@@ -93,8 +88,33 @@ const copyRound = 128 << 10
 // forwarder is the state the two directions of one Forward share.
 type forwarder struct {
 	idle, tick time.Duration
+	client, up *net.TCPConn
+	start      time.Time    // when Forward began: the first rounds' deadlines count from it
 	last       atomic.Int64 // unix nanoseconds of the last progress either way
 	stopped    atomic.Bool  // abort was called: deadline errors are not idleness
+	first      atomic.Int32 // the direction that ended first (0: from the client), -1 before
+	wg         sync.WaitGroup
+	halves     [2]half // how each direction ended, written by its goroutine
+	lrs        [2]io.LimitedReader
+}
+
+// fromUpstream is the upstream-to-client direction, on its own goroutine.
+func (f *forwarder) fromUpstream() {
+	defer f.wg.Done()
+	f.run(1, f.client, f.up, nil)
+}
+
+// run copies one direction (i: 0 from the client, 1 from the upstream)
+// and records how it ended. A direction that fails or goes idle ends both
+// at once: the other may be blocked reading a silent peer (an upstream
+// reset while the client says nothing must not wait for the idle timeout).
+func (f *forwarder) run(i int, dst, src *net.TCPConn, pending []byte) {
+	h := f.copy(i, dst, src, pending)
+	if h.err != nil || h.idle {
+		f.abort(f.client, f.up)
+	}
+	f.halves[i] = h
+	f.first.CompareAndSwap(-1, int32(i))
 }
 
 // half is how one direction ended.
@@ -108,8 +128,9 @@ type half struct {
 // an error, the idle timeout or an abort. The read deadline is re-armed
 // every tick so that progress is recorded while io.Copy splices; the write
 // deadline is the idle timeout, which ends a peer that stopped reading.
-func (f *forwarder) copy(dst, src *net.TCPConn, pending []byte) half {
+func (f *forwarder) copy(i int, dst, src *net.TCPConn, pending []byte) half {
 	var h half
+	round := f.start
 	if len(pending) > 0 {
 		dst.SetWriteDeadline(time.Now().Add(f.idle))
 		n, err := dst.Write(pending)
@@ -118,15 +139,18 @@ func (f *forwarder) copy(dst, src *net.TCPConn, pending []byte) half {
 			h.err, h.idle = err, isTimeout(err) && !f.stopped.Load()
 			return h
 		}
-		f.last.Store(time.Now().UnixNano())
+		round = time.Now()
+		f.last.Store(round.UnixNano())
 	}
 	// Each round moves at most copyRound bytes (a LimitedReader of a
 	// *net.TCPConn still splices): progress is recorded, and the write
 	// deadline re-armed, at least that often, so a peer that reads slowly
-	// but steadily is not taken for one that stopped.
-	lr := &io.LimitedReader{R: src}
+	// but steadily is not taken for one that stopped. A round starts when
+	// the previous one ended (the first, when Forward began or the pending
+	// bytes were written): one clock reading per round.
+	lr := &f.lrs[i]
+	lr.R = src
 	for {
-		round := time.Now()
 		src.SetReadDeadline(round.Add(f.tick))
 		dst.SetWriteDeadline(round.Add(f.idle))
 		lr.N = copyRound
@@ -157,6 +181,7 @@ func (f *forwarder) copy(dst, src *net.TCPConn, pending []byte) half {
 			h.err = err
 			return h
 		}
+		round = now
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -135,6 +136,42 @@ type Dialer struct {
 	// too): plain for the proxy and plain modes; for transparent mode one
 	// keeping the client's port and one letting connect pick it.
 	plainND, transND, noPortND net.Dialer
+	// shared is the dial context that dials from an uncancelable context
+	// share (see dialContext).
+	shared atomic.Pointer[sharedDeadline]
+}
+
+// sharedDeadline is a dial context with a deadline and the last start
+// time (unix nanoseconds) of a dial that may use it.
+type sharedDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc // never called: the deadline ends it
+	until  int64
+}
+
+// maxDialShare bounds how much earlier than its own timeout a dial's
+// shared context may end.
+const maxDialShare = 10 * time.Millisecond
+
+// dialContext returns the context a dial starting now runs under: it ends
+// at most the dial timeout from now, or with ctx. A dial from
+// context.Background (the server's: never canceled, no values) takes a
+// shared one, made by the first dial of a window of min(timeout/16, 10 ms): its
+// deadline is between the timeout minus that window and the timeout from
+// the dial's start. A context with a deadline costs a runtime timer, a
+// done channel and a cancel per dial; shared, the dials of a busy relay
+// pay none of them (and the timer ends it: nothing to cancel).
+func (d *Dialer) dialContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx != context.Background() {
+		return context.WithTimeout(ctx, d.timeout)
+	}
+	now := time.Now()
+	if s := d.shared.Load(); s != nil && now.UnixNano() <= s.until {
+		return s.ctx, func() {}
+	}
+	c, cancel := context.WithDeadline(ctx, now.Add(d.timeout))
+	d.shared.Store(&sharedDeadline{ctx: c, cancel: cancel, until: now.Add(min(d.timeout/16, maxDialShare)).UnixNano()})
+	return c, func() {}
 }
 
 // New resolves cfg.Upstream (with the default resolver: use an address, or
@@ -251,7 +288,7 @@ func (d *Dialer) Dial(ctx context.Context, client, server netip.AddrPort, m Meta
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	ctx, cancel := d.dialContext(ctx)
 	defer cancel()
 	var tc *net.TCPConn
 	if d.mode == Transparent {

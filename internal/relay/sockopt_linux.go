@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -15,10 +16,6 @@ import (
 func control(transparent, noPort bool, mark int) func(network, address string, rc syscall.RawConn) error {
 	// The options are chosen here, once per Dialer; the returned function
 	// only applies them (one rc.Control, no allocation of its own).
-	type opt struct {
-		level, opt, v int
-		name          string
-	}
 	var opts4, opts6 []opt
 	add := func(o opt, v6 opt) { opts4, opts6 = append(opts4, o), append(opts6, v6) }
 	both := func(o opt) { add(o, o) }
@@ -33,23 +30,51 @@ func control(transparent, noPort bool, mark int) func(network, address string, r
 			both(opt{unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1, "IP_BIND_ADDRESS_NO_PORT"})
 		}
 	}
+	// The function rc.Control runs is an applier's method value, made
+	// once per applier and pooled: a closure per dial (and its error)
+	// would be two allocations on every relayed connection.
+	var pool sync.Pool
+	pool.New = func() any {
+		a := &applier{}
+		a.fn = a.apply
+		return a
+	}
 	return func(network, _ string, rc syscall.RawConn) error {
-		opts := opts4
+		a := pool.Get().(*applier)
+		a.opts = opts4
 		if network == "tcp6" {
-			opts = opts6
+			a.opts = opts6
 		}
-		var serr error
-		err := rc.Control(func(fd uintptr) {
-			for _, o := range opts {
-				if err := unix.SetsockoptInt(int(fd), o.level, o.opt, o.v); err != nil {
-					serr = &sockoptError{o.name, err}
-					return
-				}
-			}
-		})
+		err := rc.Control(a.fn)
+		serr := a.err
+		a.opts, a.err = nil, nil
+		pool.Put(a)
 		if err != nil {
 			return err
 		}
 		return serr
+	}
+}
+
+// opt is one socket option a Dialer sets.
+type opt struct {
+	level, opt, v int
+	name          string
+}
+
+// applier sets opts on a socket in its apply method (fn, bound once),
+// recording the first failure in err.
+type applier struct {
+	opts []opt
+	err  error
+	fn   func(fd uintptr)
+}
+
+func (a *applier) apply(fd uintptr) {
+	for _, o := range a.opts {
+		if err := unix.SetsockoptInt(int(fd), o.level, o.opt, o.v); err != nil {
+			a.err = &sockoptError{o.name, err}
+			return
+		}
 	}
 }

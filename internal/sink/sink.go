@@ -3,7 +3,6 @@
 package sink
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -31,8 +30,12 @@ type JSONLines struct {
 	log                *slog.Logger
 	results            *prometheus.CounterVec
 	okC, errC, closedC prometheus.Counter
-	bufs               sync.Pool
+	bufs               sync.Pool // *[]byte: a line's encoding buffer
 }
+
+// maxPooledLine bounds the buffers Publish keeps in its pool: an event with
+// huge fields does not pin a huge buffer.
+const maxPooledLine = 64 << 10
 
 // Config configures [New].
 type Config struct {
@@ -64,37 +67,41 @@ func New(w io.Writer, cfg Config) (*JSONLines, error) {
 			return nil, fmt.Errorf("sink: registering metrics: %w", err)
 		}
 	}
-	s.bufs.New = func() any { return new(bytes.Buffer) }
+	s.bufs.New = func() any { b := make([]byte, 0, 1024); return &b }
 	return s, nil
 }
 
-// Publish writes ev as one line. It is safe for concurrent use.
+// Publish writes ev as one line. It is safe for concurrent use. The line
+// is encoded straight into a pooled buffer: no allocation per event once
+// the pool is warm.
 func (s *JSONLines) Publish(ev event.Event) {
-	b, err := ev.Marshal()
+	bp := s.bufs.Get().(*[]byte)
+	b, err := ev.AppendJSON((*bp)[:0])
 	if err != nil {
+		s.bufs.Put(bp)
 		s.errC.Inc()
 		s.log.Error("event sink", "err", err, "event.id", ev.Event.ID)
 		return
 	}
-	buf := s.bufs.Get().(*bytes.Buffer)
-	buf.Reset()
-	buf.Write(b)
-	buf.WriteByte('\n')
+	b = append(b, '\n')
+	if cap(b) <= maxPooledLine {
+		*bp = b
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		s.bufs.Put(buf)
+		s.bufs.Put(bp)
 		s.closedC.Inc()
 		s.log.Error("event sink", "err", ErrClosed, "event.id", ev.Event.ID)
 		return
 	}
-	_, err = s.w.Write(buf.Bytes())
+	_, err = s.w.Write(b)
 	first := err != nil && !s.failed
 	if err != nil {
 		s.failed = true
 	}
 	s.mu.Unlock()
-	s.bufs.Put(buf)
+	s.bufs.Put(bp)
 	if err != nil {
 		s.errC.Inc()
 		if first {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -158,4 +159,48 @@ func finished() event.Event {
 	ev := event.New(time.Now())
 	ev.Finish(time.Now())
 	return ev
+}
+
+// BenchmarkPublish measures one event written as a JSON line (to
+// io.Discard): the encoding and the sink's own work.
+//
+//	go test -run '^$' -bench Publish -benchmem ./internal/sink
+func BenchmarkPublish(b *testing.B) {
+	s, err := sink.New(io.Discard, sink.Config{Logger: quiet()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := finished()
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Publish(ev)
+	}
+}
+
+// TestPublishLongLineNotPooled checks that an event larger than the pooled
+// buffers is written whole, and the events after it too.
+func TestPublishLongLineNotPooled(t *testing.T) {
+	var w chunkWriter
+	s, err := sink.New(&w, sink.Config{Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := finished()
+	big.Source.Geo.CityName = strings.Repeat("x", 100<<10)
+	small := finished()
+	for _, ev := range []event.Event{small, big, small, big} {
+		s.Publish(ev)
+	}
+	if len(w.chunks) != 4 {
+		t.Fatalf("%d writes, want 4", len(w.chunks))
+	}
+	for i, line := range w.chunks {
+		ev, err := event.Parse(bytes.TrimSuffix(line, []byte("\n")))
+		if err != nil || line[len(line)-1] != '\n' {
+			t.Fatalf("line %d: %v (ends %q)", i, err, line[len(line)-1:])
+		}
+		if want := i%2 == 1; (len(ev.Source.Geo.CityName) == 100<<10) != want {
+			t.Fatalf("line %d: city of %d bytes", i, len(ev.Source.Geo.CityName))
+		}
+	}
 }

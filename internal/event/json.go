@@ -244,14 +244,99 @@ func appendOptString(b []byte, first int, key, v string) []byte {
 }
 
 // appendTime appends t as encoding/json does (time.Time.MarshalJSON: RFC
-// 3339 with nanoseconds, quoted).
+// 3339 with nanoseconds, trailing zeros of the fraction trimmed, quoted).
+// A time in UTC (zone offset 0) in the years 0-9999, every event's case,
+// is written here by hand, 2026-12-03T13:35:00.123456789Z; any other goes
+// through time.Time.AppendText, which also reports the errors.
 func appendTime(b []byte, t time.Time, field string) ([]byte, error) {
-	b = append(b, '"')
-	out, err := t.AppendText(b)
-	if err != nil {
-		return b, fmt.Errorf("%s: %w", field, err)
+	off := 0
+	if t.Location() != time.UTC {
+		_, off = t.Zone()
 	}
-	return append(out, '"'), nil
+	sec := t.Unix()
+	if off != 0 || sec < minRFC3339 || sec > maxRFC3339 {
+		b = append(b, '"')
+		out, err := t.AppendText(b)
+		if err != nil {
+			return b, fmt.Errorf("%s: %w", field, err)
+		}
+		return append(out, '"'), nil
+	}
+	return appendUTC(b, uint64(sec-minRFC3339), uint32(t.Nanosecond())), nil
+}
+
+// The seconds since 1970 of 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+const (
+	minRFC3339 = -62167219200
+	maxRFC3339 = 253402300799
+)
+
+// digits2 holds "00" to "99".
+const digits2 = "0001020304050607080910111213141516171819" +
+	"2021222324252627282930313233343536373839" +
+	"4041424344454647484950515253545556575859" +
+	"6061626364656667686970717273747576777879" +
+	"8081828384858687888990919293949596979899"
+
+// appendUTC appends, quoted, the RFC 3339 time sec seconds after
+// 0000-01-01T00:00:00Z (at most year 9999) and ns nanoseconds, as
+// time.RFC3339Nano writes it: the fraction without its trailing zeros,
+// none at all for a whole second.
+func appendUTC(b []byte, sec uint64, ns uint32) []byte {
+	// The civil date from the day number (H. Hinnant's days_to_civil) in
+	// eras of 400 years, counted from 0000-03-01: days 0-59 of year 0 are
+	// the end of era -1, so start one era earlier and take 400 years off.
+	days := sec / 86400
+	daySec := uint32(sec - days*86400)
+	z := days + 146097 - 60 // days since -0400-03-01
+	era := z / 146097
+	doe := uint32(z - era*146097)
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365
+	doy := doe - (365*yoe + yoe/4 - yoe/100)
+	mp := (5*doy + 2) / 153
+	day := doy - (153*mp+2)/5 + 1
+	month := mp + 3
+	if month > 12 {
+		month -= 12
+	}
+	year := uint32(era)*400 + yoe - 400
+	if month <= 2 {
+		year++
+	}
+	hour, min, s := daySec/3600, daySec/60%60, daySec%60
+
+	var buf [32]byte
+	buf[0] = '"'
+	hi, lo := 2*(year/100), 2*(year%100)
+	buf[1], buf[2], buf[3], buf[4] = digits2[hi], digits2[hi+1], digits2[lo], digits2[lo+1]
+	buf[5] = '-'
+	buf[6], buf[7] = digits2[2*month], digits2[2*month+1]
+	buf[8] = '-'
+	buf[9], buf[10] = digits2[2*day], digits2[2*day+1]
+	buf[11] = 'T'
+	buf[12], buf[13] = digits2[2*hour], digits2[2*hour+1]
+	buf[14] = ':'
+	buf[15], buf[16] = digits2[2*min], digits2[2*min+1]
+	buf[17] = ':'
+	buf[18], buf[19] = digits2[2*s], digits2[2*s+1]
+	n := 20
+	if ns != 0 {
+		buf[20] = '.'
+		// Nine digits, two at a time from the right, then the zeros off.
+		for i := 29; i > 22; i -= 2 {
+			q := ns / 100
+			r := 2 * (ns - q*100)
+			buf[i-1], buf[i] = digits2[r], digits2[r+1]
+			ns = q
+		}
+		buf[21] = byte('0' + ns)
+		n = 30
+		for buf[n-1] == '0' {
+			n--
+		}
+	}
+	buf[n], buf[n+1] = 'Z', '"'
+	return append(b, buf[:n+2]...)
 }
 
 // appendAddr appends a's text form (empty for the zero Addr) as a JSON

@@ -266,6 +266,13 @@ func FuzzAppendJSON(f *testing.F) {
 	f.Add("Chicago", "<&>\"\\\n\u2028", "2001:db8::1", int64(1798000000123456789), 41.8781, -87.6298, uint32(64500), "serve")
 	f.Add("", "", "", int64(0), 0.0, 0.0, uint32(0), "")
 	f.Add("\xff\xfe", "東京", "fe80::1%eth\"0", int64(-1), 1e-7, 1e21, uint32(1), "\x00")
+	// Runs of plain bytes around escapes, longer than a word; invalid
+	// UTF-8 and U+2028/2029 mid-run; times with 0, 3, 6 and 9 fractional
+	// digits (trailing zeros are trimmed), in UTC (nanos%(18*3600) == 0).
+	f.Add("0123456789abcdef<0123456789abcdef>01234567&", "abcdefgh\"ijklmnop\\qrstuvwx\x1fyz", "192.0.2.1", int64(1798000000000000000), 1.0, 2.0, uint32(0), "abcdefg\u2028hijklmno\u2029p")
+	f.Add("abcdefghijklmno\xffpqrstuvw\xc3", "\x7f\x80abcdefgh\xe2\x80abcdefgh", "::1", int64(1798000000123000000), 0.5, 0.5, uint32(2), "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+	f.Add("12345678", "é12345678ü", "2001:db8::2", int64(1798000000123456000), 3.0, 4.0, uint32(4), "a\tb")
+	f.Add("", "x", "", int64(1798000000123456789-1798000000123456789%(18*3600)), 0.0, 0.0, uint32(6), "")
 	f.Fuzz(func(t *testing.T, city, reason, ip string, nanos int64, lat, lon float64, asn uint32, decision string) {
 		addr, _ := netip.ParseAddr(ip)
 		ts := time.Unix(0, nanos).In(time.FixedZone("f", int(nanos%(18*3600))))
@@ -322,5 +329,34 @@ func TestAppendKey(t *testing.T) {
 		if got := string(ev.Key()); got != want {
 			t.Errorf("Key(%v) = %q, want %q", a, got, want)
 		}
+	}
+}
+
+// TestAppendJSONTimes compares the timestamps with encoding/json across
+// the years 0-9999 and just outside, with 0, 3, 6 and 9 fractional digits
+// (RFC3339Nano trims trailing zeros), in UTC, in time.Local and in zones
+// with an offset.
+func TestAppendJSONTimes(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	const minSec, maxSec = -62167219200, 253402300799 // 0000-01-01, 9999-12-31T23:59:59
+	zones := []*time.Location{time.UTC, time.Local, time.FixedZone("zero", 0), time.FixedZone("e", 5*3600+45*60), time.FixedZone("w", -3600)}
+	secs := []int64{minSec, minSec - 1, maxSec, maxSec + 1, 0, -1, 951782400 /* 2000-02-29 */, 4107542400 /* 2100-03-01 */}
+	for range 20000 {
+		secs = append(secs, minSec-86400+r.Int64N(maxSec-minSec+2*86400))
+	}
+	ev := event.New(time.Now())
+	for i, sec := range secs {
+		ns := r.Int64N(1e9)
+		switch i % 4 {
+		case 0:
+			ns = 0
+		case 1:
+			ns -= ns % 1e6
+		case 2:
+			ns -= ns % 1e3
+		}
+		tm := time.Unix(sec, ns).In(zones[i%len(zones)])
+		ev.Timestamp, ev.Event.Start, ev.Event.End = tm, tm.UTC(), tm.Add(time.Duration(i))
+		checkSame(t, &ev)
 	}
 }

@@ -386,6 +386,27 @@ var plainJSON = func() (t [256]bool) {
 	return t
 }()
 
+// word returns the eight bytes of s from i on, little-endian (one load).
+func word(s string, i int) uint64 {
+	s = s[i : i+8]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// plainWord reports whether all eight bytes of x are plain (see plainJSON):
+// no byte has its high bit set, is below 0x20, or is one of the five. A
+// byte b of y = x ^ c*ones is zero where b == c, and y - ones then sets
+// its high bit; the borrow it carries may set the next byte's too, but
+// only next to a byte that is already not plain, so the answer for the
+// word is exact. The same holds for x - 0x20*ones and the bytes below 0x20.
+func plainWord(x uint64) bool {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	t := x | (x - 0x20*ones) |
+		((x ^ '"'*ones) - ones) | ((x ^ '\\'*ones) - ones) |
+		((x ^ '<'*ones) - ones) | ((x ^ '>'*ones) - ones) | ((x ^ '&'*ones) - ones)
+	return t&high == 0
+}
+
 // appendString appends s as a JSON string exactly as encoding/json.Marshal
 // writes it: HTML-safe (<, > and & as \u00XX), control characters escaped,
 // invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
@@ -393,8 +414,16 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
-		// The common case, a run of bytes written as they are: one table
-		// lookup per byte.
+		// The common case, a run of bytes written as they are: eight at a
+		// time while a word holds none that needs escaping, then one table
+		// lookup per byte up to the one that does (within that word, as the
+		// word test is exact) or the end.
+		for i+8 <= len(s) && plainWord(word(s, i)) {
+			i += 8
+		}
+		if i < len(s) && i+8 > len(s) && len(s) >= 8 && plainWord(word(s, len(s)-8)) {
+			i = len(s) // the last word, overlapping the one before, is plain too
+		}
 		for i < len(s) && plainJSON[s[i]] {
 			i++
 		}

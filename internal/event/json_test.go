@@ -360,3 +360,36 @@ func TestAppendJSONTimes(t *testing.T) {
 		checkSame(t, &ev)
 	}
 }
+
+// TestAppendJSONStrings compares the string escaping with encoding/json
+// for every byte value at every position of strings longer than two words
+// (the plain runs are scanned eight bytes at a time), next to other bytes
+// that need escaping, and for random mixes of plain and escaped bytes,
+// multi-byte and invalid UTF-8 included.
+func TestAppendJSONStrings(t *testing.T) {
+	ev := event.New(time.Date(2026, 12, 3, 13, 35, 0, 0, time.UTC))
+	ev.Finish(ev.Event.Start)
+	check := func(s string) {
+		ev.Source.Geo.CityName, ev.Event.Reason = s, s
+		checkSame(t, &ev)
+	}
+	for c := range 256 {
+		for p := range 19 {
+			s := []byte("abcdefghijklmnopqrs")
+			s[p] = byte(c)
+			check(string(s))
+			s[(p+7)%len(s)] = '\x1f'
+			check(string(s))
+			check(string(s[:p]))
+		}
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	pieces := []string{"a", "0123456789", " ", "~", "\x7f", "\x80", "\xff", "é", "東", "\u2028", "\u2029", "\xe2\x80", `"`, `\`, "<", ">", "&", "=", "\x00", "\x1f", "\n"}
+	for range 20000 {
+		var s []byte
+		for range r.IntN(12) {
+			s = append(s, pick(r, pieces)...)
+		}
+		check(string(s))
+	}
+}

@@ -14,8 +14,6 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
-
-	"github.com/google/uuid"
 )
 
 // SchemaVersion is the version of the event's JSON shape. It travels in the
@@ -252,18 +250,20 @@ type Relay struct {
 }
 
 // New returns an event for a connection accepted at start, with a fresh
-// UUIDv7 id and the constant fields set.
+// id and the constant fields set.
+//
+// The id is a UUIDv7 (RFC 9562): the current time in milliseconds, the
+// sub-millisecond time in 256 ns steps, and 62 random bits from
+// crypto/rand (read in blocks of 4 KiB, one read per 512 ids). The ids of
+// one process are unique and strictly increasing in the order of the
+// calls, even when the clock does not move. New is safe for concurrent
+// use; it blocks only briefly on the id generator's mutex.
 func New(start time.Time) Event {
-	id, err := uuid.NewV7()
-	if err != nil {
-		// NewV7 fails only when the random source fails; fall back to v4,
-		// which fails the same way, so this cannot loop.
-		id = uuid.Must(uuid.NewRandom())
-	}
+	id := newID()
 	return Event{
 		ECS: ECS{Version: ECSVersion},
 		Event: Meta{
-			ID:       id.String(),
+			ID:       id,
 			Kind:     "event",
 			Category: []string{"network"},
 			Start:    start,

@@ -393,6 +393,35 @@ func word(s string, i int) uint64 {
 		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
+// plainString reports whether every byte of s is plain (see plainJSON),
+// reading it a word at a time: from 4 bytes on, the last word overlaps
+// the one before it (or two 4-byte halves overlap).
+func plainString(s string) bool {
+	switch n := len(s); {
+	case n >= 8:
+		for i := 0; i+8 < n; i += 8 {
+			if !plainWord(word(s, i)) {
+				return false
+			}
+		}
+		return plainWord(word(s, n-8))
+	case n >= 4:
+		return plainWord(uint64(word4(s, 0)) | uint64(word4(s, n-4))<<32)
+	}
+	for i := range len(s) {
+		if !plainJSON[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// word4 returns the four bytes of s from i on, little-endian (one load).
+func word4(s string, i int) uint32 {
+	s = s[i : i+4]
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+}
+
 // plainWord reports whether all eight bytes of x are plain (see plainJSON):
 // no byte has its high bit set, is below 0x20, or is one of the five. A
 // byte b of y = x ^ c*ones is zero where b == c, and y - ones then sets
@@ -412,6 +441,10 @@ func plainWord(x uint64) bool {
 // invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
+	if plainString(s) { // the common case: nothing to escape
+		b = append(b, s...)
+		return append(b, '"')
+	}
 	start := 0
 	for i := 0; i < len(s); {
 		// The common case, a run of bytes written as they are: eight at a

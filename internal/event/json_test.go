@@ -362,8 +362,8 @@ func TestAppendJSONTimes(t *testing.T) {
 }
 
 // TestAppendJSONStrings compares the string escaping with encoding/json
-// for every byte value at every position of strings longer than two words
-// (the plain runs are scanned eight bytes at a time), next to other bytes
+// for every byte value at every position of strings of 1 to 19 bytes
+// (they are scanned four or eight bytes at a time), next to other bytes
 // that need escaping, and for random mixes of plain and escaped bytes,
 // multi-byte and invalid UTF-8 included.
 func TestAppendJSONStrings(t *testing.T) {
@@ -374,13 +374,14 @@ func TestAppendJSONStrings(t *testing.T) {
 		checkSame(t, &ev)
 	}
 	for c := range 256 {
-		for p := range 19 {
-			s := []byte("abcdefghijklmnopqrs")
-			s[p] = byte(c)
-			check(string(s))
-			s[(p+7)%len(s)] = '\x1f'
-			check(string(s))
-			check(string(s[:p]))
+		for n := range 20 {
+			for p := range n {
+				s := []byte("abcdefghijklmnopqrs"[:n])
+				s[p] = byte(c)
+				check(string(s))
+				s[(p+7)%n] = '\x1f'
+				check(string(s))
+			}
 		}
 	}
 	r := rand.New(rand.NewPCG(7, 8))

@@ -355,6 +355,31 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 // shortest representation, in exponent form below 1e-6 and from 1e21 on.
 // (Callers check that f is finite: see [ValidLocation].)
 func appendFloat(b []byte, f float64) []byte {
+	// GeoIP coordinates have four decimals or fewer: write those digits
+	// by hand when the decimal k/10^4 is the float (the division of two
+	// exact floats is correctly rounded). Below 1e6 at most one decimal
+	// with four places lies within an ulp of f, so it is also the shortest
+	// that reads back as f, which strconv would write. (Zero is left to
+	// strconv for its sign.)
+	if a := math.Abs(f); a != 0 && a < 1e6 {
+		if k := math.Round(f * 1e4); k/1e4 == f {
+			n := int64(k)
+			if n < 0 {
+				b = append(b, '-')
+				n = -n
+			}
+			b = strconv.AppendUint(b, uint64(n/1e4), 10)
+			if frac := n % 1e4; frac != 0 {
+				d := [5]byte{'.', byte('0' + frac/1000), byte('0' + frac/100%10), byte('0' + frac/10%10), byte('0' + frac%10)}
+				end := 5
+				for d[end-1] == '0' {
+					end--
+				}
+				b = append(b, d[:end]...)
+			}
+			return b
+		}
+	}
 	format := byte('f')
 	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
 		format = 'e'

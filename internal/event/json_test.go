@@ -394,3 +394,32 @@ func TestAppendJSONStrings(t *testing.T) {
 		check(string(s))
 	}
 }
+
+// TestAppendJSONFloats compares the coordinates with encoding/json: values
+// with 0 to 7 decimals (four or fewer are written by hand), the floats
+// next to them, and random ones.
+func TestAppendJSONFloats(t *testing.T) {
+	ev := event.New(time.Date(2026, 12, 3, 13, 35, 0, 0, time.UTC))
+	ev.Finish(ev.Event.Start)
+	r := rand.New(rand.NewPCG(9, 10))
+	pow := []float64{1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7}
+	check := func(f float64) {
+		ev.Source.Geo.Location = &event.Location{Lat: math.Max(-90, math.Min(90, f)), Lon: math.Mod(f, 180)}
+		checkSame(t, &ev)
+	}
+	for range 20000 {
+		f := float64(r.Int64N(4e9)-2e9) / pow[r.IntN(len(pow))]
+		if r.IntN(2) == 0 {
+			f = float64(r.IntN(181)-90) + f/1e9
+		}
+		check(f)
+		check(math.Nextafter(f, math.Inf(1)))
+		check(math.Nextafter(f, math.Inf(-1)))
+		check(r.Float64()*360 - 180)
+	}
+	for _, f := range []float64{0.0001, -0.0001, 0.00005, 1e-5, 0.1, 0.3, 179.9999, -179.99995, 99999.9999, 999999.9999, 1e6 - 1e-4, 1e6, 0.1 + 0.2} {
+		check(f)
+		ev.Source.Geo.Location = &event.Location{Lat: 1, Lon: f}
+		checkSame(t, &ev)
+	}
+}

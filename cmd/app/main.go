@@ -22,8 +22,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/google/uuid"
-
 	"github.com/originlens/originlens/internal/signals"
 )
 
@@ -40,11 +38,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "app:", err)
 		os.Exit(2)
 	}
-	// Event ids (UUIDv7) take their random bits from a pool refilled from
-	// crypto/rand 16 ids at a time instead of a getrandom call per
-	// connection (~300 ns less per event; internal/event BenchmarkNew).
-	// They are document ids, not secrets. Set once, before any id is made.
-	uuid.EnableRandPool()
 	cfg.reload = sig.Reload()
 	if err := run(sig.Stopping(), cfg, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "app:", err)

@@ -218,7 +218,14 @@ type Spool struct {
 	// last fsynced (Sync, Oldest and Close do it, off the lock).
 	dirDirty bool
 	closed   bool
+	// wbuf is Append's framing buffer, reused under the lock so that an
+	// append costs no allocation (see maxWriteBuf).
+	wbuf []byte
 }
+
+// maxWriteBuf bounds the framing buffer the spool keeps between appends; a
+// larger one (a batch of large records) is left to the GC.
+const maxWriteBuf = 256 << 10
 
 // Open opens (or creates) the spool in cfg.Dir, takes its lock, and scans
 // the existing segments to count their records; it logs how many it found.
@@ -336,8 +343,9 @@ func (s *Spool) check(seg *Segment) ([]Damage, error) {
 	}
 	seg.Size = st.Size()
 	r := NewReader(f, seg.Size, seg.Path)
+	var buf []byte
 	for {
-		_, err := r.Next()
+		buf, err = r.AppendNext(buf[:0])
 		if err == io.EOF {
 			break
 		}
@@ -464,7 +472,12 @@ func (s *Spool) Append(payloads ...[]byte) (int, error) {
 		return 0, ErrClosed
 	}
 	done := 0
-	var buf []byte
+	buf := s.wbuf[:0]
+	defer func() {
+		if cap(buf) <= maxWriteBuf {
+			s.wbuf = buf[:0]
+		}
+	}()
 	for done < len(payloads) {
 		if s.active != nil && s.active.Size+int64(recordHeader+len(payloads[done])) > s.cfg.SegmentBytes && s.active.Records > 0 {
 			if err := s.sealLocked(); err != nil {

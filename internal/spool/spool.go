@@ -93,6 +93,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // Magic opens every segment file.
@@ -118,6 +121,9 @@ const (
 	// LossRemoved: a segment's file was deleted behind the spool's back
 	// and the spool did not hold it open (see the package doc).
 	LossRemoved = "spool_removed"
+	// LossReadError: a segment could not be read (the disk returned an
+	// error) and was moved aside by [Spool.Quarantine].
+	LossReadError = "spool_read_error"
 )
 
 // SystemDir is the spool directory [DefaultDir] prefers.
@@ -786,7 +792,11 @@ func (s *Spool) Open(seg *Segment) (*Reader, error) {
 		f.Close()
 		return nil, fmt.Errorf("reading spool segment: %w", err)
 	}
-	r := NewReader(f, st.Size(), seg.Path)
+	var ra io.ReaderAt = f
+	if wrap := readHook.Load(); wrap != nil {
+		ra = (*wrap)(seg.Path, f)
+	}
+	r := NewReader(ra, st.Size(), seg.Path)
 	r.closer = f
 	r.onDamage = func(d Damage) { s.damaged(seg, d) }
 	return r, nil
@@ -810,6 +820,63 @@ func (s *Spool) forget(seg *Segment) {
 	if seg.Records > 0 && s.cfg.OnLoss != nil {
 		s.cfg.OnLoss(LossRemoved, seg.Records)
 	}
+}
+
+// Quarantine takes seg, which cannot be read (cause: a lasting read error
+// of the disk), off the spool: its file is renamed <name>.corrupt for a
+// human to inspect (as Open does with a segment without a valid record),
+// its records past the first delivered are counted lost (OnLoss,
+// LossReadError) and it is logged in one ERROR line. The file is closed
+// and no longer counted in [Spool.Bytes] or against MaxBytes. A segment
+// already gone (acked, dropped by the size cap, quarantined) is left
+// alone. It returns the records counted lost.
+func (s *Spool) Quarantine(seg *Segment, delivered int64, cause error) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.Index(s.sealed, seg)
+	if i < 0 {
+		return 0
+	}
+	aside := seg.name + ".corrupt"
+	var rerr error
+	if seg.dir != nil && !s.closed {
+		if err := unix.Renameat(seg.dir.fd, seg.name, seg.dir.fd, aside); err != nil {
+			rerr = &os.LinkError{Op: "rename", Old: seg.Path, New: seg.Path + ".corrupt", Err: err}
+		}
+	}
+	s.sealed = slices.Delete(s.sealed, i, i+1)
+	s.releaseLocked(seg)
+	s.bytes -= seg.Size
+	s.records -= seg.Records
+	s.dirDirty = true
+	lost := max(seg.Records-delivered, 0)
+	args := []any{"segment", seg.Path, "err", cause, "lost_records", lost, "delivered_records", delivered, "bytes", seg.Size}
+	if rerr != nil {
+		args = append(args, "move_aside_err", rerr)
+	} else {
+		args = append(args, "moved_to", aside)
+	}
+	s.log.Error("spool: a segment cannot be read; moved aside, its undelivered events are lost", args...)
+	if lost > 0 && s.cfg.OnLoss != nil {
+		s.cfg.OnLoss(LossReadError, lost)
+	}
+	return lost
+}
+
+// readHook: see SetReadHook.
+var readHook atomic.Pointer[func(path string, r io.ReaderAt) io.ReaderAt]
+
+// SetReadHook is a test seam for a failing disk, which cannot be made
+// without root: wrap returns what the readers [Spool.Open] returns read
+// segment path through (a reader that fails with EIO, say). nil removes
+// it. It applies to every spool in the process; it is safe for concurrent
+// use. Production code never sets it.
+func SetReadHook(wrap func(path string, r io.ReaderAt) io.ReaderAt) {
+	if wrap == nil {
+		readHook.Store(nil)
+		return
+	}
+	readHook.Store(&wrap)
 }
 
 // Ack deletes seg: every record in it was delivered. Acking a segment the

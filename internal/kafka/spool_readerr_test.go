@@ -94,6 +94,10 @@ func TestProducerSpoolReadError(t *testing.T) {
 			bad := segs[len(segs)/2]
 			badIDs := segmentIDs(t, bad)
 
+			c := startCluster(t, kfake.Ports(port), kfake.SeedTopics(2, testTopic))
+			h2 := newHarness(t, addr, ProducerConfig{SpoolDir: dir, SpoolSegmentBytes: 8 << 10})
+			// The disk fails after the spool was opened (it read every
+			// segment then): the replay's reads fail.
 			var fails, reads atomic.Int64
 			fails.Store(tc.fails)
 			spool.SetReadHook(func(path string, r io.ReaderAt) io.ReaderAt {
@@ -103,9 +107,6 @@ func TestProducerSpoolReadError(t *testing.T) {
 				return failingReaderAt{r: r, fails: &fails, reads: &reads}
 			})
 			t.Cleanup(func() { spool.SetReadHook(nil) })
-
-			c := startCluster(t, kfake.Ports(port), kfake.SeedTopics(2, testTopic))
-			h2 := newHarness(t, addr, ProducerConfig{SpoolDir: dir, SpoolSegmentBytes: 8 << 10})
 			h2.run(t)
 			waitFor(t, "replayed", func() bool {
 				return h2.metric(t, "originlens_kafka_spool_records") == 0 && h2.metric(t, "originlens_kafka_spool_bytes") == 0

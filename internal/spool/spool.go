@@ -36,6 +36,13 @@
 // and no longer counted in [Spool.Bytes] or against MaxBytes (nothing
 // deletes .corrupt files: remove them by hand).
 //
+// A segment the disk cannot read (an I/O error, not damage) is moved aside
+// as <sequence>.seg.corrupt with one ERROR line, by Open for one a
+// previous run left (its records read before the error are counted lost,
+// LossReadError, and the bytes not read to OnLostBytes: their count cannot
+// be known), or by [Spool.Quarantine], which the reader's owner calls
+// after retrying (its undelivered records counted, LossReadError).
+//
 // A write that fails part way (a full disk) is cut back off the segment
 // (ftruncate), so no torn record is left to be counted a second time: the
 // caller counts the records Append did not take, and those only.
@@ -308,6 +315,11 @@ func (s *Spool) scan() error {
 			s.log.Warn("spool: a segment vanished while the spool was opening; its events (count unknown) are lost", "segment", name)
 			continue
 		}
+		var ue *unreadableError
+		if errors.As(err, &ue) {
+			s.quarantineAtOpen(seg, ue)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -348,7 +360,11 @@ func (s *Spool) check(seg *Segment) ([]Damage, error) {
 		return nil, fmt.Errorf("reading spool segment: %w", err)
 	}
 	seg.Size = st.Size()
-	r := NewReader(f, seg.Size, seg.Path)
+	var ra io.ReaderAt = f
+	if wrap := readHook.Load(); wrap != nil {
+		ra = (*wrap)(seg.Path, f)
+	}
+	r := NewReader(ra, seg.Size, seg.Path)
 	var buf []byte
 	for {
 		buf, err = r.AppendNext(buf[:0])
@@ -356,7 +372,7 @@ func (s *Spool) check(seg *Segment) ([]Damage, error) {
 			break
 		}
 		if err != nil {
-			return nil, err
+			return nil, &unreadableError{err: err, damages: r.Damages(), unread: seg.Size - r.pos}
 		}
 		seg.Records++
 	}
@@ -378,6 +394,39 @@ func (s *Spool) check(seg *Segment) ([]Damage, error) {
 			"lost_bytes_count_unknown", lostBytes, "damaged_stretches", len(damages), "first", damages[0].String())
 	}
 	return damages, nil
+}
+
+// unreadableError: reading a segment at Open failed (the disk's error).
+type unreadableError struct {
+	err     error
+	damages []Damage // found before the error
+	unread  int64    // bytes not read
+}
+
+func (e *unreadableError) Error() string { return e.err.Error() }
+func (e *unreadableError) Unwrap() error { return e.err }
+
+// quarantineAtOpen moves aside a segment Open could not read (see
+// [Spool.Quarantine]): its valid records read before the error are counted
+// lost (LossReadError), the damage found before it as usual, and the bytes
+// not read, whose records cannot be counted, to OnLostBytes.
+func (s *Spool) quarantineAtOpen(seg *Segment, ue *unreadableError) {
+	for _, d := range ue.damages {
+		s.report(d)
+	}
+	if seg.Records > 0 && s.cfg.OnLoss != nil {
+		s.cfg.OnLoss(LossReadError, seg.Records)
+	}
+	if ue.unread > 0 && s.cfg.OnLostBytes != nil {
+		s.cfg.OnLostBytes(ue.unread)
+	}
+	args := []any{"segment", seg.Path, "err", ue.err, "lost_records", seg.Records, "lost_bytes_count_unknown", ue.unread, "bytes", seg.Size}
+	if err := os.Rename(seg.Path, seg.Path+".corrupt"); err != nil {
+		args = append(args, "move_aside_err", err)
+	} else {
+		args = append(args, "moved_to", filepath.Base(seg.Path)+".corrupt")
+	}
+	s.log.Error("spool: a segment cannot be read; moved aside, its undelivered events are lost", args...)
 }
 
 // discard removes a segment without a valid record found at Open: deleted
@@ -867,8 +916,8 @@ func (s *Spool) Quarantine(seg *Segment, delivered int64, cause error) int64 {
 var readHook atomic.Pointer[func(path string, r io.ReaderAt) io.ReaderAt]
 
 // SetReadHook is a test seam for a failing disk, which cannot be made
-// without root: wrap returns what the readers [Spool.Open] returns read
-// segment path through (a reader that fails with EIO, say). nil removes
+// without root: wrap returns what the readers of [Open] and [Spool.Open]
+// read segment path through (a reader that fails with EIO, say). nil removes
 // it. It applies to every spool in the process; it is safe for concurrent
 // use. Production code never sets it.
 func SetReadHook(wrap func(path string, r io.ReaderAt) io.ReaderAt) {

@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer, p *Producer) *metrics {
 		replayed: counter("events_replayed_total", "Spooled events Kafka acknowledged during a replay (memory buffer mode)."),
 		dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "originlens", Subsystem: "kafka", Name: "events_dropped_total",
-			Help: "Events lost: spool_cap (oldest spool segment deleted at the size cap), spool_corrupt (bad checksum or torn tail; garbled stretches of unknown count are in spool_corrupt_bytes_total instead), spool_removed (a spool segment file deleted by someone else that the spool did not hold open), spool_error (the disk or a missing spool directory refused the write), encode, closed (published after Close).",
+			Help: "Events lost: spool_cap (oldest spool segment deleted at the size cap), spool_corrupt (bad checksum or torn tail; garbled stretches of unknown count are in spool_corrupt_bytes_total instead), spool_removed (a spool segment file deleted by someone else that the spool did not hold open), spool_error (the disk or a missing spool directory refused the write), spool_read_error (a spool segment the disk could not read, moved aside after 3 attempts), encode, closed (published after Close).",
 		}, []string{"reason"}),
 		corruptBytes: counter("spool_corrupt_bytes_total", "Bytes of damaged spool stretches skipped whose number of events cannot be known (those events are not in events_dropped_total)."),
 		brokerErrors: counter("broker_errors_total", "Failed batch writes and broker probes."),

@@ -76,7 +76,16 @@ type Producer struct {
 	resumeSeq   uint64 // segment whose first resumeAcked records Kafka has
 	resumeAcked int64
 	resumeRead  int64             // records of resumeSeq read before: their skips are already counted
+	resumeSkips int64             // undecodable records of resumeSeq between resumeAcked and resumeRead
 	replayMsgs  []kafkago.Message // replayBatch's batch, reused (kafka-go copies the messages)
+	// replayBuf holds the payloads of replayBatch's batch, which its
+	// messages' keys and values alias; reused for the next batch only
+	// after kafka-go acknowledged this one (see replayBatch).
+	replayBuf []byte
+	// readFailSeq is the segment whose reads failed readFails times in a
+	// row (see spoolReadFailed).
+	readFailSeq uint64
+	readFails   int
 }
 
 // replayState is the segment being replayed.
@@ -496,6 +505,13 @@ func (p *Producer) deliver(ctx context.Context) {
 		default:
 			err = p.sendLive(ctx, p.collect(ctx))
 		}
+		if e := (*spoolReadError)(nil); errors.As(err, &e) {
+			// The disk's failure, not the broker's: not degraded.
+			if p.spoolReadFailed(e) {
+				p.waitRetry(ctx, retry)
+			}
+			continue
+		}
 		if err != nil && !p.stopped(ctx) {
 			healthy = false
 			p.setDegraded(err)
@@ -688,10 +704,37 @@ const writerBatchSize = 256
 // app's reply p99 (BENCHMARKS.md, issue 14, this session).
 const replayYield = 64
 
+// maxReplayBuf bounds the payload buffer kept between replayed batches
+// (a batch of 1,000 ~700-byte events needs ~0.7 MB).
+const maxReplayBuf = 4 << 20
+
+// spoolReadAttempts is how many times in a row a spool segment may fail
+// to read (an error of the disk, not of the broker) before it is
+// quarantined; the attempts are RetryInterval apart.
+const spoolReadAttempts = 3
+
+// spoolReadError is a failure to read a spool segment: the disk's, not
+// the broker's.
+type spoolReadError struct {
+	seg *spool.Segment
+	err error
+}
+
+func (e *spoolReadError) Error() string { return "reading the spool: " + e.err.Error() }
+func (e *spoolReadError) Unwrap() error { return e.err }
+
 // replayBatch sends the next batch of the oldest spool segment and deletes
 // the segment once all of it is acknowledged. An error means the broker
-// failed; the segment stays, and the next replay resumes after the records
-// already acknowledged.
+// failed, or the segment could not be read (a *spoolReadError); the
+// segment stays, and the next replay resumes after the records already
+// acknowledged.
+//
+// The batch's payloads are read into one buffer (replayBuf) reused for the
+// next batch, so a replayed event costs no allocation of its own. kafka-go
+// reads the messages' keys and values until the batch is acknowledged: a
+// synchronous WriteMessages that returns nil has every partition's batch
+// done, but one that returns early (ctx expired) leaves them in flight,
+// so after a failed write the buffer is dropped, never reused.
 func (p *Producer) replayBatch(ctx context.Context) error {
 	if p.replay == nil {
 		seg, ok, err := p.spool.Oldest()
@@ -703,21 +746,29 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			return nil // counted and forgotten by the spool; not the broker's fault
 		}
 		if err != nil {
-			return err
+			return &spoolReadError{seg: seg, err: err}
 		}
 		p.replay = &replayState{seg: seg, r: r}
 		if seg.Seq == p.resumeSeq {
+			buf := p.replayBuf
 			for p.replay.acked < p.resumeAcked {
-				if _, err := r.Next(); err != nil {
+				if buf, err = r.AppendNext(buf[:0]); err != nil {
+					if err != io.EOF {
+						p.endReplay()
+						return &spoolReadError{seg: seg, err: err}
+					}
 					break
 				}
 				p.replay.acked++
 				p.replay.read++
 			}
+			p.replayBuf = buf[:0]
 		}
 	}
 	rs := p.replay
 	msgs := p.replayMsgs[:0]
+	buf := p.replayBuf[:0]
+	p.replayBuf = nil // until kafka-go is done with this batch
 	defer func() {
 		clear(msgs) // drop the payloads until the next batch
 		p.replayMsgs = msgs[:0]
@@ -727,15 +778,20 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 	// before them failed would lose those.
 	var skipped int64
 	for len(msgs) < p.cfg.BatchSize && !rs.eof {
-		payload, err := rs.r.Next()
+		out, err := rs.r.AppendNext(buf)
 		if err == io.EOF {
 			rs.eof = true
 			break
 		}
 		if err != nil {
+			p.saveResume(rs, skipped)
 			p.endReplay()
-			return fmt.Errorf("reading the spool: %w", err)
+			return &spoolReadError{seg: rs.seg, err: err}
 		}
+		// payload aliases buf; when append grew it, the earlier
+		// payloads stay in the old array, which nothing writes again.
+		payload := out[len(buf):]
+		buf = out
 		rs.read++
 		m, err := decodeMessage(payload)
 		if err != nil {
@@ -754,11 +810,7 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 	}
 	if len(msgs) > 0 {
 		if err := p.write(ctx, msgs); err != nil {
-			read := rs.read
-			if p.resumeSeq == rs.seg.Seq {
-				read = max(read, p.resumeRead)
-			}
-			p.resumeSeq, p.resumeAcked, p.resumeRead = rs.seg.Seq, rs.acked, read
+			p.saveResume(rs, skipped)
 			p.endReplay()
 			return err
 		}
@@ -768,7 +820,13 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			p.m.replayed.Add(float64(len(msgs)))
 		}
 	}
+	if cap(buf) <= maxReplayBuf {
+		p.replayBuf = buf[:0]
+	}
 	rs.acked += int64(len(msgs)) + skipped
+	if p.readFailSeq == rs.seg.Seq {
+		p.readFails = 0 // read again: the failures were not lasting
+	}
 	if rs.eof {
 		p.endReplay()
 		if err := p.spool.Ack(rs.seg); err != nil {
@@ -776,12 +834,75 @@ func (p *Producer) replayBatch(ctx context.Context) error {
 			// replay later, not a loss.
 			p.logLimited("kafka: deleting a replayed spool segment", "err", errText(err))
 		}
-		p.resumeSeq, p.resumeAcked, p.resumeRead = 0, 0, 0
+		p.resumeSeq, p.resumeAcked, p.resumeRead, p.resumeSkips = 0, 0, 0, 0
 		if p.spool.Records() == 0 && !p.disk {
 			p.log.Info("kafka: spool replayed")
 		}
 	}
 	return nil
+}
+
+// saveResume records where the next replay of rs's segment resumes after
+// a batch failed: after the records acknowledged (rs.acked), not counting
+// again the undecodable ones the failed attempts read (skipped in this one).
+func (p *Producer) saveResume(rs *replayState, skipped int64) {
+	read, skips := rs.read, skipped
+	if p.resumeSeq == rs.seg.Seq && p.resumeRead > read {
+		read, skips = p.resumeRead, p.resumeSkips
+	}
+	p.resumeSeq, p.resumeAcked, p.resumeRead, p.resumeSkips = rs.seg.Seq, rs.acked, read, skips
+}
+
+// spoolReadFailed handles a spool segment that could not be read (the
+// disk's failure, not the broker's: the producer stays healthy). The
+// first failure of a segment is logged (WARN); the caller retries after
+// RetryInterval. At the spoolReadAttempts-th failure in a row the segment
+// is quarantined (moved aside, its undelivered events counted in
+// events_dropped_total{reason="spool_read_error"}, one ERROR line; see
+// [spool.Spool.Quarantine]) and delivery goes on with the next segment. It
+// reports whether the caller must wait before retrying.
+func (p *Producer) spoolReadFailed(e *spoolReadError) (wait bool) {
+	if e.seg.Seq != p.readFailSeq {
+		p.readFailSeq, p.readFails = e.seg.Seq, 0
+	}
+	p.readFails++
+	if p.readFails < spoolReadAttempts {
+		if p.readFails == 1 {
+			p.log.Warn("kafka: a spool segment cannot be read; retrying", "segment", e.seg.Path,
+				"err", errText(e.err), "attempts", spoolReadAttempts, "retry_interval", p.cfg.RetryInterval)
+		}
+		return true
+	}
+	var delivered, skips int64
+	if p.resumeSeq == e.seg.Seq {
+		// Undecodable records read past the acknowledged ones were
+		// counted (spool_corrupt) when read.
+		delivered, skips = p.resumeAcked, p.resumeSkips
+	}
+	p.spool.Quarantine(e.seg, delivered+skips, e.err)
+	if p.resumeSeq == e.seg.Seq {
+		p.resumeSeq, p.resumeAcked, p.resumeRead, p.resumeSkips = 0, 0, 0, 0
+	}
+	p.readFailSeq, p.readFails = 0, 0
+	return false
+}
+
+// waitRetry waits for the retry timer (reset to RetryInterval), spooling
+// what the queue receives meanwhile, or until Run must stop.
+func (p *Producer) waitRetry(ctx context.Context, retry *time.Timer) {
+	retry.Reset(p.cfg.RetryInterval)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.stop:
+			return
+		case q := <-p.queue:
+			p.spoolMessages(p.drainQueue(q.message()))
+		case <-retry.C:
+			return
+		}
+	}
 }
 
 func (p *Producer) endReplay() {

@@ -88,34 +88,50 @@ func NewReader(r io.ReaderAt, size int64, name string) *Reader {
 
 // Next returns the next valid payload, or io.EOF at the end of the segment.
 // Other errors come from the underlying reader. The returned slice is the
-// caller's.
+// caller's (a new allocation; [Reader.AppendNext] reuses the caller's).
 func (r *Reader) Next() ([]byte, error) {
+	out, err := r.AppendNext(nil)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AppendNext appends the next valid payload to dst and returns the
+// extended slice (the payload is its part past len(dst)), or dst and
+// io.EOF at the end of the segment. Other errors come from the underlying
+// reader, and return dst. It allocates only when dst lacks the room, so a
+// caller that reads a batch of records into one buffer reused across
+// batches reads without allocating; the payloads alias that buffer (and,
+// once append grew it, the earlier array), so the caller must not reuse
+// it while a payload read into it is still in use.
+func (r *Reader) AppendNext(dst []byte) ([]byte, error) {
 	if !r.started {
 		r.started = true
 		if err := r.start(); err != nil {
-			return nil, err
+			return dst, err
 		}
 	}
 	for r.pos < r.size {
 		p, n, ok, err := r.recordAt(r.pos)
 		if err != nil {
-			return nil, err
+			return dst, err
 		}
 		if ok {
 			r.pos += n
 			r.records++
-			return bytes.Clone(p), nil
+			return append(dst, p...), nil
 		}
 		p, err = r.skipDamage()
 		if err != nil {
-			return nil, err
+			return dst, err
 		}
 		if p != nil {
 			r.records++
-			return p, nil
+			return append(dst, p...), nil
 		}
 	}
-	return nil, io.EOF
+	return dst, io.EOF
 }
 
 // start checks the segment magic.
@@ -150,7 +166,8 @@ func (r *Reader) start() error {
 
 // skipDamage handles the damaged record at r.pos: it reports the stretch up
 // to the next valid record and moves past it, or returns the record when
-// its checksum proves it whole despite a damaged length field.
+// its checksum proves it whole despite a damaged length field (aliasing
+// the window, until the next read).
 func (r *Reader) skipDamage() ([]byte, error) {
 	p := r.pos
 	q, err := r.nextValid(p + 1)
@@ -166,9 +183,8 @@ func (r *Reader) skipDamage() ([]byte, error) {
 			return nil, err
 		}
 		if crc32.Checksum(b[recordHeader:], castagnoli) == binary.LittleEndian.Uint32(b[4:8]) {
-			rec := bytes.Clone(b[recordHeader:])
 			r.damage(Damage{Offset: p, Known: true, Kind: DamageRecovered})
-			return rec, nil
+			return b[recordHeader:], nil
 		}
 	}
 	// Intact framing: the lengths lead from p to q.

@@ -36,6 +36,13 @@
 // and no longer counted in [Spool.Bytes] or against MaxBytes (nothing
 // deletes .corrupt files: remove them by hand).
 //
+// A segment the disk cannot read (an I/O error, not damage) is moved aside
+// as <sequence>.seg.corrupt with one ERROR line, by Open for one a
+// previous run left (its records read before the error are counted lost,
+// LossReadError, and the bytes not read to OnLostBytes: their count cannot
+// be known), or by [Spool.Quarantine], which the reader's owner calls
+// after retrying (its undelivered records counted, LossReadError).
+//
 // A write that fails part way (a full disk) is cut back off the segment
 // (ftruncate), so no torn record is left to be counted a second time: the
 // caller counts the records Append did not take, and those only.
@@ -93,6 +100,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // Magic opens every segment file.
@@ -118,6 +128,9 @@ const (
 	// LossRemoved: a segment's file was deleted behind the spool's back
 	// and the spool did not hold it open (see the package doc).
 	LossRemoved = "spool_removed"
+	// LossReadError: a segment could not be read (the disk returned an
+	// error) and was moved aside by [Spool.Quarantine].
+	LossReadError = "spool_read_error"
 )
 
 // SystemDir is the spool directory [DefaultDir] prefers.
@@ -218,7 +231,14 @@ type Spool struct {
 	// last fsynced (Sync, Oldest and Close do it, off the lock).
 	dirDirty bool
 	closed   bool
+	// wbuf is Append's framing buffer, reused under the lock so that an
+	// append costs no allocation (see maxWriteBuf).
+	wbuf []byte
 }
+
+// maxWriteBuf bounds the framing buffer the spool keeps between appends; a
+// larger one (a batch of large records) is left to the GC.
+const maxWriteBuf = 256 << 10
 
 // Open opens (or creates) the spool in cfg.Dir, takes its lock, and scans
 // the existing segments to count their records; it logs how many it found.
@@ -295,6 +315,11 @@ func (s *Spool) scan() error {
 			s.log.Warn("spool: a segment vanished while the spool was opening; its events (count unknown) are lost", "segment", name)
 			continue
 		}
+		var ue *unreadableError
+		if errors.As(err, &ue) {
+			s.quarantineAtOpen(seg, ue)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -335,14 +360,19 @@ func (s *Spool) check(seg *Segment) ([]Damage, error) {
 		return nil, fmt.Errorf("reading spool segment: %w", err)
 	}
 	seg.Size = st.Size()
-	r := NewReader(f, seg.Size, seg.Path)
+	var ra io.ReaderAt = f
+	if wrap := readHook.Load(); wrap != nil {
+		ra = (*wrap)(seg.Path, f)
+	}
+	r := NewReader(ra, seg.Size, seg.Path)
+	var buf []byte
 	for {
-		_, err := r.Next()
+		buf, err = r.AppendNext(buf[:0])
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, err
+			return nil, &unreadableError{err: err, damages: r.Damages(), unread: seg.Size - r.pos}
 		}
 		seg.Records++
 	}
@@ -364,6 +394,39 @@ func (s *Spool) check(seg *Segment) ([]Damage, error) {
 			"lost_bytes_count_unknown", lostBytes, "damaged_stretches", len(damages), "first", damages[0].String())
 	}
 	return damages, nil
+}
+
+// unreadableError: reading a segment at Open failed (the disk's error).
+type unreadableError struct {
+	err     error
+	damages []Damage // found before the error
+	unread  int64    // bytes not read
+}
+
+func (e *unreadableError) Error() string { return e.err.Error() }
+func (e *unreadableError) Unwrap() error { return e.err }
+
+// quarantineAtOpen moves aside a segment Open could not read (see
+// [Spool.Quarantine]): its valid records read before the error are counted
+// lost (LossReadError), the damage found before it as usual, and the bytes
+// not read, whose records cannot be counted, to OnLostBytes.
+func (s *Spool) quarantineAtOpen(seg *Segment, ue *unreadableError) {
+	for _, d := range ue.damages {
+		s.report(d)
+	}
+	if seg.Records > 0 && s.cfg.OnLoss != nil {
+		s.cfg.OnLoss(LossReadError, seg.Records)
+	}
+	if ue.unread > 0 && s.cfg.OnLostBytes != nil {
+		s.cfg.OnLostBytes(ue.unread)
+	}
+	args := []any{"segment", seg.Path, "err", ue.err, "lost_records", seg.Records, "lost_bytes_count_unknown", ue.unread, "bytes", seg.Size}
+	if err := os.Rename(seg.Path, seg.Path+".corrupt"); err != nil {
+		args = append(args, "move_aside_err", err)
+	} else {
+		args = append(args, "moved_to", filepath.Base(seg.Path)+".corrupt")
+	}
+	s.log.Error("spool: a segment cannot be read; moved aside, its undelivered events are lost", args...)
 }
 
 // discard removes a segment without a valid record found at Open: deleted
@@ -464,7 +527,12 @@ func (s *Spool) Append(payloads ...[]byte) (int, error) {
 		return 0, ErrClosed
 	}
 	done := 0
-	var buf []byte
+	buf := s.wbuf[:0]
+	defer func() {
+		if cap(buf) <= maxWriteBuf {
+			s.wbuf = buf[:0]
+		}
+	}()
 	for done < len(payloads) {
 		if s.active != nil && s.active.Size+int64(recordHeader+len(payloads[done])) > s.cfg.SegmentBytes && s.active.Records > 0 {
 			if err := s.sealLocked(); err != nil {
@@ -773,7 +841,11 @@ func (s *Spool) Open(seg *Segment) (*Reader, error) {
 		f.Close()
 		return nil, fmt.Errorf("reading spool segment: %w", err)
 	}
-	r := NewReader(f, st.Size(), seg.Path)
+	var ra io.ReaderAt = f
+	if wrap := readHook.Load(); wrap != nil {
+		ra = (*wrap)(seg.Path, f)
+	}
+	r := NewReader(ra, st.Size(), seg.Path)
 	r.closer = f
 	r.onDamage = func(d Damage) { s.damaged(seg, d) }
 	return r, nil
@@ -797,6 +869,63 @@ func (s *Spool) forget(seg *Segment) {
 	if seg.Records > 0 && s.cfg.OnLoss != nil {
 		s.cfg.OnLoss(LossRemoved, seg.Records)
 	}
+}
+
+// Quarantine takes seg, which cannot be read (cause: a lasting read error
+// of the disk), off the spool: its file is renamed <name>.corrupt for a
+// human to inspect (as Open does with a segment without a valid record),
+// its records past the first delivered are counted lost (OnLoss,
+// LossReadError) and it is logged in one ERROR line. The file is closed
+// and no longer counted in [Spool.Bytes] or against MaxBytes. A segment
+// already gone (acked, dropped by the size cap, quarantined) is left
+// alone. It returns the records counted lost.
+func (s *Spool) Quarantine(seg *Segment, delivered int64, cause error) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.Index(s.sealed, seg)
+	if i < 0 {
+		return 0
+	}
+	aside := seg.name + ".corrupt"
+	var rerr error
+	if seg.dir != nil && !s.closed {
+		if err := unix.Renameat(seg.dir.fd, seg.name, seg.dir.fd, aside); err != nil {
+			rerr = &os.LinkError{Op: "rename", Old: seg.Path, New: seg.Path + ".corrupt", Err: err}
+		}
+	}
+	s.sealed = slices.Delete(s.sealed, i, i+1)
+	s.releaseLocked(seg)
+	s.bytes -= seg.Size
+	s.records -= seg.Records
+	s.dirDirty = true
+	lost := max(seg.Records-delivered, 0)
+	args := []any{"segment", seg.Path, "err", cause, "lost_records", lost, "delivered_records", delivered, "bytes", seg.Size}
+	if rerr != nil {
+		args = append(args, "move_aside_err", rerr)
+	} else {
+		args = append(args, "moved_to", aside)
+	}
+	s.log.Error("spool: a segment cannot be read; moved aside, its undelivered events are lost", args...)
+	if lost > 0 && s.cfg.OnLoss != nil {
+		s.cfg.OnLoss(LossReadError, lost)
+	}
+	return lost
+}
+
+// readHook: see SetReadHook.
+var readHook atomic.Pointer[func(path string, r io.ReaderAt) io.ReaderAt]
+
+// SetReadHook is a test seam for a failing disk, which cannot be made
+// without root: wrap returns what the readers of [Open] and [Spool.Open]
+// read segment path through (a reader that fails with EIO, say). nil removes
+// it. It applies to every spool in the process; it is safe for concurrent
+// use. Production code never sets it.
+func SetReadHook(wrap func(path string, r io.ReaderAt) io.ReaderAt) {
+	if wrap == nil {
+		readHook.Store(nil)
+		return
+	}
+	readHook.Store(&wrap)
 }
 
 // Ack deletes seg: every record in it was delivered. Acking a segment the

@@ -1070,10 +1070,11 @@ func (p *Producer) close(ctx context.Context) error {
 	p.closed = true
 	p.mu.Unlock()
 	if p.disk && p.started.Load() {
-		// Deliver what the spool holds while Kafka takes it.
+		// Deliver what the spool holds while Kafka takes it; before the
+		// first probe has answered, wait for its answer (within ctx).
 		close(p.flush)
 	flush:
-		for p.spool.Pending() && p.state.Load() == stateHealthy {
+		for p.spool.Pending() && p.state.Load() != stateDegraded {
 			select {
 			case <-ctx.Done():
 				break flush

@@ -168,6 +168,7 @@ type Server struct {
 	started  atomic.Int64 // connection goroutines ever started
 	draining atomic.Bool  // Serve's ctx is done: stop accepting, close idle HTTP
 	hardStop atomic.Bool  // the drain timeout passed: open connections were closed
+	serving  atomic.Bool  // Serve was called: it runs once per Server
 	parked   atomic.Int64 // line connections parked now (waiting without a goroutine)
 	// graceWaits counts the echo loops waiting out parkAfter on their
 	// goroutine (see maxGraceWaits).
@@ -247,7 +248,16 @@ func (s *Server) Open() int64 { return s.open.Load() }
 // DrainTimeout, closes those still open, and returns once every connection's
 // event has been published. Serve blocks; it returns nil after a drain that
 // ctx started, otherwise the accept error. Serve closes ln.
+//
+// Serve runs once per Server: the drain and the connections it closes are
+// the Server's, so a second Serve's drain would end the first's
+// connections (and close parked sockets its lot does not own). A second
+// call closes ln and returns an error at once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if !s.serving.CompareAndSwap(false, true) {
+		ln.Close()
+		return errors.New("server: Serve called twice: a Server serves one listener, once")
+	}
 	stop := context.AfterFunc(ctx, func() {
 		s.draining.Store(true)
 		ln.Close()

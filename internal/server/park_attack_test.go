@@ -4,12 +4,170 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/originlens/originlens/internal/server"
+	"github.com/prometheus/client_golang/prometheus"
 )
+
+// Ensure parked connections count against MaxConns: with MaxConns parked,
+// the next client is refused at accept (too-many-connections); once one
+// parked client quits, a new one is served. The open-connections gauge
+// follows and is 0 when all have ended.
+func TestParkedCountAgainstMaxConns(t *testing.T) {
+	const max = 5
+	reg := prometheus.NewRegistry()
+	ts := startParking(t, func(c *server.Config) { c.MaxConns = max; c.Registerer = reg })
+	cs := openParked(t, ts, max)
+	if g := metricValue(t, reg, "originlens_open_connections", nil); g != max {
+		t.Errorf("open gauge %v with %d parked, want %d", g, max, max)
+	}
+	over := dial(t, ts.addr)
+	expectEOF(t, over, nil)
+	if ev := ts.rec.wait(1)[0]; ev.Event.Reason != "too-many-connections" {
+		t.Fatalf("over the limit: reason %q, want too-many-connections", ev.Event.Reason)
+	}
+	cs[0].send(t, "quit\n")
+	expectEOF(t, cs[0], cs[0].br)
+	ts.rec.wait(2)
+	waitFor(t, func() bool { return ts.srv.Open() == max-1 })
+	next := newLineClient(t, ts.addr)
+	next.report(t)
+	next.readLine(t)
+	next.send(t, "quit\n")
+	expectEOF(t, next, next.br)
+	for _, c := range cs[1:] {
+		c.send(t, "quit\n")
+		expectEOF(t, c, c.br)
+	}
+	ts.rec.wait(max + 2)
+	waitFor(t, func() bool { return metricValue(t, reg, "originlens_open_connections", nil) == 0 })
+}
+
+// Ensure each per-source slot a parked connection holds is released
+// exactly once, however it ends (quit, half-close, reset, idle timeout,
+// drain), after many park/wake cycles.
+func TestParkedReleaseOnce(t *testing.T) {
+	var mu sync.Mutex
+	held := map[int]int{} // acquire number -> releases
+	acquired := 0
+	lim := limiterFunc(func(netip.Addr, time.Time) (func(), error) {
+		mu.Lock()
+		defer mu.Unlock()
+		acquired++
+		id := acquired
+		held[id] = 0
+		return func() { mu.Lock(); held[id]++; mu.Unlock() }, nil
+	})
+	ts := startServer(t, func(c *server.Config) {
+		c.Limiter, c.IdleTimeout, c.DrainTimeout = lim, 600*time.Millisecond, 300*time.Millisecond
+	})
+	server.SetParkAfter(ts.srv, time.Millisecond, 20*time.Millisecond)
+	const n = 50
+	cs := make([]*lineClient, n)
+	for i := range cs {
+		cs[i] = newLineClient(t, ts.addr)
+		cs[i].report(t)
+		cs[i].readLine(t)
+	}
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Go(func() {
+			for k := range 5 {
+				time.Sleep(time.Duration(5+(i*k)%40) * time.Millisecond)
+				if _, err := fmt.Fprintf(c, "%d\n", k); err != nil {
+					return
+				}
+				if _, err := c.br.ReadString('\n'); err != nil {
+					return
+				}
+			}
+			switch i % 5 {
+			case 0:
+				c.Write([]byte("quit\n"))
+			case 1:
+				c.Conn.(*net.TCPConn).CloseWrite()
+			case 2:
+				c.Conn.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			case 3: // idle timeout
+			case 4:
+				if i > n/2 {
+					ts.cancel() // drain while others still park and wake
+				}
+			}
+		})
+	}
+	wg.Wait()
+	ts.stop(t)
+	ts.rec.wait(n)
+	mu.Lock()
+	defer mu.Unlock()
+	if acquired != n {
+		t.Errorf("%d acquired, want %d", acquired, n)
+	}
+	for id, r := range held {
+		if r != 1 {
+			t.Errorf("slot %d released %d times, want once", id, r)
+		}
+	}
+}
+
+// Ensure the idle timeout holds after many park/wake cycles: clients that
+// send lines at random gaps below the idle timeout (each parks between
+// lines), then stop, each end with idle-timeout no sooner than the idle
+// timeout after their last echo, and not far later.
+func TestParkedIdleAfterCycles(t *testing.T) {
+	const idle = 400 * time.Millisecond
+	ts := startServer(t, func(c *server.Config) { c.IdleTimeout = idle })
+	server.SetParkAfter(ts.srv, time.Millisecond, 20*time.Millisecond)
+	const n = 30
+	last := make([]atomic.Int64, n)
+	cs := make([]*lineClient, n)
+	for i := range cs {
+		cs[i] = newLineClient(t, ts.addr)
+		cs[i].report(t)
+		cs[i].readLine(t)
+	}
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		rng := rand.New(rand.NewPCG(uint64(i), 3))
+		wg.Go(func() {
+			for k := range 8 {
+				time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+				if _, err := fmt.Fprintf(c, "%d\n", k); err != nil {
+					t.Errorf("client %d: line %d: %v", i, k, err)
+					return
+				}
+				if got, err := c.br.ReadString('\n'); got != fmt.Sprintf("%d\n", k) {
+					t.Errorf("client %d: echo %q, %v", i, got, err)
+					return
+				}
+				last[i].Store(time.Now().UnixNano())
+			}
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			if b, err := c.br.ReadString('\n'); err == nil || b != "" {
+				t.Errorf("client %d: %q, %v after its last line; want EOF", i, b, err)
+			}
+			if waited := time.Since(time.Unix(0, last[i].Load())); waited < idle-50*time.Millisecond {
+				t.Errorf("client %d closed %v after its last echo, before the idle timeout %v", i, waited, idle)
+			}
+		})
+	}
+	wg.Wait()
+	for _, ev := range ts.rec.wait(n) {
+		if ev.Event.Reason != "idle-timeout" {
+			t.Errorf("event %s: reason %q, want idle-timeout", ev.Event.ID, ev.Event.Reason)
+		}
+	}
+}
 
 // Ensure a second Serve on a Server that already serves is refused (an
 // error, its listener closed) instead of serving: the drain is the

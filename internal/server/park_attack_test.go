@@ -3,16 +3,20 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/originlens/originlens/internal/relay"
 	"github.com/originlens/originlens/internal/server"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -213,5 +217,38 @@ func TestServeOnce(t *testing.T) {
 	expectEOF(t, a, a.br)
 	if ev := bySource(ts.rec.wait(1))[addrOf(t, a.LocalAddr())]; ev.Event.Reason != "served" {
 		t.Errorf("first Serve's client: reason %q, want served", ev.Event.Reason)
+	}
+}
+
+// Ensure relayed and HTTP keep-alive connections never park: with a grace
+// of 1 ms, a relayed client idle between exchanges and an HTTP client idle
+// between requests stay on their goroutines (nothing parked) and go on.
+func TestRelayAndHTTPNeverPark(t *testing.T) {
+	up := startRelayUpstream(t, func(c *net.TCPConn) { io.Copy(c, c) })
+	relayed := startServer(t, func(c *server.Config) { c.Relay = relayDialer(t, up.addr, relay.Plain) })
+	server.SetParkAfter(relayed.srv, time.Millisecond, time.Minute)
+	answered := startServer(t, nil)
+	server.SetParkAfter(answered.srv, time.Millisecond, time.Minute)
+
+	rc := dial(t, relayed.addr)
+	rbr := bufio.NewReader(rc)
+	hc := dial(t, answered.addr)
+	hbr := bufio.NewReader(hc)
+	for i := range 3 {
+		fmt.Fprintf(rc, "line %d\n", i)
+		if got, err := rbr.ReadString('\n'); got != fmt.Sprintf("line %d\n", i) {
+			t.Fatalf("relayed echo %q, %v", got, err)
+		}
+		fmt.Fprintf(hc, "GET /%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		resp, err := http.ReadResponse(hbr, nil)
+		if err != nil {
+			t.Fatalf("HTTP request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		time.Sleep(50 * time.Millisecond) // 50 graces: a line connection would be parked now
+		if p, q := server.Parked(relayed.srv), server.Parked(answered.srv); p != 0 || q != 0 {
+			t.Fatalf("parked: relay %d, HTTP %d; want none", p, q)
+		}
 	}
 }

@@ -252,3 +252,43 @@ func TestRelayAndHTTPNeverPark(t *testing.T) {
 		}
 	}
 }
+
+// Ensure a client that trickles a line without its newline, one byte at a
+// time just inside and just outside the grace (so that it parks and wakes,
+// or never parks), is ended at the idle timeout: bytes of an unfinished
+// line do not extend it.
+func TestTrickleAcrossGraceIdleTimeout(t *testing.T) {
+	const idle, grace = 800 * time.Millisecond, 50 * time.Millisecond
+	ts := startServer(t, func(c *server.Config) { c.IdleTimeout = idle })
+	server.SetParkAfter(ts.srv, grace, time.Minute)
+	gaps := []time.Duration{grace - 5*time.Millisecond, grace + 5*time.Millisecond}
+	var wg sync.WaitGroup
+	for _, gap := range gaps {
+		c := newLineClient(t, ts.addr)
+		c.report(t)
+		c.readLine(t)
+		start := time.Now()
+		wg.Go(func() {
+			for range 400 { // 18 s or more: far past the idle timeout
+				time.Sleep(gap)
+				if _, err := c.Write([]byte("x")); err != nil {
+					break // closed by the server
+				}
+			}
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			b, err := io.ReadAll(c.br)
+			if err != nil && !isReset(err) {
+				t.Errorf("gap %v: read %v", gap, err)
+			}
+			if took := time.Since(start); took < idle || took > idle+10*time.Second {
+				t.Errorf("gap %v: closed after %v, want the idle timeout %v (echoed %d bytes)", gap, took, idle, len(b))
+			}
+		})
+	}
+	wg.Wait()
+	for _, ev := range ts.rec.wait(len(gaps)) {
+		if ev.Event.Reason != "idle-timeout" {
+			t.Errorf("event %s: reason %q, want idle-timeout", ev.Event.ID, ev.Event.Reason)
+		}
+	}
+}

@@ -78,3 +78,87 @@ func TestParkEpollCtlFails(t *testing.T) {
 		t.Errorf("read %q, %v after a failed park", line, err)
 	}
 }
+
+// Ensure the lot hands back each parked connection at its own deadline,
+// whatever the order they were parked in: near and far deadlines mixed
+// (some an hour away, some already past), none before its deadline, none
+// forgotten, the far ones kept until taken out.
+func TestParkDeadlinesMixed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type back struct {
+		c  *conn
+		at time.Time
+	}
+	backs := make(chan back, 100)
+	var wg sync.WaitGroup
+	var count atomic.Int64
+	lot, err := newParkLot(&wg, &count, func(c *conn) { backs <- back{c, time.Now()} })
+	if err != nil {
+		t.Skipf("no park lot: %v", err)
+	}
+	defer lot.close()
+
+	const n = 40
+	now := time.Now()
+	var far []*conn
+	near := map[*conn]bool{}
+	for i := range n {
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sc.Close()
+		// Near deadlines in a shuffled order, one already past; every
+		// fourth an hour away.
+		d := now.Add(time.Duration((i*7919)%n) * 20 * time.Millisecond)
+		if i%4 == 3 {
+			d = now.Add(time.Hour)
+		}
+		c := &conn{Conn: sc, deadline: d}
+		if !lot.park(c) {
+			t.Fatalf("conn %d not parked", i)
+		}
+		if i%4 == 3 {
+			far = append(far, c)
+		} else {
+			near[c] = true
+		}
+	}
+	for range len(near) {
+		select {
+		case b := <-backs:
+			if !near[b.c] {
+				t.Fatalf("a connection handed back that was not due (deadline %v)", b.c.deadline)
+			}
+			if b.at.Before(b.c.deadline) {
+				t.Errorf("handed back %v before its deadline", b.c.deadline.Sub(b.at))
+			}
+			delete(near, b.c) // handBack has ended its count in wg
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d connections past their deadline not handed back", len(near))
+		}
+	}
+	if got := count.Load(); got != int64(len(far)) {
+		t.Errorf("%d parked, want the %d far ones", got, len(far))
+	}
+	for _, c := range far {
+		if !lot.unpark(c) {
+			t.Errorf("far connection not in the lot")
+		}
+		wg.Done() // handBack's part, for a connection taken out by hand
+	}
+	select {
+	case b := <-backs:
+		t.Errorf("unexpected hand-back (deadline %v)", b.c.deadline)
+	default:
+	}
+}

@@ -292,3 +292,41 @@ func TestTrickleAcrossGraceIdleTimeout(t *testing.T) {
 		}
 	}
 }
+
+// Ensure a burst of clients that connect, wait, send their first line and
+// go quiet leaves at most 256 (maxGraceWaits) idle workers once they are
+// parked, not one per client for the worker idle time: each held a worker
+// while it had not sent its first line, and an idle worker's stack costs
+// what parking saves.
+func TestBurstLeavesBoundedIdleWorkers(t *testing.T) {
+	ts := startServer(t, func(c *server.Config) { c.MaxConns = 2000 })
+	server.SetParkAfter(ts.srv, 5*time.Millisecond, time.Hour)
+	const n, bound = 800, 256
+	cs := make([]*lineClient, n)
+	for i := range cs {
+		cs[i] = newLineClient(t, ts.addr)
+	}
+	waitFor(t, func() bool { running, _ := server.Workers(ts.srv); return running >= n })
+	for _, c := range cs {
+		c.send(t, "hello\n")
+	}
+	for _, c := range cs {
+		c.readLine(t) // report
+		c.readLine(t) // greeting
+	}
+	waitFor(t, func() bool { return server.Parked(ts.srv) == n })
+	var running int64
+	for range 3000 { // 30 s at most
+		if running, _ = server.Workers(ts.srv); running <= bound {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if running > bound {
+		t.Fatalf("%d workers idle with %d connections parked, want at most %d", running, n, bound)
+	}
+	cs[n-1].send(t, "still there\n")
+	if got := cs[n-1].readLine(t); got != "still there" {
+		t.Errorf("echo %q", got)
+	}
+}

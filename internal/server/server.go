@@ -168,6 +168,7 @@ type Server struct {
 	started  atomic.Int64 // connection goroutines ever started
 	draining atomic.Bool  // Serve's ctx is done: stop accepting, close idle HTTP
 	hardStop atomic.Bool  // the drain timeout passed: open connections were closed
+	serving  atomic.Bool  // Serve was called: it runs once per Server
 	parked   atomic.Int64 // line connections parked now (waiting without a goroutine)
 	// graceWaits counts the echo loops waiting out parkAfter on their
 	// goroutine (see maxGraceWaits).
@@ -247,7 +248,16 @@ func (s *Server) Open() int64 { return s.open.Load() }
 // DrainTimeout, closes those still open, and returns once every connection's
 // event has been published. Serve blocks; it returns nil after a drain that
 // ctx started, otherwise the accept error. Serve closes ln.
+//
+// Serve runs once per Server: the drain and the connections it closes are
+// the Server's, so a second Serve's drain would end the first's
+// connections (and close parked sockets its lot does not own). A second
+// call closes ln and returns an error at once.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if !s.serving.CompareAndSwap(false, true) {
+		ln.Close()
+		return errors.New("server: Serve called twice: a Server serves one listener, once")
+	}
 	stop := context.AfterFunc(ctx, func() {
 		s.draining.Store(true)
 		ln.Close()
@@ -314,6 +324,7 @@ type pool struct {
 	work chan job      // to a worker waiting for its next job
 	stop chan struct{} // closed when Serve stops accepting: idle workers exit
 	lot  *parkLot      // nil when parking is unavailable (not Linux, epoll failed)
+	idle atomic.Int64  // workers waiting on work (see maxIdleWorkers)
 }
 
 // job is a worker's next connection: a newly accepted one (raw, start) or
@@ -342,8 +353,8 @@ const workerIdle = 10 * time.Second
 // workerIdle for one or p.stop is closed. Reusing the goroutine reuses its
 // stack: a fresh goroutine's stack grows from 2 to 8 KiB during every
 // connection's first deep calls, which cost about 7% of the CPU per
-// connection by profile (runtime.newstack, copystack). Idle workers are
-// bounded by the peak number of connections being run at once.
+// connection by profile (runtime.newstack, copystack). At most
+// maxIdleWorkers wait at once; a worker past it ends with its connection.
 func (s *Server) worker(p *pool, j job) {
 	s.workers.Add(1)
 	s.started.Add(1)
@@ -369,6 +380,10 @@ func (s *Server) worker(p *pool, j job) {
 				c = nil // parked: the lot has it
 			}
 		}
+		if p.idle.Add(1) > maxIdleWorkers {
+			p.idle.Add(-1)
+			return // enough wait already: a burst's workers end with it
+		}
 		wait := time.Duration(s.workerIdle.Load())
 		if idle == nil {
 			idle = time.NewTimer(wait)
@@ -377,14 +392,23 @@ func (s *Server) worker(p *pool, j job) {
 		}
 		select {
 		case j = <-p.work:
+			p.idle.Add(-1)
 		case <-idle.C:
+			p.idle.Add(-1)
 			return
 		case <-p.stop:
+			p.idle.Add(-1)
 			idle.Stop()
 			return
 		}
 	}
 }
+
+// maxIdleWorkers bounds the workers waiting for a next job. A burst of
+// clients that each held a worker (waiting for a first line) would
+// otherwise leave one idle worker per client for workerIdle after they
+// parked; past the bound a worker ends with its connection.
+const maxIdleWorkers = maxGraceWaits
 
 // drain closes idle HTTP connections, waits up to DrainTimeout for the
 // other connections (parked line connections are open ones: the lot keeps

@@ -395,7 +395,8 @@ func TestEvictHeaviestSource(t *testing.T) {
 // idle expiry and checks the table's bookkeeping after each: every flow
 // counted once for its source, each source in the bucket of its count, the
 // top bucket the highest non-empty one, no source over the cap, the table
-// within MaxFlows.
+// within MaxFlows, the early list exactly the flows of one datagram
+// without proof, oldest first.
 func TestFlowTableInvariants(t *testing.T) {
 	for _, tc := range []struct{ maxFlows, perSource int }{{16, 5}, {6, 64}, {1, 1}, {1, 4}} {
 		t.Run(fmt.Sprintf("max-%d-per-source-%d", tc.maxFlows, tc.perSource), func(t *testing.T) {
@@ -431,6 +432,11 @@ func TestFlowTableInvariants(t *testing.T) {
 			}
 			if flowsEnded(srv, endEvicted) == 0 {
 				t.Error("no flow evicted: the table never filled")
+			}
+			// Both kinds of victim were chosen: early drops and the
+			// heaviest source's least recently seen flow.
+			if early, all := value(srv.metrics.earlyDrops), flowsEnded(srv, endEvicted); early == 0 || early >= all {
+				t.Errorf("%v evicted, %v of them early drops: want some of both kinds", all, early)
 			}
 		})
 	}
@@ -472,6 +478,32 @@ func (t *flowTable) check() string {
 	}
 	if inBuckets != len(t.sources) || top != t.top {
 		return fmt.Sprintf("buckets hold %d of %d sources, top %d, want %d", inBuckets, len(t.sources), t.top, top)
+	}
+	// The early list: exactly the flows with one datagram and no proof,
+	// linked both ways, oldest first.
+	listed := 0
+	var prev *flow
+	for f := t.earlyHead; f != nil; prev, f = f, f.enext {
+		if f.eprev != prev || !f.early || t.m[f.key] != f || f.inPackets != 1 || f.proven.Load() {
+			return fmt.Sprintf("early list holds flow %v: early %v, in table %v, %d datagrams, proven %v",
+				f.key.client, f.early, t.m[f.key] == f, f.inPackets, f.proven.Load())
+		}
+		if prev != nil && f.first.Before(prev.first) {
+			return fmt.Sprintf("early list out of order: %v first seen before %v", f.key.client, prev.key.client)
+		}
+		listed++
+	}
+	if t.earlyTail != prev {
+		return "early list's tail is not its last flow"
+	}
+	want := 0
+	for _, f := range t.m {
+		if f.inPackets == 1 && !f.proven.Load() {
+			want++
+		}
+	}
+	if listed != want {
+		return fmt.Sprintf("early list holds %d flows, the table %d with one datagram unproven", listed, want)
 	}
 	return ""
 }

@@ -16,7 +16,7 @@ import (
 const (
 	endIdle     = "idle-timeout" // no datagram either way for IdleTimeout
 	endShutdown = "shutdown"     // still open when Serve stopped
-	endEvicted  = "evicted"      // dropped for a new flow over MaxFlows: the least recently seen flow of the source holding the most flows
+	endEvicted  = "evicted"      // dropped for a new flow over MaxFlows: the least recently seen flow of the source holding the most flows, or an early drop (see victim)
 )
 
 // flowKey identifies a flow: the true client and the address it sent to,
@@ -44,6 +44,8 @@ type flow struct {
 	prev, next   *flow   // the table's list, least recently seen first
 	src          *source // the source it counts for
 	sprev, snext *flow   // src's list, least recently seen first
+	eprev, enext *flow   // the table's early list, oldest first, while early
+	early        bool    // one datagram seen and source not proven: in the early list
 
 	ev    event.Event     // filled at creation (addresses, geo, decision); completed by publish
 	d     policy.Decision // the rules' decision at the flow's start
@@ -83,12 +85,18 @@ type sourceList struct{ head, tail *source }
 // most perSource flows; sources sit in buckets by the number of flows they
 // hold, so that the table finds the source holding the most flows, and its
 // least recently seen flow, in constant time: the flow a full table evicts
-// (see victim). It is safe for concurrent use.
+// (see victim). The flows that have seen one datagram and not proven
+// their source also sit in the early list, oldest first: when no source
+// holds more than one flow, the full table drops the oldest of them first
+// (conntrack's early drop), so that a flood of spoofed one-datagram
+// sources takes the room of its own kind. It is safe for concurrent use.
 type flowTable struct {
 	mu         sync.Mutex
 	m          map[flowKey]*flow
 	head, tail *flow
 	max        int
+
+	earlyHead, earlyTail *flow // flows with one datagram, unproven, oldest first
 
 	perSource    int
 	bits4, bits6 int
@@ -129,16 +137,24 @@ func (t *flowTable) sourceOf(addr netip.Addr) netip.Prefix {
 func (t *flowTable) atCap(src *source) bool { return src != nil && src.n >= t.perSource }
 
 // victim returns the flow a full table drops for a new flow of src (nil:
-// none open): the least recently seen flow of the source holding the most
-// flows, or src's own when src holds as many as any. So a source takes
-// flows only from sources holding more than it does, a churning source
-// loses its own first, and among sources of one flow the least recently
-// seen goes. t.mu is held; the table is not empty.
-func (t *flowTable) victim(src *source) *flow {
-	if src != nil && src.n == t.top {
-		return src.oldest
+// none open) and whether it is an early drop. When every source holds one
+// flow (fairness between sources cannot choose), it is the oldest flow
+// that has seen one datagram and not proven its source, if any: a flood of
+// spoofed sources, each sending one datagram, then replaces its own flows
+// and not those of clients that sent two. Otherwise it is the least
+// recently seen flow of the source holding the most flows, or src's own
+// when src holds as many as any. So a source takes flows only from sources
+// holding more than it does, a churning source loses its own first, and
+// among sources of one flow the least recently seen goes. t.mu is held;
+// the table is not empty.
+func (t *flowTable) victim(src *source) (f *flow, early bool) {
+	if t.top == 1 && t.earlyHead != nil {
+		return t.earlyHead, true
 	}
-	return t.byCount[t.top].head.oldest
+	if src != nil && src.n == t.top {
+		return src.oldest, false
+	}
+	return t.byCount[t.top].head.oldest, false
 }
 
 // touch records a datagram of n bytes whose probe line is line from origin
@@ -174,7 +190,11 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 				return nil, true, resultFlowLimit
 			}
 			if len(t.m) >= t.max {
-				if e := t.victim(t.sources[key]); t.take(e, endEvicted) {
+				e, early := t.victim(t.sources[key])
+				if early {
+					s.metrics.earlyDrops.Inc()
+				}
+				if t.take(e, endEvicted) {
 					evicted = e
 				}
 			}
@@ -206,6 +226,13 @@ func (t *flowTable) touch(s *Server, sock *socket, o origin.Origin, dst netip.Ad
 	}
 	if len(line) > 0 && !f.proven.Load() && bytes.Contains(line, f.proof) {
 		f.proven.Store(true)
+	}
+	if created {
+		if !f.proven.Load() {
+			t.pushEarly(f)
+		}
+	} else if f.early {
+		t.unlinkEarly(f) // a second datagram (or a proof): no longer dropped early
 	}
 	t.mu.Unlock()
 	if evicted != nil {
@@ -261,6 +288,9 @@ func (t *flowTable) takeAll(end string) []*flow {
 // published now (no datagram of it in flight). t.mu is held.
 func (t *flowTable) take(f *flow, end string) bool {
 	t.unlink(f)
+	if f.early {
+		t.unlinkEarly(f)
+	}
 	t.removeFromSource(f)
 	delete(t.m, f.key)
 	f.end = end
@@ -297,6 +327,33 @@ func (t *flowTable) moveToBack(f *flow) {
 		t.unlink(f)
 		t.pushBack(f)
 	}
+}
+
+// pushEarly appends the new flow f to the early list. t.mu is held.
+func (t *flowTable) pushEarly(f *flow) {
+	f.early = true
+	f.eprev, f.enext = t.earlyTail, nil
+	if t.earlyTail != nil {
+		t.earlyTail.enext = f
+	} else {
+		t.earlyHead = f
+	}
+	t.earlyTail = f
+}
+
+// unlinkEarly takes f out of the early list. t.mu is held.
+func (t *flowTable) unlinkEarly(f *flow) {
+	if f.eprev != nil {
+		f.eprev.enext = f.enext
+	} else {
+		t.earlyHead = f.enext
+	}
+	if f.enext != nil {
+		f.enext.eprev = f.eprev
+	} else {
+		t.earlyTail = f.eprev
+	}
+	f.eprev, f.enext, f.early = nil, nil, false
 }
 
 // addToSource counts the new flow f for src, moving src to the next

@@ -28,6 +28,9 @@ type metrics struct {
 	bytesIn   prometheus.Counter
 	bytesOut  prometheus.Counter
 	flowsOpen prometheus.Gauge
+	// earlyDrops counts the evictions that dropped a one-datagram,
+	// unproven flow (see flowTable.victim); they are also in flows{evicted}.
+	earlyDrops prometheus.Counter
 
 	mu   sync.RWMutex
 	seen map[string]prometheus.Counter // datagrams' children by result
@@ -59,10 +62,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "originlens_udp_open_flows",
 			Help: "UDP flows tracked now.",
 		}),
+		earlyDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "originlens_udp_flows_early_dropped_total",
+			Help: "Flows evicted from the full flow table while no source held more than one flow: the oldest flow that had seen one datagram and not proven its source (conntrack's early drop). Also counted in originlens_udp_flows_total{end=\"evicted\"} once published.",
+		}),
 		seen: make(map[string]prometheus.Counter),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.datagrams, m.flows, m.truncated, m.bytesIn, m.bytesOut, m.flowsOpen} {
+		for _, c := range []prometheus.Collector{m.datagrams, m.flows, m.truncated, m.bytesIn, m.bytesOut, m.flowsOpen, m.earlyDrops} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("udp: registering metrics: %w", err)
 			}

@@ -46,9 +46,12 @@
 // full table makes room by evicting the least recently seen flow of the
 // source holding the most flows, or the new flow's own source's when it
 // holds as many as any: a source takes flows only from sources holding
-// more, a churning source loses its own flows first, and among sources of
-// one flow each the least recently seen flow goes. Sources sit in buckets
-// by their number of flows, so each of these steps takes constant time.
+// more, a churning source loses its own flows first. Among sources of one
+// flow each, the oldest flow that has seen one datagram and not proven its
+// source goes first (conntrack's early drop: a spoofed flood replaces its
+// own flows), then the least recently seen. Sources sit in buckets by
+// their number of flows and one-datagram flows in a list of their own, so
+// each of these steps takes constant time.
 //
 // # No reply loops
 //

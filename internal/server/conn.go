@@ -53,7 +53,17 @@ type conn struct {
 	o    origin.Origin // who the client is (step 1), for the event
 
 	release  func()    // gives back the per-source limit slot; nil when none was taken
-	deadline time.Time // the line protocol's idle deadline, also set on the socket
+	deadline time.Time // the deadline of the wait c may park in: the line protocol's idle deadline (also set on the socket), or firstBy
+	// firstBy is the deadline of the connection's first read (the PROXY
+	// header's or the first bytes', whichever handle reads first), fixed
+	// by awaitFirstByte before the read starts; zero: the read sets its
+	// own from its timeout. headerFirst: that read is Resolve's.
+	firstBy     time.Time
+	headerFirst bool
+	// silent: c is parked (or handed back) before its first byte, so its
+	// continuation is the data path from origin on (serve), not the echo
+	// loop.
+	silent bool
 
 	// Parking (park_linux.go): the lot this connection may park in (nil:
 	// it waits on its goroutine), and, while it is parked, its token, its

@@ -50,16 +50,13 @@ func (s *Server) awaitFirstByte(c *conn) (parked bool) {
 	}
 	now := time.Now()
 	c.firstBy, c.headerFirst = now.Add(timeout), header
-	if readable(c, time.Time{}) {
-		return false // the common case: the bytes came with the handshake
-	}
 	grace := now.Add(time.Duration(s.parkAfter.Load()))
 	if !grace.Before(c.firstBy) {
 		return false
 	}
 	if s.graceWaits.Add(1) <= maxGraceWaits {
-		ready := readable(c, grace)
-		if ready {
+		// Usually the bytes are there, or come within the grace.
+		if readable(c, grace) {
 			s.graceWaits.Add(-1)
 			return false
 		}

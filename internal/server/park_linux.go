@@ -161,30 +161,28 @@ func sysConn(c *conn) bool {
 	return true
 }
 
-// readable reports whether c's socket has a byte, EOF or an error to read,
-// without reading it (a read would consume a reset's error). With a zero
-// until it polls once; otherwise it waits until then at most, with the
-// socket's read deadline, which it leaves cleared. A socket closed
-// meanwhile (the drain) is readable: its read fails as it would have.
-// Without a descriptor it reports true: the caller reads.
+// readable waits until c's socket has a byte, EOF or an error to read, or
+// until the time until, whichever comes first, without reading (a read
+// would consume a reset's error), and reports whether it is readable. It
+// uses the socket's read deadline, which it leaves cleared. A socket
+// closed meanwhile (the drain) is readable: its read fails as it would
+// have. Without a descriptor it reports true: the caller reads.
 func readable(c *conn, until time.Time) bool {
 	if !sysConn(c) {
 		return true
 	}
-	ready := func(fd uintptr) bool {
-		fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
-		n, err := unix.Poll(fds[:], 0)
-		return n > 0 || err != nil && !errors.Is(err, unix.EINTR)
-	}
-	if until.IsZero() {
-		got := false
-		err := c.sys.Control(func(fd uintptr) { got = ready(fd) })
-		return got || err != nil
-	}
 	c.SetReadDeadline(until)
-	err := c.sys.Read(ready)
+	err := c.sys.Read(pollReadable)
 	c.SetReadDeadline(time.Time{})
 	return !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// pollReadable is readable's RawConn.Read callback (a plain function: no
+// allocation per call): true when fd has something to read.
+func pollReadable(fd uintptr) bool {
+	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	n, err := unix.Poll(fds[:], 0)
+	return n > 0 || err != nil && !errors.Is(err, unix.EINTR)
 }
 
 // register is Control's callback for park (a method value made once, not

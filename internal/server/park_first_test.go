@@ -3,6 +3,8 @@
 package server_test
 
 import (
+	"bufio"
+	"io"
 	"net"
 	"net/netip"
 	"runtime"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/originlens/originlens/internal/origin"
+	"github.com/originlens/originlens/internal/relay"
 	"github.com/originlens/originlens/internal/report"
 	"github.com/originlens/originlens/internal/server"
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,5 +198,66 @@ func TestSilentCloseIsEmpty(t *testing.T) {
 			}
 			waitFor(t, func() bool { return server.Parked(ts.srv) == 0 })
 		})
+	}
+}
+
+// Ensure a parked silent client that then sends a PROXY v2 LOCAL header
+// and closes is still a health check.
+func TestSilentThenLocalHeader(t *testing.T) {
+	ts := startParking(t, headerMode(t, 10*time.Second))
+	c := dial(t, ts.addr)
+	waitFor(t, func() bool { return server.Parked(ts.srv) == 1 })
+	if _, err := c.Write(localV2(t)); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	expectEOF(t, c, nil)
+	if ev := ts.rec.wait(1)[0]; ev.Event.Reason != "health-check" {
+		t.Errorf("reason %q, want health-check", ev.Event.Reason)
+	}
+}
+
+// Ensure relay mode parks nothing without a PROXY header to read (the
+// upstream is dialled at accept: its banner reaches a silent client),
+// and with one parks the silent client and relays it once it speaks.
+func TestRelaySilentClients(t *testing.T) {
+	const banner = "SSH-2.0-OpenSSH_9.2 test\r\n"
+	up := startRelayUpstream(t, func(c *net.TCPConn) {
+		c.Write([]byte(banner))
+		io.Copy(c, c)
+	})
+	ts := startParking(t, func(c *server.Config) {
+		c.Relay = relayDialer(t, up.addr, relay.Plain)
+		c.FirstBytesTimeout = time.Minute // a parked client would wait past the read's 30 s
+	})
+	conn := dial(t, ts.addr)
+	if l, err := bufio.NewReader(conn).ReadString('\n'); l != banner {
+		t.Fatalf("silent client read %q, %v; want the banner at accept", l, err)
+	}
+	if p := server.Parked(ts.srv); p != 0 {
+		t.Errorf("%d parked in relay mode without a PROXY header", p)
+	}
+
+	hs := startParking(t, func(c *server.Config) {
+		headerMode(t, 10*time.Second)(c)
+		c.Relay = relayDialer(t, up.addr, relay.Plain)
+	})
+	conn = dial(t, hs.addr)
+	waitFor(t, func() bool { return server.Parked(hs.srv) == 1 })
+	if n := up.accepts.Load(); n != 1 {
+		t.Errorf("%d upstream connections before the header, want 1 (the first server's)", n)
+	}
+	src := netip.MustParseAddrPort("192.0.2.7:5555")
+	conn.Write(append(proxyV2(t, src, netip.MustParseAddrPort("198.51.100.1:80")), "ping\r\n"...))
+	br := bufio.NewReader(conn)
+	for _, want := range []string{banner, "ping\r\n"} {
+		if l, err := br.ReadString('\n'); l != want {
+			t.Fatalf("read %q, %v; want %q", l, err, want)
+		}
+	}
+	conn.(*net.TCPConn).CloseWrite()
+	io.ReadAll(br)
+	if ev := hs.rec.wait(1)[0]; ev.Source.IP != src.Addr() || ev.Relay.End != relay.EndClientClosed {
+		t.Errorf("event: source %v, relay.end %q; want %v, %s", ev.Source.IP, ev.Relay.End, src.Addr(), relay.EndClientClosed)
 	}
 }

@@ -29,8 +29,8 @@ const (
 //
 // Ownership: exactly one goroutine owns a conn at a time, and only the
 // owner reads or writes its fields other than state: the worker running
-// handle, then, once the echo loop parked it, the lot, then the worker
-// that continues it (resumeLine). The hand-overs go through the lot's
+// handle, then, once it parked (before its first byte, or in the echo
+// loop), the lot, then the worker that continues it (Server.resume). The hand-overs go through the lot's
 // mutex and the pool's channel, which order the fields' writes before the
 // next owner's reads. The drain may read state and close the embedded
 // connection from another goroutine at any time (Close is safe for that);
@@ -53,7 +53,9 @@ type conn struct {
 	o    origin.Origin // who the client is (step 1), for the event
 
 	release  func()    // gives back the per-source limit slot; nil when none was taken
-	deadline time.Time // the deadline of the wait c may park in: the line protocol's idle deadline (also set on the socket), or firstBy
+	// deadline ends the wait c may park in: the line protocol's idle
+	// deadline (also set on the socket), or firstBy.
+	deadline time.Time
 	// firstBy is the deadline of the connection's first read (the PROXY
 	// header's or the first bytes', whichever handle reads first), fixed
 	// by awaitFirstByte before the read starts; zero: the read sets its

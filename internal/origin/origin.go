@@ -223,6 +223,15 @@ func (r *Resolver) isTrusted(a netip.Addr) bool {
 // addresses (Client = Peer, Via direct), the read deadline may still be
 // set, and the caller closes conn.
 func (r *Resolver) Resolve(conn net.Conn) (Origin, net.Conn, error) {
+	return r.ResolveBy(conn, time.Now().Add(r.timeout))
+}
+
+// ResolveBy is Resolve with the header read's absolute deadline given
+// instead of HeaderTimeout from now: a caller that waited for the first
+// byte before resolving (see FirstRead) keeps the deadline the read had
+// at accept. A deadline already past fails the first read at once, as
+// ErrTimeout when nothing arrived. Mode Off ignores it.
+func (r *Resolver) ResolveBy(conn net.Conn, deadline time.Time) (Origin, net.Conn, error) {
 	peer := addrPort(conn.RemoteAddr())
 	local := addrPort(conn.LocalAddr())
 	o := Origin{Client: peer, Peer: peer, Server: local, Via: event.ViaDirect}
@@ -230,10 +239,17 @@ func (r *Resolver) Resolve(conn net.Conn) (Origin, net.Conn, error) {
 	case r.mode == Off:
 		return o, conn, nil
 	case r.mode == Trusted && !r.isTrusted(peer.Addr()):
-		return r.sniff(conn, o)
+		return r.sniff(conn, o, deadline)
 	default:
-		return r.readHeader(conn, o)
+		return r.readHeader(conn, o, deadline)
 	}
+}
+
+// FirstRead reports whether Resolve reads the connection (in every mode
+// but Off), and the timeout of that read, HeaderTimeout. It is safe for
+// concurrent use.
+func (r *Resolver) FirstRead() (timeout time.Duration, reads bool) {
+	return r.timeout, r.mode != Off
 }
 
 // addrPort converts a socket address to an unmapped netip.AddrPort; an

@@ -143,8 +143,8 @@ func headerReadErr(err error, got int) error {
 }
 
 // startDeadline sets conn's read deadline for the header.
-func (r *Resolver) startDeadline(conn net.Conn) error {
-	if err := conn.SetReadDeadline(time.Now().Add(r.timeout)); err != nil {
+func startDeadline(conn net.Conn, deadline time.Time) error {
+	if err := conn.SetReadDeadline(deadline); err != nil {
 		return fmt.Errorf("origin: setting header read deadline: %w", err)
 	}
 	return nil
@@ -161,8 +161,8 @@ func clearDeadline(conn net.Conn) error {
 // sniff handles a peer outside the trusted prefixes in Trusted mode: a
 // PROXY signature is a spoof attempt; anything else is a direct client whose
 // bytes are all handed back.
-func (r *Resolver) sniff(conn net.Conn, o Origin) (Origin, net.Conn, error) {
-	if err := r.startDeadline(conn); err != nil {
+func (r *Resolver) sniff(conn net.Conn, o Origin, deadline time.Time) (Origin, net.Conn, error) {
+	if err := startDeadline(conn, deadline); err != nil {
 		return o, nil, err
 	}
 	br := r.readers.get(conn)
@@ -195,8 +195,8 @@ func versionName(k sigKind) string {
 
 // readHeader reads the mandatory header of a Required connection or of a
 // trusted peer.
-func (r *Resolver) readHeader(conn net.Conn, o Origin) (Origin, net.Conn, error) {
-	if err := r.startDeadline(conn); err != nil {
+func (r *Resolver) readHeader(conn net.Conn, o Origin, deadline time.Time) (Origin, net.Conn, error) {
+	if err := startDeadline(conn, deadline); err != nil {
 		return o, nil, err
 	}
 	br := r.readers.get(conn)

@@ -25,14 +25,14 @@ const (
 
 // conn is an accepted socket that counts its bytes, and everything its
 // connection needs between two steps of the data path, so that a parked
-// line connection (see parkLot) can be continued by another goroutine.
+// connection (see parkLot) can be continued by another goroutine.
 //
 // Ownership: exactly one goroutine owns a conn at a time, and only the
 // owner reads or writes its fields other than state: the worker running
-// handle, then, once the echo loop parked it, the lot, then the worker
-// that continues it (resumeLine). The hand-overs go through the lot's
-// mutex and the pool's channel, which order the fields' writes before the
-// next owner's reads. The drain may read state and close the embedded
+// handle, then, once it parked (before its first byte, or in the echo
+// loop), the lot, then the worker that continues it (Server.resume). The
+// hand-overs go through the lot's mutex and the pool's channel, which
+// order the fields' writes before the next owner's reads. The drain may read state and close the embedded
 // connection from another goroutine at any time (Close is safe for that);
 // it takes a parked conn out of the lot before it closes it. The worker
 // that ends a connection (finish) is its last owner: it reuses the conn
@@ -52,8 +52,20 @@ type conn struct {
 	rep  report.Fields // what the server answers (once located and decided)
 	o    origin.Origin // who the client is (step 1), for the event
 
-	release  func()    // gives back the per-source limit slot; nil when none was taken
-	deadline time.Time // the line protocol's idle deadline, also set on the socket
+	release func() // gives back the per-source limit slot; nil when none was taken
+	// deadline ends the wait c may park in: the line protocol's idle
+	// deadline (also set on the socket), or firstBy.
+	deadline time.Time
+	// firstBy is the deadline of the connection's first read (the PROXY
+	// header's or the first bytes', whichever handle reads first), fixed
+	// by awaitFirstByte before the read starts; zero: the read sets its
+	// own from its timeout. headerFirst: that read is Resolve's.
+	firstBy     time.Time
+	headerFirst bool
+	// silent: c is parked (or handed back) before its first byte, so its
+	// continuation is the data path from origin on (serve), not the echo
+	// loop.
+	silent bool
 
 	// Parking (park_linux.go): the lot this connection may park in (nil:
 	// it waits on its goroutine), and, while it is parked, its token, its

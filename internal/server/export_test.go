@@ -6,7 +6,7 @@ import "time"
 // far, for tests.
 func Workers(s *Server) (running, started int64) { return s.workers.Load(), s.started.Load() }
 
-// Parked returns the line connections parked now.
+// Parked returns the connections parked now.
 func Parked(s *Server) int64 { return s.parked.Load() }
 
 // SetParkAfter sets how long an echo loop waits on its goroutine before it

@@ -44,12 +44,14 @@ type ending struct {
 }
 
 // handle is the life of one accepted connection, in the order of the data
-// path: resolve the origin, locate, decide, read the first bytes, answer,
-// publish. It owns raw and closes it; it publishes exactly one event,
-// whatever happens. It returns true when the connection has ended, false
-// when the line protocol's echo loop parked it (see parkLot): then the
-// connection is no longer handle's, resumeLine continues it on some worker
-// and ends it there (finish: close and publish).
+// path: wait for the first byte, resolve the origin, locate, decide, read
+// the first bytes, answer, publish. It owns raw and closes it; it
+// publishes exactly one event, whatever happens. It returns true when the
+// connection has ended, false when it was parked (see parkLot): before its
+// first byte (awaitFirstByte; serve continues it), or by the line
+// protocol's echo loop (resumeLine continues it). Then the connection is no
+// longer handle's; the worker the lot hands it to ends it (finish: close
+// and publish).
 //
 // The event and the report live in c, on the heap, not in handle's frame:
 // the goroutine's stack stays small (a frame of kilobytes here made every
@@ -60,8 +62,23 @@ type ending struct {
 func (s *Server) handle(c *conn, raw net.Conn, start time.Time) (ended bool) {
 	c.Conn = raw
 	newEvent(&c.ev, start)
-	ev := &c.ev
 	s.track(c)
+
+	// 0. Wait for the client's first byte (or EOF), parked without a
+	// goroutine once that takes longer than parkAfter.
+	if s.awaitFirstByte(c) {
+		return false
+	}
+	return s.serve(c)
+}
+
+// serve is the data path from the first byte on (steps 1 to 6): handle's
+// rest, or a connection parked before its first byte, continued by the
+// worker the lot hands it to. It returns what handle returns.
+func (s *Server) serve(c *conn) (ended bool) {
+	raw := c.Conn
+	start := c.ev.Event.Start
+	ev := &c.ev
 	var end ending
 	parked := false
 	defer func() {
@@ -75,7 +92,7 @@ func (s *Server) handle(c *conn, raw net.Conn, start time.Time) (ended bool) {
 	o := &c.o
 	var rc net.Conn
 	var err error
-	*o, rc, err = s.cfg.Resolver.Resolve(c)
+	*o, rc, err = s.resolve(c)
 	if err != nil {
 		peer, local := sockAddrs(raw)
 		*o = origin.Origin{Client: peer, Peer: peer, Server: local, Via: event.ViaDirect}
@@ -118,7 +135,7 @@ func (s *Server) handle(c *conn, raw net.Conn, start time.Time) (ended bool) {
 	c.lr = limitedReader{r: rc, n: noLimit64}
 	br.Reset(&c.lr)
 	c.br = br
-	raw.SetDeadline(time.Now().Add(s.cfg.FirstBytesTimeout))
+	raw.SetDeadline(s.firstBytesDeadline(c))
 	proto, err := sniff(br)
 	if o.Local && br.Buffered() > 0 {
 		// Payload after a LOCAL header: not a health check of the proxy

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -60,6 +61,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// registerParked registers originlens_parked_connections, read from n (the
+// server's count of parked connections) at each scrape, so that parking
+// costs no metric update. A nil reg registers nothing.
+func registerParked(reg prometheus.Registerer, n *atomic.Int64) error {
+	if reg == nil {
+		return nil
+	}
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "originlens_parked_connections",
+		Help: "Connections waiting for the client's bytes without a goroutine (before the first byte, or between lines).",
+	}, func() float64 { return float64(n.Load()) })
+	if err := reg.Register(g); err != nil {
+		return fmt.Errorf("server: registering metrics: %w", err)
+	}
+	return nil
 }
 
 // conn counts an ended connection. It is safe for concurrent use.

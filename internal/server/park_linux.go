@@ -15,9 +15,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// parkLot holds the line connections whose echo loop waits for a next line
-// without a goroutine: an idle netcat session costs its conn and socket
-// (about 2 KiB) instead of a goroutine stack (8 KiB).
+// parkLot holds the connections that wait for a client's bytes without a
+// goroutine: line connections whose echo loop waits for a next line, and
+// silent connections waiting for their first byte (awaitFirstByte). An
+// idle netcat session costs its conn and socket (about 2 KiB) instead of a
+// goroutine stack (8 KiB).
 //
 // A parked connection's socket is registered in the lot's own epoll
 // instance (EPOLLIN|EPOLLRDHUP|EPOLLONESHOT) under a token, never the bare
@@ -37,7 +39,7 @@ import (
 //     its deadline, the drain before it closes it) deregisters the
 //     descriptor in the same critical section and becomes the owner; it
 //     hands the connection to the pool (resume), which continues it on a
-//     worker with resumeLine. Only one taker can find it, so it is
+//     worker with Server.resume (serve or resumeLine). Only one taker can find it, so it is
 //     continued once, and it publishes its event once.
 //   - The socket is closed only by an owner outside the lot (the drain
 //     after take, or finish), so a descriptor is never closed, or reused by
@@ -114,16 +116,8 @@ func newParkLot(wg *sync.WaitGroup, count *atomic.Int64, resume func(*conn)) (*p
 // has no descriptor to register. c.deadline is c's idle deadline, already
 // set on the socket. It does not block.
 func (l *parkLot) park(c *conn) bool {
-	if c.sys == nil {
-		sc, ok := c.Conn.(syscall.Conn)
-		if !ok {
-			return false
-		}
-		sys, err := sc.SyscallConn()
-		if err != nil {
-			return false
-		}
-		c.sys = sys
+	if !sysConn(c) {
+		return false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -147,6 +141,48 @@ func (l *parkLot) park(c *conn) bool {
 		l.file.SetReadDeadline(c.deadline) // the earliest now: wake the loop then
 	}
 	return true
+}
+
+// sysConn sets c.sys, the socket's RawConn, if it is not set yet; it
+// reports false when the socket has none.
+func sysConn(c *conn) bool {
+	if c.sys != nil {
+		return true
+	}
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	sys, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	c.sys = sys
+	return true
+}
+
+// readable waits until c's socket has a byte, EOF or an error to read, or
+// until the time until, whichever comes first, without reading (a read
+// would consume a reset's error), and reports whether it is readable. It
+// uses the socket's read deadline, which it leaves cleared. A socket
+// closed meanwhile (the drain) is readable: its read fails as it would
+// have. Without a descriptor it reports true: the caller reads.
+func readable(c *conn, until time.Time) bool {
+	if !sysConn(c) {
+		return true
+	}
+	c.SetReadDeadline(until)
+	err := c.sys.Read(pollReadable)
+	c.SetReadDeadline(time.Time{})
+	return !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// pollReadable is readable's RawConn.Read callback (a plain function: no
+// allocation per call): true when fd has something to read.
+func pollReadable(fd uintptr) bool {
+	fds := [1]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
+	n, err := unix.Poll(fds[:], 0)
+	return n > 0 || err != nil && !errors.Is(err, unix.EINTR)
 }
 
 // register is Control's callback for park (a method value made once, not

@@ -169,7 +169,7 @@ type Server struct {
 	draining atomic.Bool  // Serve's ctx is done: stop accepting, close idle HTTP
 	hardStop atomic.Bool  // the drain timeout passed: open connections were closed
 	serving  atomic.Bool  // Serve was called: it runs once per Server
-	parked   atomic.Int64 // line connections parked now (waiting without a goroutine)
+	parked   atomic.Int64 // connections parked now (waiting for bytes without a goroutine)
 	// graceWaits counts the echo loops waiting out parkAfter on their
 	// goroutine (see maxGraceWaits).
 	graceWaits atomic.Int64
@@ -232,6 +232,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: m, conns: make(map[*conn]struct{})}
+	if err := registerParked(cfg.Registerer, &s.parked); err != nil {
+		return nil, err
+	}
 	s.parkAfter.Store(int64(parkAfter))
 	s.workerIdle.Store(int64(workerIdle))
 	size := max(cfg.MaxLine+2, 4096)
@@ -365,7 +368,7 @@ func (s *Server) worker(p *pool, j job) {
 	var c *conn
 	for {
 		if j.resume != nil {
-			if ended := s.resumeLine(j.resume); ended && c == nil {
+			if ended := s.resume(j.resume); ended && c == nil {
 				c = j.resume // its state is free now: keep it for the next
 				*c = conn{}
 			}

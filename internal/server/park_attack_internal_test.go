@@ -19,29 +19,8 @@ import (
 // parked, the lot holds nothing and counts nothing, and the connection
 // still reads its client's next bytes on its goroutine.
 func TestParkEpollCtlFails(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-
-	var wg sync.WaitGroup
-	var count atomic.Int64
-	lot, err := newParkLot(&wg, &count, func(*conn) { t.Error("a connection was handed back") })
-	if err != nil {
-		t.Skipf("no park lot: %v", err)
-	}
-	defer lot.close()
+	client, sc := loopbackPair(t)
+	lot, _, count := lotThatMustNotHandBack(t)
 	raw, err := sc.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)

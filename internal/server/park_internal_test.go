@@ -24,29 +24,8 @@ func (b bufferedConn) Buffered() int { return b.n }
 // socket would never become readable for them. The control case, with
 // nothing buffered, parks.
 func TestPendingNotParked(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-
-	var wg sync.WaitGroup
-	var count atomic.Int64
-	lot, err := newParkLot(&wg, &count, func(*conn) { t.Error("a connection was handed back") })
-	if err != nil {
-		t.Skipf("no park lot: %v", err)
-	}
-	defer lot.close()
+	_, sc := loopbackPair(t)
+	lot, wg, count := lotThatMustNotHandBack(t)
 	s := &Server{}
 	s.parkAfter.Store(int64(time.Second))
 	s.graceWaits.Store(maxGraceWaits) // every wait parks at once
@@ -68,4 +47,40 @@ func TestPendingNotParked(t *testing.T) {
 	if count.Load() != 0 {
 		t.Errorf("%d still parked", count.Load())
 	}
+}
+
+// loopbackPair returns both ends of a loopback TCP connection, closed at
+// the end of the test.
+func loopbackPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
+}
+
+// lotThatMustNotHandBack returns a park lot, closed at the end of the test,
+// that fails the test if it hands a connection back, with its WaitGroup
+// and count; it skips the test where no lot can be made.
+func lotThatMustNotHandBack(t *testing.T) (*parkLot, *sync.WaitGroup, *atomic.Int64) {
+	t.Helper()
+	wg, count := new(sync.WaitGroup), new(atomic.Int64)
+	lot, err := newParkLot(wg, count, func(*conn) { t.Error("a connection was handed back") })
+	if err != nil {
+		t.Skipf("no park lot: %v", err)
+	}
+	t.Cleanup(lot.close)
+	return lot, wg, count
 }

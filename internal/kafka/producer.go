@@ -506,11 +506,12 @@ func (p *Producer) deliver(ctx context.Context) {
 			err = p.sendLive(ctx, p.collect(ctx))
 		}
 		if e := (*spoolReadError)(nil); errors.As(err, &e) {
-			// The disk's failure, not the broker's: not degraded.
+			// The disk's failure, not the broker's: not degraded (unless
+			// a live send during the wait fails).
+			err = nil
 			if p.spoolReadFailed(e) {
-				p.waitRetry(ctx, retry)
+				err = p.waitRetry(ctx, retry)
 			}
-			continue
 		}
 		if err != nil && !p.stopped(ctx) {
 			healthy = false
@@ -887,20 +888,28 @@ func (p *Producer) spoolReadFailed(e *spoolReadError) (wait bool) {
 	return false
 }
 
-// waitRetry waits for the retry timer (reset to RetryInterval), spooling
-// what the queue receives meanwhile, or until Run must stop.
-func (p *Producer) waitRetry(ctx context.Context, retry *time.Timer) {
+// waitRetry waits for the retry timer (reset to RetryInterval), or until
+// Run must stop, handling what the queue receives meanwhile as the deliver
+// loop does: spooled in memory mode; sent to Kafka in disk mode, where the
+// queue holds only events the spool refused (spooling them again would
+// drop them). It returns early with a failed send's error (the broker's).
+func (p *Producer) waitRetry(ctx context.Context, retry *time.Timer) error {
 	retry.Reset(p.cfg.RetryInterval)
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-p.stop:
-			return
+			return nil
 		case q := <-p.queue:
-			p.spoolMessages(p.drainQueue(q.message()))
+			msgs := p.drainQueue(q.message())
+			if !p.disk {
+				p.spoolMessages(msgs)
+			} else if err := p.sendLive(ctx, msgs); err != nil {
+				return err
+			}
 		case <-retry.C:
-			return
+			return nil
 		}
 	}
 }

@@ -465,7 +465,7 @@ func (p *Producer) deliver(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 			case <-p.stop:
-			case q := <-p.queue:
+			case q := <-p.outageQueue():
 				p.spoolMessages(p.drainQueue(q.message()))
 			case <-retry.C:
 				if healthy = p.probe(ctx); !healthy {
@@ -887,8 +887,21 @@ func (p *Producer) spoolReadFailed(e *spoolReadError) (wait bool) {
 	return false
 }
 
+// outageQueue is the queue the delivery goroutine spools from while it
+// cannot send: the queue in memory mode; nil (never ready) in disk mode,
+// where the queue holds only events the spool refused (a full disk), which
+// must wait there, in memory, for Kafka rather than be refused again and
+// lost. When they fill it, enqueue counts the overflow as lost.
+func (p *Producer) outageQueue() <-chan queued {
+	if p.disk {
+		return nil
+	}
+	return p.queue
+}
+
 // waitRetry waits for the retry timer (reset to RetryInterval), spooling
-// what the queue receives meanwhile, or until Run must stop.
+// what the queue receives meanwhile (memory mode; see outageQueue), or
+// until Run must stop.
 func (p *Producer) waitRetry(ctx context.Context, retry *time.Timer) {
 	retry.Reset(p.cfg.RetryInterval)
 	for {
@@ -897,7 +910,7 @@ func (p *Producer) waitRetry(ctx context.Context, retry *time.Timer) {
 			return
 		case <-p.stop:
 			return
-		case q := <-p.queue:
+		case q := <-p.outageQueue():
 			p.spoolMessages(p.drainQueue(q.message()))
 		case <-retry.C:
 			return

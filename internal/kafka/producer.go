@@ -641,7 +641,27 @@ func (p *Producer) sendLive(ctx context.Context, msgs []kafkago.Message) error {
 		p.m.sent.Add(float64(len(msgs) - len(failed)))
 		msgs = failed
 	}
-	p.spoolMessages(msgs)
+	if !p.disk {
+		p.spoolMessages(msgs)
+		return err
+	}
+	// Disk mode: these are events the spool refused already (a full
+	// disk); one it refuses again waits in the queue, in memory, for the
+	// broker (see outageQueue), while the queue has room.
+	for i := range msgs {
+		m := &msgs[i]
+		if _, serr := p.spool.Append(appendMessage(nil, m)); serr == nil {
+			p.m.spooled.Inc()
+			continue
+		}
+		b := append(bytes.Clone(m.Key), m.Value...)
+		select {
+		case p.queue <- queued{b: b, keyLen: len(m.Key)}:
+		default:
+			p.spoolMessages(msgs[i:])
+			return err
+		}
+	}
 	return err
 }
 

@@ -465,7 +465,7 @@ func (p *Producer) deliver(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 			case <-p.stop:
-			case q := <-p.queue:
+			case q := <-p.outageQueue():
 				p.spoolMessages(p.drainQueue(q.message()))
 			case <-retry.C:
 				if healthy = p.probe(ctx); !healthy {
@@ -506,12 +506,11 @@ func (p *Producer) deliver(ctx context.Context) {
 			err = p.sendLive(ctx, p.collect(ctx))
 		}
 		if e := (*spoolReadError)(nil); errors.As(err, &e) {
-			// The disk's failure, not the broker's: not degraded (unless
-			// a live send during the wait fails).
-			err = nil
+			// The disk's failure, not the broker's: not degraded.
 			if p.spoolReadFailed(e) {
-				err = p.waitRetry(ctx, retry)
+				p.waitRetry(ctx, retry)
 			}
+			continue
 		}
 		if err != nil && !p.stopped(ctx) {
 			healthy = false
@@ -642,7 +641,27 @@ func (p *Producer) sendLive(ctx context.Context, msgs []kafkago.Message) error {
 		p.m.sent.Add(float64(len(msgs) - len(failed)))
 		msgs = failed
 	}
-	p.spoolMessages(msgs)
+	if !p.disk {
+		p.spoolMessages(msgs)
+		return err
+	}
+	// Disk mode: these are events the spool refused already (a full
+	// disk); one it refuses again waits in the queue, in memory, for the
+	// broker (see outageQueue), while the queue has room.
+	for i := range msgs {
+		m := &msgs[i]
+		if _, serr := p.spool.Append(appendMessage(nil, m)); serr == nil {
+			p.m.spooled.Inc()
+			continue
+		}
+		b := append(bytes.Clone(m.Key), m.Value...)
+		select {
+		case p.queue <- queued{b: b, keyLen: len(m.Key)}:
+		default:
+			p.spoolMessages(msgs[i:])
+			return err
+		}
+	}
 	return err
 }
 
@@ -888,28 +907,33 @@ func (p *Producer) spoolReadFailed(e *spoolReadError) (wait bool) {
 	return false
 }
 
-// waitRetry waits for the retry timer (reset to RetryInterval), or until
-// Run must stop, handling what the queue receives meanwhile as the deliver
-// loop does: spooled in memory mode; sent to Kafka in disk mode, where the
-// queue holds only events the spool refused (spooling them again would
-// drop them). It returns early with a failed send's error (the broker's).
-func (p *Producer) waitRetry(ctx context.Context, retry *time.Timer) error {
+// outageQueue is the queue the delivery goroutine spools from while it
+// cannot send: the queue in memory mode; nil (never ready) in disk mode,
+// where the queue holds only events the spool refused (a full disk), which
+// must wait there, in memory, for Kafka rather than be refused again and
+// lost. When they fill it, enqueue counts the overflow as lost.
+func (p *Producer) outageQueue() <-chan queued {
+	if p.disk {
+		return nil
+	}
+	return p.queue
+}
+
+// waitRetry waits for the retry timer (reset to RetryInterval), spooling
+// what the queue receives meanwhile (memory mode; see outageQueue), or
+// until Run must stop.
+func (p *Producer) waitRetry(ctx context.Context, retry *time.Timer) {
 	retry.Reset(p.cfg.RetryInterval)
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-p.stop:
-			return nil
-		case q := <-p.queue:
-			msgs := p.drainQueue(q.message())
-			if !p.disk {
-				p.spoolMessages(msgs)
-			} else if err := p.sendLive(ctx, msgs); err != nil {
-				return err
-			}
+			return
+		case q := <-p.outageQueue():
+			p.spoolMessages(p.drainQueue(q.message()))
 		case <-retry.C:
-			return nil
+			return
 		}
 	}
 }
